@@ -1,0 +1,40 @@
+"""backendlab: train one Keras 3 model on TensorFlow, JAX and PyTorch; prove it trains the same; measure how fast.
+
+Importing backendlab imports no framework; the functions below import Keras (and so
+the backend ``KERAS_BACKEND`` names) when first called.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from backendlab.backends import BACKENDS, BACKEND_NAMES, ensure_backend, installed_backends  # noqa: E402
+from backendlab.errors import BackendlabError, UsageError  # noqa: E402
+
+# Lazy: these pull in Keras, which must not happen at `import backendlab`.
+_LAZY = {
+    "backend_info": "backendlab.training",
+    "run_training": "backendlab.training",
+    "prepare": "backendlab.training",
+    "train": "backendlab.training",
+    "TrainStep": "backendlab.loop",
+    "load_dataset": "backendlab.data",
+    "build_model": "backendlab.models",
+    "MODELS": "backendlab.models",
+    "DATASETS": "backendlab.data",
+    "compare": "backendlab.compare",
+    "bench": "backendlab.bench",
+}
+
+__all__ = ["BACKENDS", "BACKEND_NAMES", "BackendlabError", "UsageError", "ensure_backend", "installed_backends", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(_LAZY[name])
+        return module if module.__name__.endswith(f".{name}") else getattr(module, name)
+    raise AttributeError(f"module 'backendlab' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from backendlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,12 @@
+"""One module per backend, each defining the same functions.
+
+``devices()``            names of the devices the framework sees
+``sync(tree)``           wait until every array in ``tree`` is computed
+``make_train_step(model, loss_fn, optimizer)``
+                         a function ``(x, y) -> (loss, y_pred)`` that takes one optimizer
+                         step with the framework's own autodiff, compiled where the
+                         framework compiles, on the model's and optimizer's real Keras state
+
+Nothing outside ``backendlab/_impl`` imports a framework directly; it asks
+``backendlab.backends.impl()`` for the module of the active backend.
+"""

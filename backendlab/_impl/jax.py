@@ -1,0 +1,55 @@
+"""JAX: ``stateless_call`` + ``jax.value_and_grad`` + ``optimizer.stateless_apply`` under ``jax.jit``."""
+
+from __future__ import annotations
+
+import jax
+
+
+def devices() -> list[str]:
+    return [f"{d.platform}:{d.id}" for d in jax.devices()]
+
+
+def sync(tree) -> None:
+    jax.block_until_ready(tree)
+
+
+def make_train_step(model, loss_fn, optimizer):
+    optimizer.build(model.trainable_variables)
+
+    def compute_loss(trainable, non_trainable, x, y):
+        y_pred, non_trainable, losses = model.stateless_call(
+            trainable, non_trainable, x, training=True, return_losses=True
+        )
+        loss = loss_fn(y, y_pred)
+        for extra in losses:  # regularization, as fit adds it
+            loss = loss + extra
+        return loss, (y_pred, non_trainable)
+
+    grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
+
+    @jax.jit
+    def jitted(trainable, non_trainable, opt_vars, x, y):
+        (loss, (y_pred, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y)
+        trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
+        return loss, y_pred, trainable, non_trainable, opt_vars
+
+    def step(x, y):
+        loss, y_pred, trainable, non_trainable, opt_vars = jitted(
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            [v.value for v in optimizer.variables],
+            x,
+            y,
+        )
+        # Write the new state back into the Keras variables, so predict, evaluate
+        # and save see the trained weights and the optimizer carries its state over.
+        for variables, values in (
+            (model.trainable_variables, trainable),
+            (model.non_trainable_variables, non_trainable),
+            (optimizer.variables, opt_vars),
+        ):
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+        return loss, y_pred
+
+    return step

@@ -1,0 +1,118 @@
+"""The one definition of the backends backendlab knows; every other table derives from it.
+
+Design rules (after einops' ``_backends.py`` and array-api-compat):
+
+* This module imports no framework. It finds out what is installed with
+  ``importlib.util.find_spec`` and what is loaded with ``sys.modules``.
+* A backend is chosen once per process, before ``import keras``, by
+  ``KERAS_BACKEND``. Crossing backends means crossing processes.
+* Backend-specific code lives in ``backendlab/_impl/<name>.py``; each of those
+  files defines the same functions, so the rest of the package never branches
+  on the backend's name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+from dataclasses import dataclass
+from types import ModuleType
+
+from backendlab.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str  # the value of KERAS_BACKEND
+    module: str  # the framework's import name
+    distribution: str  # the framework's pip distribution, for its version
+    extra: str  # backendlab's pip extra that installs it
+    framework: str  # how people call it
+    compiler: str  # what compiles a training step
+    steps_per_execution: bool  # whether Keras allows steps_per_execution > 1
+
+    @property
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
+
+    @property
+    def framework_version(self) -> str | None:
+        # tensorflow may come as tensorflow-cpu or as tensorflow; ask for both.
+        for dist in dict.fromkeys((self.distribution, self.module)):
+            try:
+                return importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+
+    @property
+    def install_hint(self) -> str:
+        return f"pip install -c constraints.txt -e '.[{self.extra}]'"
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("jax", "jax", "jax", "jax", "JAX", "jax.jit", True),
+        Backend("tensorflow", "tensorflow", "tensorflow-cpu", "tensorflow", "TensorFlow", "tf.function", True),
+        Backend("torch", "torch", "torch", "torch", "PyTorch", "eager (torch autograd)", False),
+    )
+}
+BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
+
+#: Keras's numpy backend can run a forward pass but not train; compare uses it as an
+#: extra, independent reference for predictions.
+REFERENCE_ONLY_BACKEND = "numpy"
+
+
+def get_backend(name: str) -> Backend:
+    """The Backend called ``name``, or one clear error naming the valid ones."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown backend {name!r}: valid backends are {', '.join(BACKEND_NAMES)}"
+        ) from None
+
+
+def installed_backends() -> list[Backend]:
+    return [b for b in BACKENDS.values() if b.installed]
+
+
+def requested_backend_name() -> str:
+    """The backend this process will use: ``KERAS_BACKEND``, else the first installed."""
+    name = os.environ.get("KERAS_BACKEND")
+    if name:
+        return name
+    found = installed_backends()
+    return found[0].name if found else BACKEND_NAMES[0]
+
+
+def ensure_backend() -> Backend:
+    """Check the requested backend is known and installed, and fix it for this process.
+
+    Must run before ``import keras``: it sets ``KERAS_BACKEND`` when it was unset, so
+    Keras and backendlab agree on what runs.
+    """
+    name = requested_backend_name()
+    if name not in BACKENDS:
+        raise UsageError(
+            f"KERAS_BACKEND={name!r} is not a backend backendlab supports: "
+            f"set KERAS_BACKEND to one of {', '.join(BACKEND_NAMES)}"
+        )
+    backend = BACKENDS[name]
+    if not backend.installed:
+        raise UsageError(
+            f"KERAS_BACKEND={name!r} needs {backend.framework}, which is not installed: "
+            f"{backend.install_hint}"
+        )
+    os.environ["KERAS_BACKEND"] = name
+    return backend
+
+
+def impl(backend: Backend | None = None) -> ModuleType:
+    """The backend-specific module ``backendlab._impl.<name>`` for the active backend."""
+    backend = backend or ensure_backend()
+    return importlib.import_module(f"backendlab._impl.{backend.name}")

@@ -1,0 +1,163 @@
+"""The ``backendlab`` command: info, train, compare, bench.
+
+Bad usage prints one line, ``backendlab: error: ...``, and exits 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from backendlab.backends import BACKENDS, requested_backend_name
+from backendlab.errors import BackendlabError, UsageError
+
+console = Console(stderr=True)
+out = Console()
+
+#: Subcommands that live in their own modules, each with ``add_arguments`` and ``run``.
+SUBCOMMANDS = {
+    "info": ("backendlab.cli", "Every backend, installed or not, with versions; the active one marked."),
+    "train": ("backendlab.cli", "Train a model on the backend KERAS_BACKEND names (default: the seed's MLP)."),
+    "compare": ("backendlab.compare.cli", "Train on every backend from the same weights and batches; compare."),
+    "bench": ("backendlab.bench.cli", "Throughput of each backend against native loops and the matmul peak."),
+}
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, epochs: int = 10) -> None:
+    """The options ``train`` and ``compare`` share."""
+    parser.add_argument("--model", default="mlp", help="zoo name (mlp, cnn, rnn, transformer, functional) or file.py:build / module:build (default: mlp)")
+    parser.add_argument("--data", default=None, help="breast_cancer, digits, sequences, pairs, a .npz file, or file.py:function (default: the model's own)")
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"(default: {epochs})")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="(default: 32)")
+    parser.add_argument("--optimizer", default=None, help="sgd (the seed's: momentum 0.9, Nesterov) or a keras.optimizers name (default: sgd; a compiled user model keeps its own)")
+    parser.add_argument("--learning-rate", type=positive_float, default=None, help="(default: 0.01 for sgd, Keras's own otherwise)")
+    parser.add_argument("--seed", type=int, default=0, help="data split, initial weights and batch order (default: 0)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        self.exit(2, f"backendlab: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="backendlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter if name == "bench" else argparse.HelpFormatter)
+        getattr(importlib.import_module(module), f"add_{name}_arguments")(p)
+    return parser
+
+
+# --- info -----------------------------------------------------------------------------
+
+
+def add_info_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run_info(args) -> int:
+    import importlib.metadata as md
+
+    active = requested_backend_name()
+    table = Table(title=f"backendlab backends (keras {md.version('keras')}, KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '<unset>')})")
+    for col in ("", "backend", "framework", "version", "compiles with", "steps_per_execution"):
+        table.add_column(col)
+    for b in BACKENDS.values():
+        version = b.framework_version if b.installed else f"not installed: {b.install_hint}"
+        table.add_row("*" if b.name == active else "", b.name, b.framework, version, b.compiler, "yes" if b.steps_per_execution else "no (raises)")
+    out.print(table)
+    if active in BACKENDS and BACKENDS[active].installed:
+        from backendlab.training import backend_info
+
+        info = backend_info()
+        out.print(f"active: {info.backend} ({info.framework} {info.framework_version}), devices: {', '.join(info.devices)}")
+    else:
+        out.print(f"active: {active} is not usable here")
+    return 0
+
+
+# --- train ----------------------------------------------------------------------------
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_training_arguments(parser)
+    parser.add_argument("--loop", choices=("fit", "custom"), default="fit", help="model.fit, or backendlab's custom loop with the backend's own autodiff (default: fit)")
+    parser.add_argument("--save", default=None, metavar="PATH.keras", help="save the trained model")
+
+
+def result_table(result) -> Table:
+    table = Table(title=f"{result.config.model} on {result.config.data}, backend {result.backend} ({result.info.framework} {result.info.framework_version}, keras {result.info.keras_version})")
+    table.add_column("epoch")
+    keys = list(result.history)
+    for key in keys:
+        table.add_column(key, justify="right")
+    for epoch in range(result.config.epochs):
+        table.add_row(str(epoch + 1), *(f"{result.history[k][epoch]:.6f}" for k in keys))
+    table.caption = "test: " + ", ".join(f"{k}={v:.4f}" for k, v in result.test.items()) + f"; training took {result.train_time_s:.2f}s"
+    return table
+
+
+def run_train(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from backendlab.results import write_json
+    from backendlab.training import batch_slices, prepare, save_model, train
+
+    if args.save is not None and not args.save.endswith(".keras"):
+        raise UsageError(f"--save needs a path ending in .keras, got {args.save!r}")
+    with console.status(f"building {args.model} on {requested_backend_name()}"):
+        prep = prepare(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate, seed=args.seed, loop=args.loop)
+    total = args.epochs * len(batch_slices(prep.data.num_train, args.batch_size))
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(f"train {args.model} ({prep.config.loop})", total=total, loss=float("nan"))
+        result = train(prep, on_step=lambda step, loss: progress.update(task, completed=step, loss=loss))
+    if args.save:
+        result.saved_model = str(save_model(prep.model, args.save))
+    out.print(result_table(result))
+    if args.json:
+        write_json(args.json, result.to_dict())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command or "train"
+    if args.command is None:
+        args = parser.parse_args(["train", *(argv if argv is not None else sys.argv[1:])])
+    module = importlib.import_module(SUBCOMMANDS[command][0])
+    try:
+        return getattr(module, f"run_{command}")(args)
+    except BackendlabError as exc:
+        console.print(f"backendlab: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print("backendlab: interrupted", markup=False)
+        return 130

@@ -1,0 +1,265 @@
+"""Datasets that need no network: scikit-learn's bundled ones, seeded synthetic ones, a user's own.
+
+A dataset is NumPy arrays (or dicts of them, for several inputs or outputs) and a
+description of each target, from which the default loss and metrics follow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from backendlab.errors import UsageError
+from backendlab.specs import call_user, is_callable_spec, load_callable
+
+Arrays = "np.ndarray | dict[str, np.ndarray]"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one output must predict, and so its loss, metrics and output width."""
+
+    kind: str  # binary | multiclass | onehot | regression
+    units: int  # the last dimension the model's output must have
+
+    @property
+    def loss(self) -> str:
+        return {
+            "binary": "binary_crossentropy",
+            "multiclass": "sparse_categorical_crossentropy",
+            "onehot": "categorical_crossentropy",
+            "regression": "mean_squared_error",
+        }[self.kind]
+
+    @property
+    def metrics(self) -> list[str]:
+        return ["mae"] if self.kind == "regression" else ["accuracy"]
+
+    @property
+    def activation(self) -> str:
+        return {"binary": "sigmoid", "regression": "linear"}.get(self.kind, "softmax")
+
+    def describe(self) -> str:
+        if self.kind == "binary":
+            return "2 classes (binary)"
+        if self.kind == "regression":
+            return f"{self.units} regression value(s)"
+        return f"{self.units} classes"
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: Any
+    y_train: Any
+    x_test: Any
+    y_test: Any
+    target: Target | dict[str, Target]
+
+    @property
+    def num_train(self) -> int:
+        return _num_samples(self.x_train)
+
+    @property
+    def num_test(self) -> int:
+        return _num_samples(self.x_test)
+
+    def loss(self):
+        return _per_output(self.target, lambda t: t.loss)
+
+    def metrics(self):
+        return _per_output(self.target, lambda t: t.metrics)
+
+    def input_shapes(self) -> Any:
+        return _map(lambda a: a.shape[1:], self.x_train)
+
+    def take(self, split: str, index: np.ndarray) -> tuple[Any, Any]:
+        """The rows ``index`` of ``split`` ("train" or "test"), as (x, y)."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        return _map(lambda a: a[index], x), _map(lambda a: a[index], y)
+
+
+def _per_output(target, fn):
+    return {k: fn(t) for k, t in target.items()} if isinstance(target, dict) else fn(target)
+
+
+def _map(fn: Callable, tree: Any) -> Any:
+    return {k: fn(v) for k, v in tree.items()} if isinstance(tree, dict) else fn(tree)
+
+
+def _leaves(tree: Any) -> list[np.ndarray]:
+    return list(tree.values()) if isinstance(tree, dict) else [tree]
+
+
+def _num_samples(tree: Any) -> int:
+    return len(_leaves(tree)[0])
+
+
+# --- bundled and synthetic data ------------------------------------------------------
+
+
+def _split(x, y, seed: int, stratify=None):
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(x, y, test_size=0.2, random_state=seed, stratify=stratify)
+
+
+def breast_cancer(seed: int = 0) -> Dataset:
+    """scikit-learn's Wisconsin breast cancer data: 30 features, standardized on the train split."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x_train, x_test, y_train, y_test = _split(x, y, seed, stratify=y)
+    scaler = StandardScaler().fit(x_train)
+    return Dataset(
+        "breast_cancer",
+        scaler.transform(x_train).astype("float32"),
+        y_train.astype("int32"),
+        scaler.transform(x_test).astype("float32"),
+        y_test.astype("int32"),
+        Target("binary", 1),
+    )
+
+
+def digits(seed: int = 0) -> Dataset:
+    """scikit-learn's 8x8 digit images, scaled to [0, 1], with a channel axis."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype("float32")[..., None]
+    y = bunch.target.astype("int32")
+    x_train, x_test, y_train, y_test = _split(x, y, seed, stratify=y)
+    return Dataset("digits", x_train, y_train, x_test, y_test, Target("multiclass", 10))
+
+
+def sequences(seed: int = 0, n: int = 640, steps: int = 16, features: int = 8) -> Dataset:
+    """Seeded sequences; the class is the feature channel with the largest mean, of the first 4."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, steps, features)).astype("float32")
+    y = rng.integers(0, 4, size=n)
+    x[np.arange(n), :, y] += 0.5  # plant the signal along the whole sequence
+    y = y.astype("int32")
+    x_train, x_test, y_train, y_test = _split(x, y, seed, stratify=y)
+    return Dataset("sequences", x_train, y_train, x_test, y_test, Target("multiclass", 4))
+
+
+def pairs(seed: int = 0, n: int = 640, features: int = 12) -> Dataset:
+    """Seeded two-input, two-output data for the Functional model.
+
+    ``label`` (3 classes) depends on both inputs; ``score`` is a noisy linear function of them.
+    """
+    rng = np.random.default_rng(seed)
+    left = rng.normal(size=(n, features)).astype("float32")
+    right = rng.normal(size=(n, features)).astype("float32")
+    w = rng.normal(size=features)
+    s = left @ w - right @ w
+    label = np.digitize(s, np.quantile(s, [1 / 3, 2 / 3])).astype("int32")
+    score = (0.3 * s + 0.1 * rng.normal(size=n)).astype("float32")[:, None]
+    idx_train, idx_test = _split(np.arange(n), label, seed, stratify=label)[:2]
+
+    def part(idx):
+        return {"left": left[idx], "right": right[idx]}, {"label": label[idx], "score": score[idx]}
+
+    (xtr, ytr), (xte, yte) = part(idx_train), part(idx_test)
+    return Dataset("pairs", xtr, ytr, xte, yte, {"label": Target("multiclass", 3), "score": Target("regression", 1)})
+
+
+DATASETS: dict[str, Callable[[int], Dataset]] = {
+    "breast_cancer": breast_cancer,
+    "digits": digits,
+    "sequences": sequences,
+    "pairs": pairs,
+}
+
+
+# --- a user's data ------------------------------------------------------------------
+
+
+def infer_target(y: np.ndarray, where: str) -> Target:
+    """What a user's label array asks for, read off its dtype, shape and values."""
+    y = np.asarray(y)
+    if y.ndim == 0:
+        raise UsageError(f"{where} is a scalar: labels need one row per sample")
+    flat = y.reshape(len(y), -1)
+    integral = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
+    if not integral and np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+        integral = flat.shape[1] == 1 or np.all(flat.sum(axis=1) == 1)
+    if integral and flat.shape[1] == 1:
+        values = np.unique(flat)
+        if values.min() < 0:
+            raise UsageError(f"{where} has negative class labels: use labels 0..k-1")
+        return Target("binary", 1) if values.max() <= 1 else Target("multiclass", int(values.max()) + 1)
+    if integral and np.all(flat.sum(axis=1) == 1):
+        return Target("onehot", flat.shape[1])
+    return Target("regression", flat.shape[1])
+
+
+def _as_arrays(tree: Any, where: str) -> Any:
+    if isinstance(tree, dict):
+        return {str(k): _as_arrays(v, f"{where}[{k!r}]") for k, v in tree.items()}
+    try:
+        a = np.asarray(tree)
+    except Exception as exc:
+        raise UsageError(f"{where} is not an array: {exc}") from exc
+    if a.dtype == object or a.ndim == 0:
+        raise UsageError(f"{where} is not a numeric array with one row per sample")
+    return a.astype("float32") if np.issubdtype(a.dtype, np.floating) else a
+
+
+def from_arrays(name: str, train: tuple, test: tuple) -> Dataset:
+    (x_train, y_train), (x_test, y_test) = train, test
+    parts = {}
+    for key, tree in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test), ("y_test", y_test)):
+        parts[key] = _as_arrays(tree, f"data {name!r}: {key}")
+    for split in ("train", "test"):
+        counts = {len(a) for key in (f"x_{split}", f"y_{split}") for a in _leaves(parts[key])}
+        if len(counts) != 1:
+            raise UsageError(
+                f"data {name!r}: x_{split} and y_{split} have different numbers of samples {sorted(counts)}"
+            )
+    y = parts["y_train"]
+    if isinstance(y, dict):
+        target = {k: infer_target(v, f"data {name!r}: y_train[{k!r}]") for k, v in y.items()}
+    else:
+        target = infer_target(y, f"data {name!r}: y_train")
+    return Dataset(name, parts["x_train"], parts["y_train"], parts["x_test"], parts["y_test"], target)
+
+
+def _from_npz(path: Path) -> Dataset:
+    if not path.is_file():
+        raise UsageError(f"data file {str(path)!r} does not exist")
+    with np.load(path) as npz:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
+        if missing:
+            raise UsageError(
+                f"data file {str(path)!r} lacks {', '.join(missing)}: an .npz needs x_train, y_train, x_test, y_test"
+            )
+        return from_arrays(path.name, (npz["x_train"], npz["y_train"]), (npz["x_test"], npz["y_test"]))
+
+
+def load_dataset(name: str, seed: int = 0) -> Dataset:
+    """A bundled dataset by name, an ``.npz`` file, or ``file.py:function`` / ``module:function``."""
+    if name in DATASETS:
+        return DATASETS[name](seed)
+    if name.endswith(".npz"):
+        return _from_npz(Path(name))
+    if is_callable_spec(name):
+        func = load_callable(name, "data")
+        result = call_user(func, name, "data")
+        try:
+            train, test = result
+            if len(train) != 2 or len(test) != 2:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UsageError(
+                f"data {name!r} must return ((x_train, y_train), (x_test, y_test)), got {type(result).__name__}"
+            ) from None
+        return from_arrays(name, train, test)
+    raise UsageError(
+        f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}, an .npz file, "
+        "or path/to/file.py:function / package.module:function"
+    )

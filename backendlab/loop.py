@@ -1,0 +1,128 @@
+"""The seed's low-level training loop, written once, run with the active backend's own autodiff.
+
+    step = TrainStep(model, "categorical_crossentropy", keras.optimizers.Adam())
+    for x_batch, y_batch in batches:
+        logs = step(x_batch, y_batch)     # {"loss": ..., and any metrics}
+
+Underneath: ``tf.GradientTape`` under ``tf.function`` on TensorFlow, ``stateless_call`` +
+``jax.value_and_grad`` + ``optimizer.stateless_apply`` under ``jax.jit`` on JAX, and
+``backward()`` + ``optimizer.apply`` under ``no_grad`` on PyTorch (``backendlab/_impl``).
+The model's variables and the optimizer's slots are real Keras state, so ``predict``,
+``evaluate``, ``save`` and a later ``fit`` all see the trained weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from backendlab.backends import ensure_backend, impl
+from backendlab.errors import UsageError
+
+
+def resolve_loss(loss: Any) -> Callable:
+    """A function ``(y_true, y_pred) -> scalar`` from a Keras loss name, object, function, or dict of them.
+
+    A plain function (e.g. one written with ``keras.ops``) may return one value per
+    sample; it is averaged over the batch (Keras's ``sum_over_batch_size``), as compile does.
+    """
+    import keras
+
+    if isinstance(loss, dict):
+        parts = {name: resolve_loss(fn) for name, fn in loss.items()}
+
+        def total(y_true, y_pred):
+            return sum(fn(y_true[name], y_pred[name]) for name, fn in parts.items())
+
+        return total
+    if isinstance(loss, str):
+        try:
+            loss = keras.losses.get(loss)
+        except ValueError:
+            raise UsageError(f"unknown loss {loss!r}: use a keras.losses name or a function (y_true, y_pred)") from None
+    if isinstance(loss, keras.losses.Loss):
+        return loss
+    if not callable(loss):
+        raise UsageError(f"loss must be callable (y_true, y_pred) -> loss, got {type(loss).__name__}")
+    return _FunctionLoss(loss)
+
+
+def _function_loss_class():
+    import keras
+
+    class FunctionLoss(keras.losses.Loss):
+        """A per-sample loss function as a Keras Loss: averaged over the batch, as compile does.
+
+        Labels of shape (batch,) meet outputs of shape (batch, 1) the way compile meets them.
+        """
+
+        def __init__(self, fn):
+            super().__init__(name=getattr(fn, "__name__", "loss"))
+            self.fn = fn
+
+        def call(self, y_true, y_pred):
+            if len(y_true.shape) == len(y_pred.shape) - 1 and y_pred.shape[-1] == 1:
+                y_true = keras.ops.expand_dims(y_true, -1)
+            return self.fn(y_true, y_pred)
+
+    return FunctionLoss
+
+
+def _FunctionLoss(fn):
+    return _function_loss_class()(fn)
+
+
+def _check_built(model) -> None:
+    if not model.built or not model.trainable_variables:
+        raise UsageError(
+            f"model {model.name!r} has no weights yet: build it first (give it a keras.Input, "
+            "call model.build(input_shape), or call it once on a batch)"
+        )
+
+
+class TrainStep:
+    """One optimizer step per call on a batch; returns ``{"loss": float, <metric>: float}``.
+
+    ``metrics`` are Keras metric objects or names, computed on that batch alone.
+    Calling it again continues from the current weights and optimizer state, which
+    is what incremental learning needs.
+    """
+
+    def __init__(self, model, loss, optimizer, metrics=()):
+        import keras
+
+        ensure_backend()
+        _check_built(model)
+        if isinstance(optimizer, str):
+            optimizer = keras.optimizers.get(optimizer)
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = resolve_loss(loss)
+        self.metrics = [keras.metrics.get(m) if isinstance(m, str) else m for m in metrics]
+        self._step = impl().make_train_step(model, self.loss_fn, optimizer)
+
+    def __call__(self, x, y) -> dict[str, float]:
+        import keras
+
+        x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
+        y = keras.tree.map_structure(keras.ops.convert_to_tensor, y)
+        try:
+            loss, y_pred = self._step(x, y)
+        except (ValueError, TypeError) as exc:
+            lines = str(exc).strip().splitlines()
+            raise UsageError(
+                f"model {self.model.name!r} failed on a batch of shape {_shapes(x)} -> {_shapes(y)}: "
+                f"{type(exc).__name__}: {lines[0] if lines else ''}"
+            ) from exc
+        logs = {"loss": float(keras.ops.convert_to_numpy(loss))}
+        for metric in self.metrics:
+            metric.reset_state()
+            metric.update_state(y, y_pred)
+            logs[metric.name] = float(keras.ops.convert_to_numpy(metric.result()))
+        return logs
+
+
+def _shapes(tree) -> Any:
+    import keras
+
+    shapes = keras.tree.map_structure(lambda a: tuple(a.shape), tree)
+    return shapes
