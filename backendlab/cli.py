@@ -109,7 +109,8 @@ def run_info(args) -> int:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
     parser.add_argument("--loop", choices=("fit", "custom"), default="fit", help="model.fit, or backendlab's custom loop with the backend's own autodiff (default: fit)")
-    parser.add_argument("--save", default=None, metavar="PATH.keras", help="save the trained model")
+    parser.add_argument("--save", default=None, metavar="PATH.keras", help="save the trained model (with its optimizer state)")
+    parser.add_argument("--resume", default=None, metavar="PATH.keras", help="continue training a saved model (from any backend) where it stopped")
 
 
 def result_table(result) -> Table:
@@ -133,7 +134,7 @@ def run_train(args) -> int:
     if args.save is not None and not args.save.endswith(".keras"):
         raise UsageError(f"--save needs a path ending in .keras, got {args.save!r}")
     with console.status(f"building {args.model} on {requested_backend_name()}"):
-        prep = prepare(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate, seed=args.seed, loop=args.loop)
+        prep = prepare(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate, seed=args.seed, loop=args.loop, resume=args.resume)
     total = args.epochs * len(batch_slices(prep.data.num_train, args.batch_size))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task(f"train {args.model} ({prep.config.loop})", total=total, loss=float("nan"))
@@ -147,11 +148,11 @@ def run_train(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    command = args.command or "train"
-    if args.command is None:
-        args = parser.parse_args(["train", *(argv if argv is not None else sys.argv[1:])])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["train", *argv]  # `backendlab` alone runs the seed example
+    args = build_parser().parse_args(argv)
+    command = args.command
     module = importlib.import_module(SUBCOMMANDS[command][0])
     try:
         return getattr(module, f"run_{command}")(args)

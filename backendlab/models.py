@@ -93,6 +93,11 @@ def functional(data: Dataset):
 
     if not isinstance(data.x_train, dict) or len(data.x_train) != 2:
         raise UsageError(f"model 'functional' needs two named inputs; data {data.name!r} has {_describe_inputs(data)}")
+    if len({a.shape[1:] for a in data.x_train.values()}) != 1:
+        raise UsageError(
+            f"model 'functional' applies one shared layer to both inputs, so they need the same shape; "
+            f"data {data.name!r} has {_describe_inputs(data)}"
+        )
     if not isinstance(data.target, dict) or len(data.target) < 2:
         raise UsageError(f"model 'functional' needs several named outputs; data {data.name!r} has one")
     inputs = {name: keras.Input(a.shape[1:], name=name) for name, a in data.x_train.items()}

@@ -81,6 +81,7 @@ class TrainConfig:
     learning_rate: float | None
     seed: int
     loop: str = "fit"
+    initial_epoch: int = 0  # > 0 when training resumed from a saved model
     devices: int = 1
 
 

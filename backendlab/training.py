@@ -144,8 +144,14 @@ def prepare(
     loop: str = "fit",
     initial_weights: str | os.PathLike | None = None,
     disable_stochastic: bool = False,
+    resume: str | os.PathLike | None = None,
 ) -> Prepared:
-    """Load data, build and compile the model, check they fit together: everything before training."""
+    """Load data, build and compile the model, check they fit together: everything before training.
+
+    ``resume`` names a ``.keras`` file saved after training, on any backend: its weights
+    and optimizer state are loaded and training goes on from the epoch it had reached,
+    with the batch order an uninterrupted run would have had.
+    """
     check_positive("epochs", epochs)
     check_positive("batch size", batch_size)
     if loop not in ("fit", "custom"):
@@ -156,7 +162,11 @@ def prepare(
     import keras
 
     keras.utils.set_random_seed(seed)
-    net = build_model(model, dataset)
+    if resume is not None:
+        net = load_model(resume)
+        model = str(resume)
+    else:
+        net = build_model(model, dataset)
     check_compatible(net, dataset, model)
     if initial_weights is not None:
         net.load_weights(initial_weights)
@@ -182,7 +192,20 @@ def prepare(
         seed=seed,
         loop=loop,
     )
+    if resume is not None:
+        steps_per_epoch = len(batch_slices(dataset.num_train, batch_size))
+        config.initial_epoch = int(keras.ops.convert_to_numpy(net.optimizer.iterations)) // steps_per_epoch
     return Prepared(config, dataset, net, [layer.name for layer in found])
+
+
+def load_model(path: str | os.PathLike):
+    """A ``.keras`` file, saved on any backend, with its compile settings and optimizer state."""
+    import keras
+
+    path = Path(path)
+    if path.suffix != ".keras" or not path.is_file():
+        raise UsageError(f"{str(path)!r} is not a saved .keras model file")
+    return keras.saving.load_model(path)
 
 
 def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None):
@@ -210,7 +233,7 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None):
                 on_step(len(step_losses), step_losses[-1])
 
     history: dict[str, list[float]] = defaultdict(list)
-    for epoch, order in enumerate(orders):
+    for epoch, order in enumerate(orders, start=config.initial_epoch):
         x, y = data.take("train", order)
         h = prep.model.fit(
             x,
@@ -255,7 +278,9 @@ def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None):
 def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
     """Train, then evaluate on the test split; the time counts training alone."""
     config, data, model = prep.config, prep.data, prep.model
-    orders = epoch_orders(data.num_train, config.epochs, config.seed)
+    # Every epoch's order is drawn from the start, so a resumed run sees what an
+    # uninterrupted one would have seen.
+    orders = epoch_orders(data.num_train, config.initial_epoch + config.epochs, config.seed)[config.initial_epoch :]
     run_epochs = _fit_epochs if config.loop == "fit" else _custom_epochs
     start = time.perf_counter()
     history, step_losses, running = run_epochs(prep, orders, on_step)

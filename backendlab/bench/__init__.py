@@ -1,0 +1,1 @@
+"""Throughput benchmarks across backends (issue 5)."""

@@ -1,0 +1,108 @@
+"""``backendlab bench``: throughput of each backend against native loops and the matmul peak.
+
+Options start from a named preset (``--preset``, ``--quick``) and override its fields.
+This module imports no framework: the measuring happens in worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from backendlab.backends import BACKEND_NAMES
+from backendlab.bench.presets import PRESETS, Preset, get_preset
+from backendlab.errors import UsageError
+
+MODES = ("fit", "predict")
+JIT = ("auto", "true", "false")
+
+
+def _list(text: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list, got {text!r}")
+    return items
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(item) for item in _list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="full", choices=sorted(PRESETS), help="the settings to start from")
+    parser.add_argument("--quick", action="store_true", help="same as --preset quick (under 3 minutes on 2 cores)")
+    parser.add_argument("--models", type=_list, default=None,
+                        help="comma-separated: mlp, cnn, rnn, transformer, or path/to/file.py:build (default: the preset's)")
+    parser.add_argument("--backends", type=_list, default=None, help=f"comma-separated, of {', '.join(BACKEND_NAMES)} (default: all)")
+    parser.add_argument("--batch-sizes", type=_int_list, default=None, help="comma-separated (default: the preset's)")
+    parser.add_argument("--modes", type=_list, default=None, help="comma-separated: fit, predict (default: both)")
+    parser.add_argument("--repeats", type=_int_list, default=None, help="timed repeats per cell (default: the preset's)")
+    parser.add_argument("--samples", type=_int_list, default=None, help="samples per timed repeat (default: the preset's)")
+    parser.add_argument("--steps-per-execution", type=_int_list, default=None,
+                        help="comma-separated; values > 1 are recorded as not applicable on torch (default: the preset's)")
+    parser.add_argument("--jit-compile", type=_list, default=None, help="comma-separated: auto, true, false (default: auto)")
+    parser.add_argument("--threads", type=_int_list, default=None, help="intra-op threads (default: each framework's own)")
+    parser.add_argument("--no-native", action="store_true", help="skip the native PyTorch/JAX/TensorFlow loops")
+    parser.add_argument("--input-shape", type=_int_list, default=None, help="for a user model without an Input, e.g. 32,32,3")
+    parser.add_argument("--data", default=None, help="for a user model: file.py:function, a .npz, or a bundled dataset")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per backend worker (default: the preset's)")
+    parser.add_argument("--out", default="bench-out", metavar="DIR", help="where bench.json, bench.md and bench.png go")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write bench.json here")
+
+
+def _one(values: tuple[int, ...] | None, option: str) -> int | None:
+    if values is not None and len(values) != 1:
+        raise UsageError(f"{option} takes one number, got {','.join(map(str, values))}")
+    return values[0] if values else None
+
+
+def preset_from_args(args) -> Preset:
+    """The preset the options name, with each given option overriding its field."""
+    preset = get_preset("quick" if args.quick else args.preset)
+    for name in args.backends or ():
+        if name not in BACKEND_NAMES:
+            raise UsageError(f"unknown backend {name!r}: valid backends are {', '.join(BACKEND_NAMES)}")
+    for mode in args.modes or ():
+        if mode not in MODES:
+            raise UsageError(f"unknown mode {mode!r}: valid modes are {', '.join(MODES)}")
+    for jit in args.jit_compile or ():
+        if jit not in JIT:
+            raise UsageError(f"--jit-compile takes {', '.join(JIT)}, got {jit!r}")
+    from backendlab.bench.shapes import SHAPES
+
+    for model in args.models or ():
+        if model not in SHAPES and ":" not in model:
+            raise UsageError(f"unknown model {model!r}: use {', '.join(SHAPES)} or path/to/file.py:build")
+    return preset.with_options(
+        models=args.models,
+        backends=args.backends,
+        batch_sizes=args.batch_sizes,
+        modes=args.modes,
+        repeats=_one(args.repeats, "--repeats"),
+        samples_per_repeat=_one(args.samples, "--samples"),
+        steps_per_execution=args.steps_per_execution,
+        jit_compile=args.jit_compile,
+        threads=_one(args.threads, "--threads"),
+        native=False if args.no_native else None,
+        input_shape=args.input_shape,
+        data=args.data,
+        timeout_s=args.timeout,
+    )
+
+
+def run_bench(args) -> int:
+    from rich.console import Console
+
+    from backendlab.bench.run import print_report, run_preset
+
+    preset = preset_from_args(args)
+    report = run_preset(preset, args.out, json_path=args.json, console=Console(stderr=True))
+    print_report(report, Console())
+    Console(stderr=True).print(f"wrote {args.out}/bench.json, bench.md, bench.png", highlight=False)
+    return 1 if report.failures else 0

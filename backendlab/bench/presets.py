@@ -1,0 +1,63 @@
+"""Named benchmark presets; ``backendlab bench`` options and ``benchmarks/*.py`` start from one.
+
+``quick`` finishes in under 3 minutes on a 2-core CPU machine (what ``nox -s bench`` runs);
+``full`` is the README's table, about 10 minutes on the same machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from backendlab.backends import BACKEND_NAMES
+from backendlab.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    models: tuple[str, ...]
+    backends: tuple[str, ...] = BACKEND_NAMES
+    batch_sizes: tuple[int, ...] = (256,)
+    modes: tuple[str, ...] = ("fit", "predict")
+    repeats: int = 5
+    warmup: int = 1  # untimed passes after the first step, before the timed repeats
+    samples_per_repeat: int = 4096  # rounded up to whole executions of batch_size x steps_per_execution
+    steps_per_execution: tuple[int, ...] = (1,)
+    jit_compile: tuple[str, ...] = ("auto",)  # auto | true | false, as keras.Model.compile takes it
+    threads: int | None = None  # intra-op threads; None keeps each framework's default
+    native: bool = True  # run the native loops for the models that have them
+    matmul_n: int = 2048  # the side of the square float32 matmul that measures the peak
+    data: str | None = None  # for a user model: file.py:function or a bundled dataset
+    input_shape: tuple[int, ...] | None = None  # for a user model without Input
+    seed: int = 0
+    timeout_s: float = 900.0  # per worker
+
+    def with_options(self, **changes) -> "Preset":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        "quick", ("mlp", "cnn"), batch_sizes=(256,), repeats=3, samples_per_repeat=2048, matmul_n=1536, timeout_s=240.0
+    ),
+    "full": Preset(
+        "full",
+        ("mlp", "cnn", "rnn", "transformer"),
+        batch_sizes=(32, 256),
+        repeats=5,
+        samples_per_repeat=4096,
+        steps_per_execution=(1, 32),
+    ),
+    # What the tests run: seconds per backend, numbers meaningless.
+    "tiny": Preset(
+        "tiny", ("mlp", "cnn"), batch_sizes=(32,), modes=("fit", "predict"), repeats=2, warmup=0,
+        samples_per_repeat=64, matmul_n=256, timeout_s=180.0,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UsageError(f"unknown preset {name!r}: valid presets are {', '.join(PRESETS)}") from None

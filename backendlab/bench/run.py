@@ -1,0 +1,172 @@
+"""The benchmark orchestrator: plans the cells, runs one worker per backend, writes the report.
+
+It imports no framework. Workers run one after the other, never side by side, so no
+backend's timings share the CPU with another's. A worker that fails, crashes or times
+out is reported with its log's tail; the rows it wrote before that, and every other
+backend's rows, are kept.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import os
+import platform
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from backendlab.backends import BACKENDS, get_backend
+from backendlab.bench.presets import Preset
+from backendlab.bench.report import markdown_report, notes, plot_png, rich_table
+from backendlab.bench.results import BenchReport, BenchRow, Machine, WorkerFailure
+from backendlab.bench.shapes import SHAPES
+from backendlab.errors import UsageError
+from backendlab.results import atomic_write_bytes, atomic_write_text, read_json, write_json
+from backendlab.workers import run_worker
+
+WORKER_MODULE = "backendlab.bench.worker"
+
+
+def plan_cells(preset: Preset) -> list[dict]:
+    """Every cell one backend's worker runs, Keras and native, in a fixed order."""
+    cells = []
+    for model in preset.models:
+        for batch_size in preset.batch_sizes:
+            for mode in preset.modes:
+                for jit in preset.jit_compile:
+                    for spe in preset.steps_per_execution:
+                        cells.append(dict(impl="keras", model=model, mode=mode, batch_size=batch_size,
+                                          jit_compile=jit, steps_per_execution=spe))
+                if preset.native and model in SHAPES and SHAPES[model].native:
+                    cells.append(dict(impl="native", model=model, mode=mode, batch_size=batch_size,
+                                      jit_compile="native", steps_per_execution=1))
+    return cells
+
+
+def make_job(preset: Preset) -> dict:
+    largest = max(b * s for b in preset.batch_sizes for s in preset.steps_per_execution)
+    return {
+        "cells": plan_cells(preset),
+        "repeats": preset.repeats,
+        "warmup": preset.warmup,
+        "samples_per_repeat": preset.samples_per_repeat,
+        "max_samples": -(-preset.samples_per_repeat // largest) * largest + largest,
+        "matmul_n": preset.matmul_n,
+        "threads": preset.threads,
+        "seed": preset.seed,
+        "data": preset.data,
+        "input_shape": list(preset.input_shape) if preset.input_shape else None,
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_backends(names: tuple[str, ...]) -> None:
+    for name in names:
+        backend = get_backend(name)
+        if not backend.installed:
+            raise UsageError(f"backend {name!r} needs {backend.framework}, which is not installed: {backend.install_hint}")
+
+
+def finish_rows(rows: list[BenchRow], peak: float | None) -> None:
+    """Fill in what needs every row: the fraction of the machine's peak and the native ratio."""
+    natives = {(r.backend, r.model, r.mode, r.batch_size): r for r in rows if r.impl == "native" and r.ok}
+    for row in rows:
+        if row.ok and peak and row.gflops_per_sec is not None:
+            row.fraction_of_peak = row.gflops_per_sec / peak
+        native = natives.get((row.backend, row.model, row.mode, row.batch_size))
+        if row.impl == "keras" and row.ok and native is not None:
+            row.native_ratio = row.samples_per_sec / native.samples_per_sec
+
+
+def run_preset(
+    preset: Preset,
+    out_dir: str | os.PathLike,
+    *,
+    json_path: str | os.PathLike | None = None,
+    console: Console | None = None,
+) -> BenchReport:
+    """Run ``preset`` on each of its backends and write ``bench.json``, ``bench.md``, ``bench.png``."""
+    check_backends(preset.backends)
+    out_dir = Path(out_dir)
+    console = console or Console(stderr=True)
+    job = make_job(preset)
+    start = time.perf_counter()
+    rows, failures, matmul, devices, keras_version = [], [], {}, {}, _version("keras")
+    columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[stage]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks = {name: progress.add_task(name, total=len(job["cells"]), stage="waiting") for name in preset.backends}
+        for name in preset.backends:
+            task = tasks[name]
+            progress.update(task, stage="starting")
+            workdir = out_dir / "workers" / name
+            outcome = run_worker(
+                WORKER_MODULE, name, job, workdir, timeout=preset.timeout_s,
+                on_progress=lambda p, task=task: progress.update(task, completed=p.get("done", 0), stage=p.get("stage", "")),
+            )
+            if outcome.ok:
+                result = outcome.result
+                rows += [BenchRow.from_dict(r) for r in result["rows"]]
+                matmul[name], devices[name] = result["matmul"], result["devices"]
+                keras_version = result.get("keras_version") or keras_version
+                progress.update(task, completed=len(job["cells"]), stage=f"done in {outcome.wall_s:.0f}s")
+            else:
+                partial = workdir / "rows.json"
+                if partial.exists():
+                    rows += [BenchRow.from_dict(r) for r in read_json(partial)]
+                failures.append(WorkerFailure(name, outcome.status, outcome.message, outcome.log_tail))
+                progress.update(task, stage=f"[red]{outcome.status}: {outcome.message[:60]}")
+    peak = max((m["gflops"] for m in matmul.values()), default=None)
+    finish_rows(rows, peak)
+    machine = Machine(
+        cpu=cpu_model(),
+        cores=os.cpu_count(),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        keras=keras_version,
+        frameworks={name: BACKENDS[name].framework_version for name in preset.backends},
+        matmul_peak_gflops=peak,
+        matmul_peak_by_backend=matmul,
+        devices=devices,
+    )
+    report = BenchReport(preset.name, machine, rows, failures, wall_s=time.perf_counter() - start)
+    write_outputs(report, out_dir, json_path)
+    return report
+
+
+def write_outputs(report: BenchReport, out_dir: Path, json_path=None) -> None:
+    write_json(out_dir / "bench.json", report.to_dict())
+    if json_path:
+        write_json(json_path, report.to_dict())
+    atomic_write_text(out_dir / "bench.md", markdown_report(report))
+    buffer = io.BytesIO()
+    plot_png(report, buffer)
+    atomic_write_bytes(out_dir / "bench.png", buffer.getvalue())
+
+
+def print_report(report: BenchReport, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(rich_table(report))
+    for line in notes(report):
+        console.print(line, markup=False, highlight=False)
+    for failure in report.failures:
+        console.print(f"[red]{failure.backend}: worker {failure.status}[/red]: {failure.message}", highlight=False)

@@ -1,0 +1,272 @@
+"""The benchmark worker: one backend per process, started by ``backendlab.bench.run``.
+
+It measures the float32 matmul peak of its device first, then runs the cells of its
+job one after the other: a Keras model under ``fit`` or ``predict``, or the native twin
+of that model written directly in the framework. Every timing is ``time.perf_counter``
+around work that has finished (a loss or prediction read back, ``block_until_ready``
+on JAX, synchronisation on a GPU). A cell that raises becomes a ``failed`` row; the
+rows so far are written to ``rows.json`` after each cell, so a worker that dies keeps
+what it measured.
+"""
+
+from __future__ import annotations
+
+import importlib
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from backendlab.backends import BACKENDS, ensure_backend
+from backendlab.bench.flops import forward_flops, step_flops
+from backendlab.bench.results import BenchRow
+from backendlab.bench.shapes import ADAM, LEARNING_RATE, SHAPES, synthetic_data
+from backendlab.results import to_jsonable, write_json
+from backendlab.workers import worker_main
+
+PARTIAL_ROWS = "rows.json"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def steps_for(samples: int, batch_size: int, steps_per_execution: int) -> int:
+    """Whole executions of ``steps_per_execution`` batches, at least ``samples`` in all."""
+    executions = max(1, -(-samples // (batch_size * steps_per_execution)))
+    return executions * steps_per_execution
+
+
+# --- models and data ------------------------------------------------------------------
+
+
+def build_keras(name: str, job: dict, native):
+    """The Keras model for ``name``, its loss, and the (x, y) arrays it runs on."""
+    import keras
+
+    from backendlab.data import from_arrays
+    from backendlab.models import MODELS, build_model
+
+    samples = job["max_samples"]
+    if name in ("mlp", "cnn"):
+        shape = SHAPES[name]
+        layers = [keras.Input(shape.input_shape)]
+        if name == "mlp":
+            layers += [keras.layers.Dense(w, activation="relu") for w in shape.hidden]
+        else:
+            for filters in shape.hidden:
+                layers += [keras.layers.Conv2D(filters, shape.kernel, activation="relu"), keras.layers.MaxPooling2D(2)]
+            layers += [keras.layers.Flatten()]
+        model = keras.Sequential(layers + [keras.layers.Dense(shape.classes)], name=name)
+        x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["seed"])
+        return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), x, y
+    if name in MODELS:
+        shape = SHAPES[name]
+        x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["seed"])
+        data = from_arrays(f"bench_{name}", (x, y), (x[:2], y[:2]))
+        return MODELS[name].build(data), data.loss(), x, y
+    return build_user_model(name, job)
+
+
+def build_user_model(spec: str, job: dict):
+    """A user's ``file.py:build``, on its data function's arrays or on synthetic inputs of its input shape."""
+    import keras
+
+    from backendlab.data import from_arrays, load_dataset
+    from backendlab.errors import UsageError
+    from backendlab.models import build_model
+
+    model = build_model(spec, None)
+    samples = job["max_samples"]
+    if job.get("data"):
+        data = load_dataset(job["data"], job["seed"])
+        if isinstance(data.x_train, dict) or isinstance(data.y_train, dict):
+            raise UsageError(f"bench takes one input and one output; data {job['data']!r} has several")
+        reps = -(-samples // data.num_train)
+        x, y = np.concatenate([data.x_train] * reps)[:samples], np.concatenate([data.y_train] * reps)[:samples]
+    else:
+        shape = tuple(job["input_shape"] or ())
+        if not shape:
+            try:
+                shape = tuple(model.inputs[0].shape[1:])
+            except (AttributeError, IndexError, ValueError, TypeError):
+                shape = ()
+        if not shape or None in shape:
+            raise UsageError(f"model {spec!r} does not state its input shape: pass --input-shape or --data")
+        x = np.random.default_rng(job["seed"]).normal(size=(samples, *shape)).astype("float32")
+        units = int(model(x[:2]).shape[-1])
+        _, y = synthetic_data(shape, units if units > 1 else 2, samples, job["seed"])
+        data = from_arrays(spec, (x, y), (x[:2], y[:2]))
+    if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
+        return model, model.loss, x, y
+    return model, from_arrays(spec, (x[:2], y[:2]), (x[:2], y[:2])).loss(), x, y
+
+
+# --- timing -----------------------------------------------------------------------------
+
+
+def summarize(row: BenchRow, times: list[float], steps: int, flops: float | None) -> BenchRow:
+    samples = steps * row.batch_size
+    rates = [samples / t for t in times]
+    row.repeats, row.steps_per_repeat = len(times), steps
+    row.samples_per_sec = statistics.median(rates)
+    row.samples_per_sec_min, row.samples_per_sec_max = min(rates), max(rates)
+    ms = [1000 * t / steps for t in times]
+    row.ms_per_step, row.ms_per_step_min, row.ms_per_step_max = statistics.median(ms), min(ms), max(ms)
+    row.flops_per_sample = flops
+    if flops is not None:
+        row.gflops_per_sec = step_flops(flops, row.mode) * row.samples_per_sec / 1e9
+    return row
+
+
+def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(job["seed"])
+    model, loss, x, y = build_keras(cell["model"], job, native)
+    jit = {"auto": "auto", "true": True, "false": False}[cell["jit_compile"]]
+    optimizer = keras.optimizers.Adam(LEARNING_RATE, **ADAM)
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=jit, steps_per_execution=row.steps_per_execution)
+    row.jit_compile = str(model.jit_compile)
+    row.params = int(model.count_params())
+    batch, spe = row.batch_size, row.steps_per_execution
+    steps = steps_for(job["samples_per_repeat"], batch, spe)
+    n, first = steps * batch, batch * spe
+    passes = job["warmup"] + job["repeats"]
+
+    def wait(model, logs=None):
+        for value in (logs or {}).values():
+            float(np.asarray(value))
+        native.sync([v.value for v in model.trainable_variables])
+
+    if cell["mode"] == "fit":
+        start = time.perf_counter()
+        model.fit(x[:first], y[:first], batch_size=batch, epochs=1, shuffle=False, verbose=0)
+        wait(model)
+        row.first_step_s = time.perf_counter() - start
+        timer = EpochTimer(wait)
+        model.fit(x[:n], y[:n], batch_size=batch, epochs=passes, shuffle=False, verbose=0, callbacks=[timer])
+        times = timer.times[job["warmup"]:]
+    else:
+        start = time.perf_counter()
+        model.predict(x[:first], batch_size=batch, verbose=0)  # returns NumPy: the work is done
+        row.first_step_s = time.perf_counter() - start
+        times = []
+        for _ in range(passes):
+            start = time.perf_counter()
+            model.predict(x[:n], batch_size=batch, verbose=0)
+            times.append(time.perf_counter() - start)
+        times = times[job["warmup"]:]
+    flops, unknown = forward_flops(model)
+    if unknown:
+        row.note = f"FLOPs leave out {', '.join(unknown)}"
+    return summarize(row, times, steps, flops)
+
+
+class EpochTimer:
+    """A Keras callback timing each epoch of one ``fit`` call, so data set-up is paid once."""
+
+    def __new__(cls, wait):
+        import keras
+
+        class _Timer(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.times, self.start = [], 0.0
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                wait(self.model, logs)
+                self.times.append(time.perf_counter() - self.start)
+
+        return _Timer()
+
+
+def native_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
+    shape = SHAPES[cell["model"]]
+    net = getattr(native, f"build_{cell['model']}")(shape, job["seed"])
+    row.jit_compile, row.params = native.COMPILER, native.count_params(net)
+    steps = steps_for(job["samples_per_repeat"], row.batch_size, 1)
+    x, y = synthetic_data(shape.input_shape, shape.classes, steps * row.batch_size, job["seed"])
+    batches = native.as_batches(x, y, row.batch_size)
+    if cell["mode"] == "fit":
+        train = native.make_train_step(net)
+        run_one = lambda xb, yb: train(xb, yb)  # noqa: E731
+    else:
+        predict = native.make_predict_step(net)
+        run_one = lambda xb, yb: predict(xb)  # noqa: E731
+    start = time.perf_counter()
+    native.sync(run_one(*batches[0]))
+    row.first_step_s = time.perf_counter() - start
+    times = []
+    for _ in range(job["warmup"] + job["repeats"]):
+        start = time.perf_counter()
+        native.sync([run_one(xb, yb) for xb, yb in batches])
+        times.append(time.perf_counter() - start)
+    # Counted on the Keras twin: the same layers with the same shapes.
+    twin = build_keras(cell["model"], {**job, "max_samples": 2}, native)[0]
+    return summarize(row, times[job["warmup"]:], steps, forward_flops(twin)[0])
+
+
+# --- the job ----------------------------------------------------------------------------
+
+
+def handle(job: dict, workdir: Path, progress) -> dict:
+    backend = ensure_backend()
+    native = importlib.import_module(f"backendlab.bench.native.{backend.name}")  # torch before tensorflow
+    thread_note = ""
+    if job.get("threads"):
+        try:
+            native.set_threads(job["threads"])
+        except ValueError as exc:
+            thread_note = str(exc)
+    import keras
+
+    cells = job["cells"]
+    progress(0, len(cells), stage="matmul peak", force=True)
+    gflops, device = native.matmul_gflops(job["matmul_n"])
+    matmul = {"gflops": gflops, "device": device, "n": job["matmul_n"]}
+    rows: list[BenchRow] = []
+    for i, cell in enumerate(cells):
+        progress(i, len(cells), stage=describe(cell), force=True)
+        row = BenchRow(
+            backend.name, cell["impl"], cell["model"], cell["mode"], cell["batch_size"],
+            cell["jit_compile"], cell["steps_per_execution"], native.threads(), note=thread_note,
+        )
+        if cell["impl"] == "keras" and row.steps_per_execution > 1 and not backend.steps_per_execution:
+            row.status, row.note = "not_applicable", f"Keras on {backend.framework} does not allow steps_per_execution > 1"
+        else:
+            try:
+                if cell["impl"] == "keras":
+                    row = keras_cell(cell, job, native, row)
+                else:
+                    row = native_cell(cell, job, native, row)
+            except Exception as exc:  # one cell's failure must not lose the others
+                text = str(exc).strip().splitlines()
+                row.status, row.note = "failed", f"{type(exc).__name__}: {text[0] if text else ''}"
+        row.peak_rss_mb = peak_rss_mb()
+        row.device_peak_mb = native.device_peak_mb()
+        rows.append(row)
+        write_json(workdir / PARTIAL_ROWS, rows)
+    progress(len(cells), len(cells), stage="done", force=True)
+    return {
+        "rows": to_jsonable(rows),
+        "matmul": matmul,
+        "devices": native.devices(),
+        "keras_version": keras.__version__,
+        "framework_version": BACKENDS[backend.name].framework_version,
+    }
+
+
+def describe(cell: dict) -> str:
+    spe = f" spe={cell['steps_per_execution']}" if cell["steps_per_execution"] > 1 else ""
+    return f"{cell['impl']} {cell['model']} {cell['mode']} bs={cell['batch_size']}{spe}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main(handle))
