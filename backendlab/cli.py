@@ -18,7 +18,8 @@ from backendlab.backends import BACKENDS, requested_backend_name
 from backendlab.errors import BackendlabError, UsageError
 
 console = Console(stderr=True)
-out = Console()
+# Tables are wide; when stdout is not a terminal (a log, a pipe) do not squeeze them to 80 columns.
+out = Console() if sys.stdout.isatty() else Console(width=160)
 
 #: Subcommands that live in their own modules, each with ``add_arguments`` and ``run``.
 SUBCOMMANDS = {

@@ -10,3 +10,9 @@ class UsageError(BackendlabError):
 
     The command line exits with status 2.
     """
+
+
+def one_line(exc: BaseException) -> str:
+    """``TypeName: first line of the message``, for reports that quote an exception."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from backendlab.backends import ensure_backend, impl
-from backendlab.errors import UsageError
+from backendlab.errors import UsageError, one_line
 
 
 def resolve_loss(loss: Any) -> Callable:
@@ -108,10 +108,8 @@ class TrainStep:
         try:
             loss, y_pred = self._step(x, y)
         except (ValueError, TypeError) as exc:
-            lines = str(exc).strip().splitlines()
             raise UsageError(
-                f"model {self.model.name!r} failed on a batch of shape {_shapes(x)} -> {_shapes(y)}: "
-                f"{type(exc).__name__}: {lines[0] if lines else ''}"
+                f"model {self.model.name!r} failed on a batch of shape {_shapes(x)} -> {_shapes(y)}: {one_line(exc)}"
             ) from exc
         logs = {"loss": float(keras.ops.convert_to_numpy(loss))}
         for metric in self.metrics:
@@ -124,5 +122,4 @@ class TrainStep:
 def _shapes(tree) -> Any:
     import keras
 
-    shapes = keras.tree.map_structure(lambda a: tuple(a.shape), tree)
-    return shapes
+    return keras.tree.map_structure(lambda a: tuple(a.shape), tree)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from backendlab.data import Dataset, Target
-from backendlab.errors import UsageError
+from backendlab.errors import UsageError, one_line
 from backendlab.specs import call_user, is_callable_spec, load_callable
 
 
@@ -150,11 +150,6 @@ def build_model(name: str, data: Dataset):
     return model
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
 def check_compatible(model, data: Dataset, name: str) -> None:
     """Run the model on two samples and check its outputs against the targets, before any training.
 
@@ -166,7 +161,7 @@ def check_compatible(model, data: Dataset, name: str) -> None:
     except Exception as exc:
         raise UsageError(
             f"model {name!r} does not accept the inputs of data {data.name!r} ({_describe_inputs(data)}): "
-            f"{_first_line(exc)}"
+            f"{one_line(exc)}"
         ) from None
     if isinstance(y_pred, (list, tuple)) and isinstance(data.target, dict):
         y_pred = dict(zip(getattr(model, "output_names", None) or [], y_pred))

@@ -10,6 +10,7 @@ signal, or runs past its timeout is reported as such with the tail of its log.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from backendlab.errors import UsageError
 from backendlab.results import read_json, write_json
 
 JOB, RESULT, PROGRESS, LOG = "job.json", "result.json", "progress.json", "worker.log"
+USAGE_PREFIX = "backendlab: error: "
 
 #: Quiet the frameworks' start-up chatter in worker logs, so a failure's tail shows the failure.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "PYTHONWARNINGS": "ignore"}
@@ -30,7 +33,7 @@ QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", "PYTHONWARNIN
 @dataclass
 class WorkerOutcome:
     backend: str
-    status: str  # ok | failed | crashed | timeout
+    status: str  # ok | usage (bad input, exit 2) | failed | crashed | timeout
     returncode: int | None
     wall_s: float
     result: dict | None
@@ -50,14 +53,16 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _last_error_line(tail: str) -> str:
-    """The exception line of a Python traceback, or the last line."""
-    lines = [line for line in tail.splitlines() if line.strip()]
-    for line in reversed(lines):
-        head = line.split(":", 1)[0].strip()
-        if head.endswith(("Error", "Exception", "Interrupt")) or head == "backendlab.errors.UsageError":
-            return line.strip()
-    return lines[-1].strip() if lines else ""
+def _last_error_line(tail: str, limit: int = 240) -> str:
+    """The last Python exception in a log, on one line (Keras spreads its messages over several)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in tail.splitlines()]
+    lines = [line for line in lines if line]
+    for i in range(len(lines) - 1, -1, -1):
+        head = lines[i].split(":", 1)[0]
+        if re.fullmatch(r"[\w.]*(Error|Exception|Interrupt)", head):
+            text = " ".join(lines[i:])
+            return text if len(text) <= limit else text[: limit - 3] + "..."
+    return lines[-1] if lines else ""
 
 
 def run_worker(
@@ -112,6 +117,9 @@ def run_worker(
     if rc < 0:
         name = signal.Signals(-rc).name
         return WorkerOutcome(backend, "crashed", rc, wall, None, f"worker killed by signal {name}", tail)
+    if rc == 2 and USAGE_PREFIX in tail:
+        message = tail[tail.rindex(USAGE_PREFIX) + len(USAGE_PREFIX) :].splitlines()[0]
+        return WorkerOutcome(backend, "usage", rc, wall, None, message, tail)
     if rc != 0 or not (workdir / RESULT).exists():
         return WorkerOutcome(backend, "failed", rc, wall, None, _last_error_line(tail) or f"exit status {rc}", tail)
     return WorkerOutcome(backend, "ok", rc, wall, read_json(workdir / RESULT), "", "")
@@ -140,6 +148,9 @@ def worker_main(handler: Callable[[dict, Path, Progress], dict]) -> int:
     job = read_json(job_path)
     try:
         result = handler(job, workdir, Progress(workdir))
+    except UsageError as exc:  # bad input, not a fault of the backend: one line, exit 2
+        print(f"{USAGE_PREFIX}{exc}", file=sys.stderr, flush=True)
+        return 2
     except Exception:
         traceback.print_exc()
         return 1

@@ -47,10 +47,11 @@ def _recurrent(layer, gates: int) -> float:
 def _attention(layer) -> float:
     heads, key_dim = layer.num_heads, layer.key_dim
     value_dim = layer.value_dim or key_dim
-    q_shape, v_shape = layer._query_shape, layer._value_shape
-    k_shape = getattr(layer, "_key_shape", None) or v_shape
+    shapes = layer._build_shapes_dict  # what build() saw: query_shape, value_shape, maybe key_shape
+    q_shape, v_shape = shapes["query_shape"], shapes["value_shape"]
+    k_shape = shapes.get("key_shape") or v_shape
     tq, tv = _prod(q_shape[1:-1]), _prod(v_shape[1:-1])
-    out_dim = int(_shape(layer.output)[-1]) if not isinstance(layer.output, (list, tuple)) else int(q_shape[-1])
+    out_dim = int(layer._output_shape[-1]) if layer._output_shape else int(q_shape[-1])
     macs = (
         tq * int(q_shape[-1]) * heads * key_dim  # query projection
         + tv * int(k_shape[-1]) * heads * key_dim  # key projection
@@ -97,7 +98,7 @@ def forward_flops(model) -> tuple[float | None, list[str]]:
                 unknown += missing
             elif kind not in FREE and kind not in unknown and layer.weights:
                 unknown.append(kind)
-        except (AttributeError, ValueError, TypeError):
+        except (AttributeError, KeyError, ValueError, TypeError):
             return None, [kind]  # shapes unknown: a subclassed model, or a layer used twice
     return total, unknown
 

@@ -47,7 +47,7 @@ def build_keras(name: str, job: dict, native):
     import keras
 
     from backendlab.data import from_arrays
-    from backendlab.models import MODELS, build_model
+    from backendlab.models import MODELS
 
     samples = job["max_samples"]
     if name in ("mlp", "cnn"):
@@ -72,9 +72,7 @@ def build_keras(name: str, job: dict, native):
 
 def build_user_model(spec: str, job: dict):
     """A user's ``file.py:build``, on its data function's arrays or on synthetic inputs of its input shape."""
-    import keras
-
-    from backendlab.data import from_arrays, load_dataset
+    from backendlab.data import Target, load_dataset
     from backendlab.errors import UsageError
     from backendlab.models import build_model
 
@@ -86,6 +84,7 @@ def build_user_model(spec: str, job: dict):
             raise UsageError(f"bench takes one input and one output; data {job['data']!r} has several")
         reps = -(-samples // data.num_train)
         x, y = np.concatenate([data.x_train] * reps)[:samples], np.concatenate([data.y_train] * reps)[:samples]
+        loss = data.loss()
     else:
         shape = tuple(job["input_shape"] or ())
         if not shape:
@@ -97,11 +96,12 @@ def build_user_model(spec: str, job: dict):
             raise UsageError(f"model {spec!r} does not state its input shape: pass --input-shape or --data")
         x = np.random.default_rng(job["seed"]).normal(size=(samples, *shape)).astype("float32")
         units = int(model(x[:2]).shape[-1])
-        _, y = synthetic_data(shape, units if units > 1 else 2, samples, job["seed"])
-        data = from_arrays(spec, (x, y), (x[:2], y[:2]))
+        # Labels that fit the output: classes for softmax-sized outputs, 0/1 for one unit.
+        _, y = synthetic_data(shape, max(units, 2), samples, job["seed"])
+        loss = Target("multiclass", units).loss if units > 1 else Target("binary", 1).loss
     if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
-        return model, model.loss, x, y
-    return model, from_arrays(spec, (x[:2], y[:2]), (x[:2], y[:2])).loss(), x, y
+        loss = model.loss  # the user's own choice
+    return model, loss, x, y
 
 
 # --- timing -----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def threads() -> int | None:
     return None
 
 
-def matmul_gflops(n: int, repeats: int = 5) -> tuple[float, str]:
+def matmul_gflops(n: int, repeats: int = 10) -> tuple[float, str]:
     key_a, key_b = jax.random.split(jax.random.key(0))
     a = jax.random.normal(key_a, (n, n), jnp.float32)
     b = jax.random.normal(key_b, (n, n), jnp.float32)

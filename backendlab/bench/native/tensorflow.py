@@ -30,7 +30,7 @@ def threads() -> int | None:
     return tf.config.threading.get_intra_op_parallelism_threads() or None  # 0: TensorFlow's default
 
 
-def matmul_gflops(n: int, repeats: int = 5) -> tuple[float, str]:
+def matmul_gflops(n: int, repeats: int = 10) -> tuple[float, str]:
     gen = tf.random.Generator.from_seed(0)
     a, b = gen.normal((n, n)), gen.normal((n, n))
     best = float("inf")

@@ -36,7 +36,7 @@ def threads() -> int | None:
     return torch.get_num_threads()
 
 
-def matmul_gflops(n: int, repeats: int = 5) -> tuple[float, str]:
+def matmul_gflops(n: int, repeats: int = 10) -> tuple[float, str]:
     dev = _device()
     gen = torch.Generator(device="cpu").manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(dev)

@@ -1,0 +1,138 @@
+"""The compare report as a terminal table, ``report.md`` and ``loss_curves.png``, all drawn from a CompareReport."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.table import Table
+
+from backendlab.backends import REFERENCE_ONLY_BACKEND
+from backendlab.results import atomic_write_bytes, atomic_write_text
+
+QUANTITIES = ("step_losses", "epoch_metrics", "weights", "predictions", "initial_predictions", "test_metrics")
+
+
+def _fmt(x, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}e}"
+
+
+def _rows(report):
+    """(backend, status, verdict, checksum, time, test metrics, [max_abs/max_rel per quantity], message)"""
+    for r in report.backends.values():
+        diffs = [f"{_fmt(r.differences[q].max_abs, 1)} / {_fmt(r.differences[q].max_rel, 1)}" if q in r.differences else "-" for q in QUANTITIES]
+        test = ", ".join(f"{k}={v:.4f}" for k, v in r.test.items())
+        time = f"{r.train_time_s:.2f}s" if r.train_time_s is not None else "-"
+        yield r.backend, r.status, r.verdict or "-", r.initial_checksum or "-", time, test, diffs, r.message
+
+
+def terminal_table(report) -> Table:
+    s = report.settings
+    table = Table(
+        title=f"compare: {s['model']} on {s['data']}, {s['epochs']} epochs, batch {s['batch_size']}; "
+        f"reference {report.reference}; rtol={s['rtol']:g} atol={s['atol']:g} ({report.criterion})",
+        caption=f"verdict: {report.verdict.upper()}    cells: largest absolute / relative difference to the reference",
+    )
+    for col in ("backend", "status", "verdict", "start checksum", "train time", "step losses", "epoch metrics", "weights", "predictions"):
+        table.add_column(col, overflow="fold")
+    for backend, status, verdict, checksum, time, _test, diffs, _msg in _rows(report):
+        style = {"agree": "green", "diverge": "red"}.get(verdict, "yellow" if status != "ok" else "")
+        table.add_row(backend, status, f"[{style}]{verdict}[/]" if style else verdict, checksum[:8], time, *diffs[:4])
+    return table
+
+
+def portability_lines(report) -> list[str]:
+    if not report.portability:
+        return []
+    loaders = sorted({loader for row in report.portability.values() for loader in row}, key=lambda n: (n == REFERENCE_ONLY_BACKEND, n))
+    lines = ["| saved on \\ loaded on | " + " | ".join(loaders) + " |", "|---|" + "---|" * len(loaders)]
+    for saver, row in report.portability.items():
+        cells = []
+        for loader in loaders:
+            c = row.get(loader, {})
+            if c.get("status") in ("agree", "diverge"):
+                cells.append(f"{c['status']} ({_fmt(c['max_abs'])})")
+            else:
+                cells.append(f"{c.get('status', '-')}: {c.get('message', '')}".strip(": "))
+        lines.append(f"| {saver} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(report) -> str:
+    s = report.settings
+    lines = [
+        f"# backendlab compare: {report.verdict.upper()}",
+        "",
+        f"Model `{s['model']}` on `{s['data']}`: {s['epochs']} epochs, batch size {s['batch_size']}, "
+        f"optimizer {s['optimizer'] or 'sgd (momentum 0.9, Nesterov)'}, seed {s['seed']}; keras {report.keras_version}. "
+        f"Reference backend: {report.reference}. Tolerance: |a - ref| <= {s['atol']:g} + {s['rtol']:g} * |ref| ({report.criterion} comparison).",
+        "",
+        "Every backend started from the same weights (checksums below) and saw the same batches in the same order.",
+        "",
+    ]
+    lines += [f"> {note}" for note in report.notes] + ([""] if report.notes else [])
+    lines += [
+        "| backend | status | verdict | start checksum | train time | test | " + " | ".join(f"{q} (abs / rel)" for q in QUANTITIES) + " |",
+        "|---" * (6 + len(QUANTITIES)) + "|",
+    ]
+    for backend, status, verdict, checksum, time, test, diffs, _msg in _rows(report):
+        lines.append(f"| {backend} | {status} | {verdict} | `{checksum}` | {time} | {test} | " + " | ".join(diffs) + " |")
+    messages = [(r.backend, r.message) for r in report.backends.values() if r.message]
+    if messages:
+        lines += ["", "## What went wrong or differs", ""] + [f"- **{b}**: {m}" for b, m in messages]
+    if report.portability:
+        lines += ["", "## Portability: each backend's `.keras` file loaded on every backend", "", "Predictions on the test set against the saving backend's own (largest absolute difference).", ""]
+        lines += portability_lines(report)
+    if report.numpy_reference:
+        lines += ["", "## Keras's numpy backend as an independent reference for the starting predictions", ""]
+        for backend, cell in report.numpy_reference.items():
+            lines.append(f"- {cell['message']}" if backend == "_unavailable" else f"- {backend}: {cell['status']} (largest absolute difference {_fmt(cell['max_abs'])})")
+    tails = [(r.backend, r.log_tail) for r in report.backends.values() if r.log_tail]
+    for backend, tail in tails:
+        lines += ["", f"## {backend}: the end of its worker's output", "", "```", tail, "```"]
+    lines += ["", "![per-step losses](loss_curves.png)", ""]
+    return "\n".join(lines)
+
+
+def loss_curves_png(report) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    runs = {b: np.asarray(r.step_losses, float) for b, r in report.backends.items() if r.step_losses}
+    if not runs:
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    styles = ["-", "--", ":", "-."]
+    for i, (backend, losses) in enumerate(runs.items()):
+        top.plot(np.arange(1, len(losses) + 1), losses, styles[i % 4], label=backend, linewidth=1.4)
+    top.set_ylabel("training loss (per batch)")
+    top.set_title(f"{report.settings['model']} on {report.settings['data']}: {report.verdict}")
+    top.legend()
+    ref = runs.get(report.reference)
+    if ref is not None:
+        for i, (backend, losses) in enumerate(runs.items()):
+            if backend == report.reference:
+                continue
+            n = min(len(ref), len(losses))
+            gap = np.abs(losses[:n] - ref[:n])
+            bottom.semilogy(np.arange(1, n + 1), np.maximum(gap, 1e-12), styles[i % 4], label=f"|{backend} - {report.reference}|")
+        s = report.settings
+        bottom.axhline(s["atol"] + s["rtol"] * float(np.nanmean(np.abs(ref))), color="grey", linewidth=0.8, label="tolerance (at mean loss)")
+        bottom.set_ylabel("difference to reference")
+        bottom.legend(fontsize=8)
+    bottom.set_xlabel("step")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_outputs(report, out: Path) -> None:
+    atomic_write_text(out / "report.md", markdown(report))
+    png = loss_curves_png(report)
+    if png is not None:
+        atomic_write_bytes(out / "loss_curves.png", png)

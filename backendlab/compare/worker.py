@@ -1,0 +1,140 @@
+"""A compare worker: one backend, one job, in its own process (``KERAS_BACKEND`` is set for it).
+
+Jobs:
+
+``train``    build the model, load the shared starting weights (or make them, for the
+             first worker), predict with them, train on backendlab's batch order, then
+             save final weights, test predictions and the ``.keras`` model.
+``predict``  load each listed ``.keras`` file (saved on any backend) and predict on the
+             test split; optionally also predict with the starting weights (the numpy
+             backend does this as an independent reference).
+
+Arrays go to ``.npz`` files beside ``result.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from backendlab.errors import one_line
+from backendlab.results import atomic_write_bytes
+from backendlab.workers import Progress, worker_main
+
+
+def flatten(tree, prefix: str = "out") -> dict[str, np.ndarray]:
+    """Arrays of a prediction or weight list as flat npz keys."""
+    if isinstance(tree, dict):
+        return {k: v for name, sub in tree.items() for k, v in flatten(sub, f"{prefix}/{name}").items()}
+    if isinstance(tree, (list, tuple)):
+        return {k: v for i, sub in enumerate(tree) for k, v in flatten(sub, f"{prefix}/{i}").items()}
+    return {prefix: np.asarray(tree)}
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def checksum(weights: list[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for w in weights:
+        digest.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _prepare(job: dict, **extra):
+    from backendlab.training import prepare
+
+    return prepare(
+        job["model"],
+        job["data"],
+        epochs=job["epochs"],
+        batch_size=job["batch_size"],
+        optimizer=job["optimizer"],
+        learning_rate=job["learning_rate"],
+        seed=job["seed"],
+        disable_stochastic=job["disable_stochastic"],
+        **extra,
+    )
+
+
+def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
+    from backendlab.training import batch_slices, predict, save_model, train
+
+    initial = Path(job["initial_weights"])
+    progress(0, 1, "building")
+    if job["make_initial"]:
+        prep = _prepare(job)
+        tmp = initial.with_name(f".{initial.stem}.tmp.weights.h5")
+        prep.model.save_weights(tmp)
+        atomic_write_bytes(initial, tmp.read_bytes())
+        tmp.unlink()
+    else:
+        prep = _prepare(job, initial_weights=initial)
+    start_checksum = checksum(prep.model.get_weights())
+    save_npz(workdir / "initial_predictions.npz", flatten(predict(prep)))
+    total = job["epochs"] * len(batch_slices(prep.data.num_train, job["batch_size"]))
+    progress(0, total, "training", force=True)
+    result = train(prep, on_step=lambda step, loss: progress(step, total, "training", loss=loss))
+    progress(total, total, "saving", force=True)
+    save_npz(workdir / "weights.npz", flatten(prep.model.get_weights(), "w"))
+    save_npz(workdir / "predictions.npz", flatten(predict(prep)))
+    save_model(prep.model, workdir / "model.keras")
+    steps = np.asarray(result.step_losses, dtype=float)
+    bad = np.flatnonzero(~np.isfinite(steps))
+    return {
+        **result.to_dict(),
+        "initial_checksum": start_checksum,
+        "nonfinite_step": int(bad[0]) + 1 if bad.size else None,
+    }
+
+
+def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
+    import keras
+
+    from backendlab.data import load_dataset
+
+    data = load_dataset(job["data"], job["seed"])
+    out: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    todo = dict(job["models"])
+    for i, (saver, path) in enumerate(todo.items()):
+        progress(i, len(todo), f"loading {saver}'s model")
+        try:
+            model = keras.saving.load_model(path)
+            y = model.predict(data.x_test, batch_size=job["batch_size"], verbose=0)
+            save_npz(workdir / f"from-{saver}.npz", flatten(y))
+            out[saver] = f"from-{saver}.npz"
+        except Exception as exc:  # one file that does not load must not hide the others
+            errors[saver] = one_line(exc)
+    if job.get("initial_weights"):
+        # Built directly, not through prepare(): this also runs on Keras's numpy
+        # backend, which can predict but not train.
+        from backendlab.models import build_model
+
+        try:
+            model = build_model(job["model"], data)
+            model.load_weights(job["initial_weights"])
+            y = model.predict(data.x_test, batch_size=job["batch_size"], verbose=0)
+            save_npz(workdir / "initial_predictions.npz", flatten(y))
+            out["initial"] = "initial_predictions.npz"
+        except Exception as exc:
+            errors["initial"] = one_line(exc)
+    return {"backend": keras.backend.backend(), "predictions": out, "errors": errors}
+
+
+JOBS = {"train": train_job, "predict": predict_job}
+
+
+def handle(job: dict, workdir: Path, progress: Progress) -> dict:
+    return JOBS[job["kind"]](job, workdir, progress)
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main(handle))

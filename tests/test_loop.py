@@ -1,0 +1,158 @@
+"""The seed's custom training loop, written once, run with each backend's own autodiff."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from backendlab.errors import UsageError
+from backendlab.training import prepare, train
+
+from conftest import run_cli
+
+RTOL = 1e-5
+
+
+def _weights(model) -> list[np.ndarray]:
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def _assert_weights_close(a, b, tol=RTOL):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("model, optimizer, epochs", [("mlp", "sgd", 4), ("cnn", "adam", 2)])
+def test_custom_loop_matches_fit_step_by_step(model, optimizer, epochs):
+    fit = prepare(model, epochs=epochs, optimizer=optimizer, loop="fit")
+    custom = prepare(model, epochs=epochs, optimizer=optimizer, loop="custom")
+    _assert_weights_close(_weights(fit.model), _weights(custom.model), tol=0)  # same starting weights
+    a, b = train(fit), train(custom)
+    assert len(a.step_running_loss) == len(b.step_running_loss) > 0
+    np.testing.assert_allclose(b.step_running_loss, a.step_running_loss, rtol=RTOL)
+    np.testing.assert_allclose(b.history["loss"], a.history["loss"], rtol=RTOL)
+    _assert_weights_close(_weights(fit.model), _weights(custom.model))
+    # evaluate sees the custom loop's weights
+    assert b.test["loss"] == pytest.approx(a.test["loss"], rel=1e-4)
+
+
+def test_user_loss_written_with_keras_ops_matches_keras_kl_divergence():
+    import keras
+    from keras import ops
+
+    from backendlab import TrainStep
+
+    def kl_divergence(y_true, y_pred):  # as in the seed, with keras.ops only
+        y_true = ops.clip(y_true, 1e-7, 1.0)
+        y_pred = ops.clip(y_pred, 1e-7, 1.0)
+        return ops.sum(y_true * ops.log(y_true / y_pred), axis=-1)
+
+    mine, theirs = prepare("mlp", "digits"), prepare("mlp", "digits")
+    y = keras.utils.to_categorical(mine.data.y_train, 10)
+    step_mine = TrainStep(mine.model, kl_divergence, keras.optimizers.Adam(1e-2))
+    step_theirs = TrainStep(theirs.model, keras.losses.KLDivergence(), keras.optimizers.Adam(1e-2))
+    losses = []
+    for start in range(0, 640, 32):
+        x_batch, y_batch = mine.data.x_train[start : start + 32], y[start : start + 32]
+        losses.append((step_mine(x_batch, y_batch)["loss"], step_theirs(x_batch, y_batch)["loss"]))
+    losses = np.array(losses)
+    np.testing.assert_allclose(losses[:, 0], losses[:, 1], rtol=RTOL)
+    assert losses[-3:, 0].mean() < 0.7 * losses[:3, 0].mean()  # and it learns
+
+
+def test_train_step_returns_batch_metrics():
+    import keras
+
+    from backendlab import TrainStep
+
+    prep = prepare("mlp")
+    step = TrainStep(prep.model, "binary_crossentropy", keras.optimizers.SGD(0.01), metrics=["binary_accuracy"])
+    logs = step(prep.data.x_train[:64], prep.data.y_train[:64])
+    assert set(logs) == {"loss", "binary_accuracy"}
+    assert 0.0 <= logs["binary_accuracy"] <= 1.0 and logs["loss"] > 0
+
+
+def test_resume_after_save_and_load_matches_uninterrupted_training(tmp_path):
+    import keras
+
+    whole = prepare("mlp", epochs=4, loop="custom")
+    whole_result = train(whole)
+
+    first = prepare("mlp", epochs=2, loop="custom")
+    train(first)
+    first.model.save(tmp_path / "half.keras")
+    rest = prepare("mlp", epochs=2, loop="custom", resume=tmp_path / "half.keras")
+    assert rest.config.initial_epoch == 2
+    rest_result = train(rest)
+    np.testing.assert_allclose(rest_result.history["loss"], whole_result.history["loss"][2:], rtol=RTOL)
+    _assert_weights_close(_weights(rest.model), _weights(whole.model))
+
+    # The control: the same weights with a fresh optimizer (momentum lost) end elsewhere,
+    # so the agreement above is the optimizer state surviving save and load.
+    fresh = prepare("mlp", epochs=2, loop="custom")
+    fresh.model.set_weights(_weights(keras.saving.load_model(tmp_path / "half.keras")))
+    fresh.config.initial_epoch = 2
+    fresh_result = train(fresh)
+    assert abs(fresh_result.history["loss"][0] - whole_result.history["loss"][2]) > 1e-4
+
+
+def test_loss_that_is_not_callable():
+    import keras
+
+    from backendlab import TrainStep
+
+    with pytest.raises(UsageError) as err:
+        TrainStep(prepare("mlp").model, 42, keras.optimizers.Adam())
+    assert str(err.value) == "loss must be callable (y_true, y_pred) -> loss, got int"
+
+
+def test_model_never_built():
+    import keras
+
+    from backendlab import TrainStep
+    from backendlab.specs import load_callable
+
+    model = load_callable("tests/fixtures/user_models.py:subclassed", "model")()
+    with pytest.raises(UsageError) as err:
+        TrainStep(model, "mse", keras.optimizers.Adam())
+    assert str(err.value) == (
+        "model 'subclassed' has no weights yet: build it first (give it a keras.Input, "
+        "call model.build(input_shape), or call it once on a batch)"
+    )
+
+
+def test_batch_of_the_wrong_shape():
+    import keras
+
+    from backendlab import TrainStep
+
+    prep = prepare("mlp")
+    step = TrainStep(prep.model, "binary_crossentropy", keras.optimizers.Adam())
+    with pytest.raises(UsageError) as err:
+        step(np.zeros((8, 5), "float32"), np.zeros(8, "float32"))
+    assert str(err.value).startswith("model 'mlp' failed on a batch of shape (8, 5) -> (8,): ")
+
+
+@pytest.mark.cross
+def test_resume_on_another_backend_matches_uninterrupted_training(tmp_path):
+    """Train 2 epochs on JAX, continue 2 on PyTorch and on TensorFlow; compare to 4 on JAX."""
+    import keras
+
+    common = ("train", "--loop", "custom")
+    runs = {"whole": ("jax", "--epochs", "4"), "half": ("jax", "--epochs", "2")}
+    for name, (backend, *args) in runs.items():
+        proc = run_cli(*common, *args, "--save", str(tmp_path / f"{name}.keras"), "--json", str(tmp_path / f"{name}.json"), env={"KERAS_BACKEND": backend})
+        assert proc.returncode == 0, proc.stderr
+    whole = json.loads((tmp_path / "whole.json").read_text())
+    reference = keras.saving.load_model(tmp_path / "whole.keras").get_weights()
+    for backend in ("torch", "tensorflow"):
+        out = tmp_path / f"rest-{backend}"
+        proc = run_cli(*common, "--resume", str(tmp_path / "half.keras"), "--epochs", "2", "--save", f"{out}.keras", "--json", f"{out}.json", env={"KERAS_BACKEND": backend})
+        assert proc.returncode == 0, proc.stderr
+        rest = json.loads(out.with_suffix(".json").read_text())
+        assert rest["backend"] == backend and rest["config"]["initial_epoch"] == 2
+        np.testing.assert_allclose(rest["history"]["loss"], whole["history"]["loss"][2:], rtol=RTOL)
+        _assert_weights_close(keras.saving.load_model(f"{out}.keras").get_weights(), reference)
