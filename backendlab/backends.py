@@ -17,6 +17,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -32,6 +33,10 @@ class Backend:
     framework: str  # how people call it
     compiler: str  # what compiles a training step
     steps_per_execution: bool  # whether Keras allows steps_per_execution > 1
+    data_parallel: str  # the backend's own engine that backendlab drives for --devices N
+    # Data-parallel training with N > 1 needs one process per device, started by this
+    # launcher module (torchrun); None: one process drives every device.
+    launcher: str | None
 
     @property
     def installed(self) -> bool:
@@ -55,9 +60,18 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend("jax", "jax", "jax", "jax", "JAX", "jax.jit", True),
-        Backend("tensorflow", "tensorflow", "tensorflow-cpu", "tensorflow", "TensorFlow", "tf.function", True),
-        Backend("torch", "torch", "torch", "torch", "PyTorch", "eager (torch autograd)", False),
+        Backend(
+            "jax", "jax", "jax", "jax", "JAX", "jax.jit", True,
+            "keras.distribution.DataParallel over a DeviceMesh", None,
+        ),
+        Backend(
+            "tensorflow", "tensorflow", "tensorflow-cpu", "tensorflow", "TensorFlow", "tf.function", True,
+            "tf.distribute.MirroredStrategy", None,
+        ),
+        Backend(
+            "torch", "torch", "torch", "torch", "PyTorch", "eager (torch autograd)", False,
+            "DistributedDataParallel (gloo on CPU, nccl on GPU)", "torch.distributed.run",
+        ),
     )
 }
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
@@ -116,3 +130,45 @@ def impl(backend: Backend | None = None) -> ModuleType:
     """The backend-specific module ``backendlab._impl.<name>`` for the active backend."""
     backend = backend or ensure_backend()
     return importlib.import_module(f"backendlab._impl.{backend.name}")
+
+
+def is_main_process() -> bool:
+    """False in the ranks > 0 of a multi-process (torchrun) run: they train but write nothing."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def launched() -> bool:
+    """Whether this process was started by a launcher such as torchrun."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def launch_command(backend: Backend, devices: int, module: str, args: list[str]) -> list[str]:
+    """The command that runs ``python -m module args`` on ``devices`` devices of ``backend``."""
+    if devices > 1 and backend.launcher and not launched():
+        return [sys.executable, "-m", backend.launcher, "--standalone", f"--nproc_per_node={devices}", "-m", module, *args]
+    return [sys.executable, "-m", module, *args]
+
+
+def request_devices(devices: int) -> None:
+    """Ask, before the framework is imported, for ``devices`` devices where they can be made.
+
+    On a CPU-only machine JAX can split the host into virtual devices, but only if told
+    before it starts; XLA's flag does nothing on GPUs. TensorFlow's logical CPU devices
+    are made after import (``_impl/tensorflow.py``), PyTorch's processes by torchrun.
+    """
+    if devices > 1 and "jax" not in sys.modules:
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+
+
+def check_device_count(devices: int, accelerators: int, kind: str = "GPU") -> None:
+    """Refuse more devices than the machine has: its accelerators, or on a CPU-only machine its cores.
+
+    Virtual CPU devices (JAX's host devices, TensorFlow's logical CPUs, gloo processes)
+    could be made in any number, but each needs a core of its own to be a device at all.
+    """
+    available = accelerators or (os.cpu_count() or 1)
+    if devices > available:
+        have = f"{accelerators} {kind}s" if accelerators else f"no {kind} and {available} CPU cores (at most one virtual device per core)"
+        raise UsageError(f"asked for {devices} devices but this machine has {have}: use --devices {available} or fewer")

@@ -8,13 +8,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
+import subprocess
 import sys
 from typing import Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-from backendlab.backends import BACKENDS, requested_backend_name
+from backendlab.backends import BACKENDS, ensure_backend, impl, is_main_process, launch_command, launched, requested_backend_name
 from backendlab.errors import BackendlabError, UsageError
 
 console = Console(stderr=True)
@@ -112,6 +114,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loop", choices=("fit", "custom"), default="fit", help="model.fit, or backendlab's custom loop with the backend's own autodiff (default: fit)")
     parser.add_argument("--save", default=None, metavar="PATH.keras", help="save the trained model (with its optimizer state)")
     parser.add_argument("--resume", default=None, metavar="PATH.keras", help="continue training a saved model (from any backend) where it stopped")
+    add_devices_arguments(parser)
+
+
+def add_devices_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", type=positive_int, default=1, help="train data-parallel on N devices with the backend's own engine; the global batch is split across them (default: 1)")
+    parser.add_argument("--drop-remainder", action="store_true", help="leave out each epoch's last, partial batch (always on with --devices > 1)")
 
 
 def result_table(result) -> Table:
@@ -130,16 +138,24 @@ def run_train(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from backendlab.results import write_json
-    from backendlab.training import batch_slices, prepare, save_model, train
+    from backendlab.training import prepare, save_model, steps_per_epoch, train
 
     if args.save is not None and not args.save.endswith(".keras"):
         raise UsageError(f"--save needs a path ending in .keras, got {args.save!r}")
-    with console.status(f"building {args.model} on {requested_backend_name()}"):
-        prep = prepare(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate, seed=args.seed, loop=args.loop, resume=args.resume)
-    total = args.epochs * len(batch_slices(prep.data.num_train, args.batch_size))
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+    backend = ensure_backend()
+    if args.devices > 1 and backend.launcher and not launched():
+        # This backend needs one process per device: check there are enough, start them; rank 0 reports.
+        impl(backend).check_devices(args.devices)
+        return subprocess.call(launch_command(backend, args.devices, "backendlab", args.argv))
+    main_process = is_main_process()
+    with console.status(f"building {args.model} on {backend.name}"):
+        prep = prepare(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate, seed=args.seed, loop=args.loop, resume=args.resume, devices=args.devices, drop_remainder=args.drop_remainder)
+    total = args.epochs * steps_per_epoch(prep.config, prep.data.num_train)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console, transient=True, disable=not main_process) as progress:
         task = progress.add_task(f"train {args.model} ({prep.config.loop})", total=total, loss=float("nan"))
         result = train(prep, on_step=lambda step, loss: progress.update(task, completed=step, loss=loss))
+    if not main_process:  # the other ranks of a multi-process run trained the same model
+        return 0
     if args.save:
         result.saved_model = str(save_model(prep.model, args.save))
     out.print(result_table(result))
@@ -148,17 +164,25 @@ def run_train(args) -> int:
     return 0
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["train", *argv]  # `backendlab` alone runs the seed example
     args = build_parser().parse_args(argv)
+    args.argv = argv
     command = args.command
+    # A plain `kill` must clean up like Ctrl-C does: workers killed, finished results kept.
+    signal.signal(signal.SIGTERM, _terminate)
     module = importlib.import_module(SUBCOMMANDS[command][0])
     try:
         return getattr(module, f"run_{command}")(args)
     except BackendlabError as exc:
-        console.print(f"backendlab: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        if is_main_process():  # under torchrun, one rank speaks for all
+            console.print(f"backendlab: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("backendlab: interrupted", markup=False)

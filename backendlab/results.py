@@ -82,7 +82,8 @@ class TrainConfig:
     seed: int
     loop: str = "fit"
     initial_epoch: int = 0  # > 0 when training resumed from a saved model
-    devices: int = 1
+    devices: int = 1  # > 1: data-parallel, the global batch split across devices
+    drop_remainder: bool = False  # each epoch's last, partial batch left out
 
 
 @dataclass

@@ -6,6 +6,7 @@ backend's, so the same seed gives the same batches on every backend.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -16,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from backendlab.backends import ensure_backend, impl
+from backendlab.backends import ensure_backend, impl, request_devices
 from backendlab.data import Dataset, load_dataset
 from backendlab.errors import UsageError
 from backendlab.models import build_model, check_compatible, default_data
@@ -79,6 +80,15 @@ def epoch_orders(num_samples: int, epochs: int, seed: int) -> list[np.ndarray]:
 
 def batch_slices(num_samples: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, num_samples)) for i in range(0, num_samples, batch_size)]
+
+
+def samples_per_epoch(config: TrainConfig, num_samples: int) -> int:
+    """All samples, or only the full batches' when the last, partial batch is dropped."""
+    return num_samples - num_samples % config.batch_size if config.drop_remainder else num_samples
+
+
+def steps_per_epoch(config: TrainConfig, num_samples: int) -> int:
+    return len(batch_slices(samples_per_epoch(config, num_samples), config.batch_size))
 
 
 # --- stochastic layers ----------------------------------------------------------------
@@ -145,43 +155,68 @@ def prepare(
     initial_weights: str | os.PathLike | None = None,
     disable_stochastic: bool = False,
     resume: str | os.PathLike | None = None,
+    devices: int = 1,
+    drop_remainder: bool = False,
 ) -> Prepared:
     """Load data, build and compile the model, check they fit together: everything before training.
 
     ``resume`` names a ``.keras`` file saved after training, on any backend: its weights
     and optimizer state are loaded and training goes on from the epoch it had reached,
     with the batch order an uninterrupted run would have had.
+
+    ``devices`` > 1 trains data-parallel on the backend's own engine (``BACKENDS[...].data_parallel``),
+    the global batch split evenly across devices; each epoch's last, partial batch is then
+    dropped (``drop_remainder``), so every step splits evenly. Pass ``drop_remainder=True``
+    to a one-device run to reproduce the same batches.
     """
     check_positive("epochs", epochs)
     check_positive("batch size", batch_size)
+    check_positive("devices", devices)
     if loop not in ("fit", "custom"):
         raise UsageError(f"loop must be 'fit' or 'custom', got {loop!r}")
-    ensure_backend()
+    backend = ensure_backend()
+    if devices > 1:
+        if batch_size % devices:
+            raise UsageError(
+                f"batch size {batch_size} does not split evenly across {devices} devices: "
+                f"use a global batch size that is a multiple of {devices}"
+            )
+        if backend.launcher:  # one process per device: Keras's fit has no path for that; the custom loop does
+            loop = "custom"
+        elif loop == "custom":
+            raise UsageError(
+                f"on {backend.name}, --devices {devices} trains with fit, which drives {backend.data_parallel}; "
+                "the custom loop runs data-parallel on torch only"
+            )
+        drop_remainder = True
+        request_devices(devices)
     data = data or default_data(model)
     dataset = load_dataset(data, seed)
     import keras
 
-    keras.utils.set_random_seed(seed)
-    if resume is not None:
-        net = load_model(resume)
-        model = str(resume)
-    else:
-        net = build_model(model, dataset)
-    check_compatible(net, dataset, model)
-    if initial_weights is not None:
-        net.load_weights(initial_weights)
-    found = stochastic_layers(net)
-    if disable_stochastic:
-        switch_off(found)
-    if getattr(net, "compiled", False) and net.optimizer is not None:
-        optimizer_name = type(net.optimizer).__name__.lower()
-    else:
-        optimizer_name = optimizer or DEFAULT_OPTIMIZER
-        net.compile(
-            optimizer=make_optimizer(optimizer_name, learning_rate),
-            loss=dataset.loss(),
-            metrics=dataset.metrics(),
-        )
+    scope = impl(backend).data_parallel(devices) if devices > 1 else contextlib.nullcontext()
+    with scope:
+        keras.utils.set_random_seed(seed)
+        if resume is not None:
+            net = load_model(resume)
+            model = str(resume)
+        else:
+            net = build_model(model, dataset)
+        check_compatible(net, dataset, model)
+        if initial_weights is not None:
+            net.load_weights(initial_weights)
+        found = stochastic_layers(net)
+        if disable_stochastic:
+            switch_off(found)
+        if getattr(net, "compiled", False) and net.optimizer is not None:
+            optimizer_name = type(net.optimizer).__name__.lower()
+        else:
+            optimizer_name = optimizer or DEFAULT_OPTIMIZER
+            net.compile(
+                optimizer=make_optimizer(optimizer_name, learning_rate),
+                loss=dataset.loss(),
+                metrics=dataset.metrics(),
+            )
     config = TrainConfig(
         model=model,
         data=data,
@@ -191,10 +226,11 @@ def prepare(
         learning_rate=float(keras.ops.convert_to_numpy(net.optimizer.learning_rate)),
         seed=seed,
         loop=loop,
+        devices=devices,
+        drop_remainder=drop_remainder,
     )
     if resume is not None:
-        steps_per_epoch = len(batch_slices(dataset.num_train, batch_size))
-        config.initial_epoch = int(keras.ops.convert_to_numpy(net.optimizer.iterations)) // steps_per_epoch
+        config.initial_epoch = int(keras.ops.convert_to_numpy(net.optimizer.iterations)) // steps_per_epoch(config, dataset.num_train)
     return Prepared(config, dataset, net, [layer.name for layer in found])
 
 
@@ -213,7 +249,7 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None):
     import keras
 
     config, data = prep.config, prep.data
-    sizes = [s.stop - s.start for s in batch_slices(data.num_train, config.batch_size)]
+    sizes = [s.stop - s.start for s in batch_slices(len(orders[0]), config.batch_size)]
     step_losses: list[float] = []
     running: list[float] = []
 
@@ -262,7 +298,7 @@ def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None):
     for order in orders:
         # The running mean in float32, as Keras's Mean tracker keeps it in fit's logs.
         total, seen = f32(0), f32(0)
-        for part in batch_slices(data.num_train, config.batch_size):
+        for part in batch_slices(len(order), config.batch_size):
             x, y = data.take("train", order[part])
             loss = step(x, y)["loss"]
             n = f32(part.stop - part.start)
@@ -281,6 +317,7 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
     # Every epoch's order is drawn from the start, so a resumed run sees what an
     # uninterrupted one would have seen.
     orders = epoch_orders(data.num_train, config.initial_epoch + config.epochs, config.seed)[config.initial_epoch :]
+    orders = [order[: samples_per_epoch(config, data.num_train)] for order in orders]
     run_epochs = _fit_epochs if config.loop == "fit" else _custom_epochs
     start = time.perf_counter()
     history, step_losses, running = run_epochs(prep, orders, on_step)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from backendlab.backends import BACKENDS, is_main_process, launch_command
 from backendlab.errors import UsageError
 from backendlab.results import read_json, write_json
 
@@ -73,6 +74,7 @@ def run_worker(
     *,
     timeout: float | None = None,
     env: dict[str, str] | None = None,
+    devices: int = 1,
     on_progress: Callable[[dict], None] | None = None,
     poll_s: float = 0.2,
 ) -> WorkerOutcome:
@@ -86,7 +88,8 @@ def run_worker(
     start = time.perf_counter()
     with open(workdir / LOG, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, str(workdir / JOB)],
+            launch_command(BACKENDS[backend], devices, module, [str(workdir / JOB)]) if backend in BACKENDS
+            else [sys.executable, "-m", module, str(workdir / JOB)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -136,7 +139,7 @@ class Progress:
 
     def __call__(self, done: int, total: int, stage: str = "", force: bool = False, **extra: Any) -> None:
         now = time.perf_counter()
-        if force or now - self.last >= self.every_s:
+        if is_main_process() and (force or now - self.last >= self.every_s):
             write_json(self.path, {"done": done, "total": total, "stage": stage, **extra})
             self.last = now
 
@@ -154,5 +157,6 @@ def worker_main(handler: Callable[[dict, Path, Progress], dict]) -> int:
     except Exception:
         traceback.print_exc()
         return 1
-    write_json(workdir / RESULT, result)
+    if is_main_process():  # under torchrun every rank computes the same result; one writes it
+        write_json(workdir / RESULT, result)
     return 0

@@ -81,7 +81,7 @@ def test_seed_report_files_and_numpy_reference(seed_compare):
 @cross
 @pytest.mark.parametrize("model", ["cnn", "rnn", "transformer", "functional"])
 def test_every_zoo_model_agrees_across_backends(model, tmp_path):
-    report = compare(model=model, epochs=2, batch_size=64, optimizer="adam", learning_rate=0.003, out=str(tmp_path), portability=model == "functional")
+    report = compare(model=model, epochs=2, batch_size=64, optimizer="adam", learning_rate=0.003, out=str(tmp_path), portability=False)
     details = {b: (r.status, r.verdict, r.message) for b, r in report.backends.items()}
     assert report.verdict == "agree", details
     for r in report.backends.values():
@@ -120,11 +120,11 @@ def test_worker_that_raises_or_is_killed_is_reported_and_the_rest_kept(tmp_path)
 
 @cross
 def test_worker_that_hangs_times_out_and_nan_is_reported_with_its_step(tmp_path):
-    proc = run_cli("compare", "--model", FAULTY, "--epochs", "1", "--no-portability", "--timeout", "40", "--out", str(tmp_path), env={"BACKENDLAB_TEST_FAULTS": "torch:hang,tensorflow:nan"})
+    proc = run_cli("compare", "--model", FAULTY, "--epochs", "1", "--no-portability", "--timeout", "25", "--out", str(tmp_path), env={"BACKENDLAB_TEST_FAULTS": "torch:hang,tensorflow:nan"})
     assert proc.returncode == 1
     b = _report(tmp_path)["backends"]
     assert b["jax"]["status"] == "ok"
-    assert b["torch"]["status"] == "timeout" and b["torch"]["message"] == "no result after the 40s timeout; killed"
+    assert b["torch"]["status"] == "timeout" and b["torch"]["message"] == "no result after the 25s timeout; killed"
     assert b["tensorflow"]["status"] == "nonfinite" and b["tensorflow"]["nonfinite_step"] == 1
     assert b["tensorflow"]["message"] == "training loss became nan at step 1"
 
@@ -136,6 +136,7 @@ def test_stochastic_layers_are_detected_and_compared_honestly(tmp_path):
     assert loose.stochastic_layers and loose.criterion == "statistical"
     assert "draw from each backend's own random generator" in loose.notes[0]
     torch = loose.backends["torch"]
+    assert torch.status == "ok" and torch.verdict == "agree", (torch.status, torch.message, torch.log_tail)
     # Dropout masks differ per backend: the step losses do not match exactly...
     assert not torch.differences["step_losses"].within
     # ...but the final metrics do, loosely, and that is what decides here.

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
+
+from backendlab.backends import check_device_count
+from backendlab.errors import UsageError
 
 
 def devices() -> list[str]:
@@ -11,6 +16,26 @@ def devices() -> list[str]:
 
 def sync(tree) -> None:
     jax.block_until_ready(tree)
+
+
+def check_devices(devices: int) -> None:
+    accelerators = [d for d in jax.devices() if d.platform != "cpu"]
+    check_device_count(devices, len(accelerators))
+
+
+def data_parallel(devices: int):
+    """Keras's own distribution API: DataParallel over a 1-D DeviceMesh of ``devices`` devices."""
+    import keras
+
+    check_devices(devices)
+    found = keras.distribution.list_devices()
+    if len(found) < devices:
+        raise UsageError(
+            f"asked for {devices} devices but JAX sees {len(found)} ({', '.join(found)}): on a CPU, set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before JAX starts (backendlab's command line does)"
+        )
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=found[:devices]))
+    return contextlib.nullcontext()
 
 
 def make_train_step(model, loss_fn, optimizer):

@@ -53,6 +53,7 @@ class CompareOptions:
     reference: str | None = None
     disable_stochastic: bool = False
     portability: bool = True  # load every saved .keras file on every backend
+    devices: int = 1  # > 1: every backend trains data-parallel on its own engine
     timeout: float = 900.0
     out: str = "compare-out"
 
@@ -132,6 +133,9 @@ def _train_job(opts: CompareOptions, data: str, initial: Path, make_initial: boo
         "disable_stochastic": opts.disable_stochastic,
         "initial_weights": str(initial.resolve()),
         "make_initial": make_initial,
+        "devices": opts.devices,
+        # Data-parallel runs drop each epoch's partial batch; the makers of the starting weights agree.
+        "drop_remainder": opts.devices > 1,
     }
 
 
@@ -238,7 +242,7 @@ class Compare:
     def _run(self, backend: str, job: dict, folder: Path) -> WorkerOutcome:
         self.on_event(backend, "start", {"kind": job["kind"]})
         outcome = run_worker(
-            WORKER, backend, job, folder, timeout=self.opts.timeout,
+            WORKER, backend, job, folder, timeout=self.opts.timeout, devices=job.get("devices", 1) if job["kind"] == "train" else 1,
             on_progress=lambda p: self.on_event(backend, "progress", p),
         )
         self.on_event(backend, "end", {"status": outcome.status, "message": outcome.message})

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backendlab.backends import is_main_process
 from backendlab.errors import one_line
 from backendlab.results import atomic_write_bytes
 from backendlab.workers import Progress, worker_main
@@ -60,32 +61,40 @@ def _prepare(job: dict, **extra):
         learning_rate=job["learning_rate"],
         seed=job["seed"],
         disable_stochastic=job["disable_stochastic"],
+        devices=job.get("devices", 1),
+        drop_remainder=job.get("drop_remainder", False),
         **extra,
     )
 
 
 def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
-    from backendlab.training import batch_slices, predict, save_model, train
+    from backendlab.training import predict, save_model, steps_per_epoch, train
 
     initial = Path(job["initial_weights"])
     progress(0, 1, "building")
+    main = is_main_process()  # under torchrun, rank 0 writes the files
     if job["make_initial"]:
-        prep = _prepare(job)
-        tmp = initial.with_name(f".{initial.stem}.tmp.weights.h5")
-        prep.model.save_weights(tmp)
-        atomic_write_bytes(initial, tmp.read_bytes())
-        tmp.unlink()
+        prep = _prepare(job)  # every rank builds the same weights from the same seed
+        if main:
+            tmp = initial.with_name(f".{initial.stem}.tmp.weights.h5")
+            prep.model.save_weights(tmp)
+            atomic_write_bytes(initial, tmp.read_bytes())
+            tmp.unlink()
     else:
         prep = _prepare(job, initial_weights=initial)
     start_checksum = checksum(prep.model.get_weights())
-    save_npz(workdir / "initial_predictions.npz", flatten(predict(prep)))
-    total = job["epochs"] * len(batch_slices(prep.data.num_train, job["batch_size"]))
+    initial_predictions = flatten(predict(prep))
+    if main:
+        save_npz(workdir / "initial_predictions.npz", initial_predictions)
+    total = job["epochs"] * steps_per_epoch(prep.config, prep.data.num_train)
     progress(0, total, "training", force=True)
     result = train(prep, on_step=lambda step, loss: progress(step, total, "training", loss=loss))
     progress(total, total, "saving", force=True)
-    save_npz(workdir / "weights.npz", flatten(prep.model.get_weights(), "w"))
-    save_npz(workdir / "predictions.npz", flatten(predict(prep)))
-    save_model(prep.model, workdir / "model.keras")
+    predictions = flatten(predict(prep))
+    if main:
+        save_npz(workdir / "weights.npz", flatten(prep.model.get_weights(), "w"))
+        save_npz(workdir / "predictions.npz", predictions)
+        save_model(prep.model, workdir / "model.keras")
     steps = np.asarray(result.step_losses, dtype=float)
     bad = np.flatnonzero(~np.isfinite(steps))
     return {
