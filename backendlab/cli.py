@@ -93,9 +93,12 @@ def run_info(args) -> int:
     for col in ("", "backend", "framework", "version", "compiles with", "steps_per_execution"):
         table.add_column(col)
     for b in BACKENDS.values():
-        version = b.framework_version if b.installed else f"not installed: {b.install_hint}"
+        version = b.framework_version if b.installed else "not installed"
         table.add_row("*" if b.name == active else "", b.name, b.framework, version, b.compiler, "yes" if b.steps_per_execution else "no (raises)")
     out.print(table)
+    for b in BACKENDS.values():
+        if not b.installed:
+            out.print(f"{b.name}: not installed: {b.install_hint}", markup=False, highlight=False, soft_wrap=True)
     if active in BACKENDS and BACKENDS[active].installed:
         from backendlab.training import backend_info
 

@@ -100,7 +100,8 @@ class TrainStep:
         self.metrics = [keras.metrics.get(m) if isinstance(m, str) else m for m in metrics]
         self._step = impl().make_train_step(model, self.loss_fn, optimizer)
 
-    def __call__(self, x, y) -> dict[str, float]:
+    def run(self, x, y):
+        """One step; returns ``(x, y, loss, y_pred)`` as backend tensors, for callers that need the predictions."""
         import keras
 
         x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
@@ -111,6 +112,12 @@ class TrainStep:
             raise UsageError(
                 f"model {self.model.name!r} failed on a batch of shape {_shapes(x)} -> {_shapes(y)}: {one_line(exc)}"
             ) from exc
+        return x, y, loss, y_pred
+
+    def __call__(self, x, y) -> dict[str, float]:
+        import keras
+
+        x, y, loss, y_pred = self.run(x, y)
         logs = {"loss": float(keras.ops.convert_to_numpy(loss))}
         for metric in self.metrics:
             metric.reset_state()

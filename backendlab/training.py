@@ -287,6 +287,8 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None):
 
 
 def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None):
+    import keras
+
     from backendlab.loop import TrainStep
 
     config, data = prep.config, prep.data
@@ -295,12 +297,16 @@ def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None):
     step_losses: list[float] = []
     running: list[float] = []
     f32 = np.float32
+    metrics: dict[str, float] = {}
     for order in orders:
         # The running mean in float32, as Keras's Mean tracker keeps it in fit's logs.
         total, seen = f32(0), f32(0)
+        prep.model.reset_metrics()
         for part in batch_slices(len(order), config.batch_size):
-            x, y = data.take("train", order[part])
-            loss = step(x, y)["loss"]
+            x, y, loss, y_pred = step.run(*data.take("train", order[part]))
+            # The compiled metrics accumulate over the epoch, as in fit.
+            metrics = prep.model.compute_metrics(x, y, y_pred, sample_weight=None)
+            loss = float(keras.ops.convert_to_numpy(loss))
             n = f32(part.stop - part.start)
             total, seen = f32(total + f32(loss) * n), f32(seen + n)
             step_losses.append(loss)
@@ -308,6 +314,9 @@ def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None):
             if on_step:
                 on_step(len(step_losses), loss)
         history["loss"].append(running[-1])
+        for name, value in metrics.items():
+            if name != "loss":
+                history[name].append(float(keras.ops.convert_to_numpy(value)))
     return dict(history), step_losses, running
 
 

@@ -74,7 +74,7 @@ def test_missing_framework_names_the_extra_to_install(monkeypatch, capsys):
     b = missing[0]
     monkeypatch.setenv("KERAS_BACKEND", b.name)
     assert main(["info"]) == 0  # info lists it as not installed...
-    assert f"not installed: pip install -c constraints.txt -e '.[{b.extra}]'" in capsys.readouterr().out.replace("\n", "")
+    assert f"{b.name}: not installed: pip install -c constraints.txt -e '.[{b.extra}]'" in capsys.readouterr().out.splitlines()
     assert main(["train"]) == 2  # ...and train refuses it
     assert capsys.readouterr().err.strip() == (
         f"backendlab: error: KERAS_BACKEND={b.name!r} needs {b.framework}, which is not installed: "

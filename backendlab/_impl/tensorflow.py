@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
 
 from backendlab.backends import check_device_count
@@ -23,10 +25,13 @@ def check_devices(devices: int) -> None:
 
 
 def data_parallel(devices: int):
-    """``tf.distribute.MirroredStrategy`` over ``devices`` GPUs, or logical CPU devices on a CPU-only machine.
+    """``tf.distribute.MirroredStrategy`` over ``devices`` GPUs, or logical CPU devices on a CPU-only machine;
+    ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` describes several hosts.
 
     Returns the strategy's scope: the model must be built and compiled inside it.
     """
+    if "TF_CONFIG" in os.environ:
+        return tf.distribute.MultiWorkerMirroredStrategy().scope()
     gpus = tf.config.list_physical_devices("GPU")
     check_devices(devices)
     if not gpus:

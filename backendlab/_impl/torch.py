@@ -19,13 +19,15 @@ def devices() -> list[str]:
     return found
 
 
-def sync(tree) -> None:
+def sync(tree=None) -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
 def check_devices(devices: int) -> None:
-    check_device_count(devices, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    # Under torchrun on several hosts, each host must hold only its own share.
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", devices))
+    check_device_count(local, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 def data_parallel(devices: int):
@@ -50,6 +52,13 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _gather(shard):
+    """Every rank's share of the batch, in rank order: the global batch."""
+    parts = [torch.empty_like(shard) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, shard.contiguous())
+    return torch.cat(parts)
 
 
 def make_train_step(model, loss_fn, optimizer):
@@ -80,9 +89,11 @@ def make_train_step(model, loss_fn, optimizer):
         with torch.no_grad():
             optimizer.apply(grads, model.trainable_weights)
         loss = loss.detach()
-        if world > 1:  # report the global batch's loss, as one device would
+        y_pred = keras.tree.map_structure(lambda t: t.detach(), y_pred)
+        if world > 1:  # report the global batch's loss and predictions, as one device would
             loss = loss * share / world
             dist.all_reduce(loss)
-        return loss, keras.tree.map_structure(lambda t: t.detach(), y_pred)
+            y_pred = keras.tree.map_structure(_gather, y_pred)
+        return loss, y_pred
 
     return step

@@ -158,10 +158,10 @@ def compare_backend(report: BackendReport, ref: BackendReport, out: Path, opts: 
     rtol, atol = opts.rtol, opts.atol
     d = report.differences
     d["step_losses"] = Diff.of(report.step_losses, ref.step_losses, rtol, atol)
-    keys = sorted(set(report.history) | set(ref.history))
-    d["epoch_metrics"] = diff_arrays(
-        {k: report.history.get(k, []) for k in keys}, {k: ref.history.get(k, []) for k in keys}, rtol, atol
-    )
+    # Metrics both runs logged: fit also logs per-output losses that the custom loop
+    # (which torch uses for --devices > 1) does not.
+    keys = sorted(set(report.history) & set(ref.history))
+    d["epoch_metrics"] = diff_arrays({k: report.history[k] for k in keys}, {k: ref.history[k] for k in keys}, rtol, atol)
     mine, theirs = out / report.backend, out / ref.backend
     d["weights"] = diff_arrays(_load_npz(mine / "weights.npz"), _load_npz(theirs / "weights.npz"), rtol, atol)
     d["predictions"] = diff_arrays(_load_npz(mine / "predictions.npz"), _load_npz(theirs / "predictions.npz"), rtol, atol)

@@ -8,17 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from backendlab._impl.jax import devices, sync  # noqa: F401  (one definition per backend)
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, BenchShape
 
 COMPILER = "jax.jit"
-
-
-def devices() -> list[str]:
-    return [f"{d.platform}:{d.id}" for d in jax.devices()]
-
-
-def sync(tree) -> None:
-    jax.block_until_ready(tree)
 
 
 def set_threads(n: int) -> None:

@@ -7,19 +7,10 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from backendlab._impl.tensorflow import devices, sync  # noqa: F401  (one definition per backend)
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, BenchShape
 
 COMPILER = "tf.function"
-
-
-def devices() -> list[str]:
-    return [d.name for d in tf.config.list_logical_devices()]
-
-
-def sync(tree) -> None:
-    for leaf in tf.nest.flatten(tree):
-        if hasattr(leaf, "numpy"):
-            leaf.numpy()
 
 
 def set_threads(n: int) -> None:

@@ -7,6 +7,7 @@ import time
 import torch
 from torch import nn
 
+from backendlab._impl.torch import devices, sync  # noqa: F401  (one definition per backend)
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, BenchShape
 
 COMPILER = "eager"
@@ -14,18 +15,6 @@ COMPILER = "eager"
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def devices() -> list[str]:
-    found = ["cpu"]
-    if torch.cuda.is_available():
-        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return found
-
-
-def sync(tree=None) -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def set_threads(n: int) -> None:
