@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="backendlab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter if name == "bench" else argparse.HelpFormatter)
+        p = sub.add_parser(name, help=help_text, description=help_text)
         getattr(importlib.import_module(module), f"add_{name}_arguments")(p)
     return parser
 
@@ -132,7 +132,7 @@ def result_table(result) -> Table:
     for key in keys:
         table.add_column(key, justify="right")
     for epoch in range(result.config.epochs):
-        table.add_row(str(epoch + 1), *(f"{result.history[k][epoch]:.6f}" for k in keys))
+        table.add_row(str(result.config.initial_epoch + epoch + 1), *(f"{result.history[k][epoch]:.6f}" for k in keys))
     table.caption = "test: " + ", ".join(f"{k}={v:.4f}" for k, v in result.test.items()) + f"; training took {result.train_time_s:.2f}s"
     return table
 
