@@ -35,7 +35,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="full", choices=sorted(PRESETS), help="the settings to start from")
+    parser.add_argument("--preset", default="full", choices=sorted(PRESETS), help="the settings to start from (default: full)")
     parser.add_argument("--quick", action="store_true", help="same as --preset quick (under 3 minutes on 2 cores)")
     parser.add_argument("--models", type=_list, default=None,
                         help="comma-separated: mlp, cnn, rnn, transformer, or path/to/file.py:build (default: the preset's)")
@@ -52,7 +52,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", type=_int_list, default=None, help="for a user model without an Input, e.g. 32,32,3")
     parser.add_argument("--data", default=None, help="for a user model: file.py:function, a .npz, or a bundled dataset")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per backend worker (default: the preset's)")
-    parser.add_argument("--out", default="bench-out", metavar="DIR", help="where bench.json, bench.md and bench.png go")
+    parser.add_argument("--out", default="bench-out", metavar="DIR", help="where bench.json, bench.md and bench.png go (default: bench-out)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write bench.json here")
 
 
