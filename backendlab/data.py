@@ -15,9 +15,6 @@ import numpy as np
 from backendlab.errors import UsageError
 from backendlab.specs import call_user, is_callable_spec, load_callable
 
-Arrays = "np.ndarray | dict[str, np.ndarray]"
-
-
 @dataclass(frozen=True)
 class Target:
     """What one output must predict, and so its loss, metrics and output width."""

@@ -13,6 +13,7 @@ The model's variables and the optimizer's slots are real Keras state, so ``predi
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from backendlab.backends import ensure_backend, impl
@@ -46,6 +47,7 @@ def resolve_loss(loss: Any) -> Callable:
     return _FunctionLoss(loss)
 
 
+@functools.lru_cache(maxsize=None)
 def _function_loss_class():
     import keras
 

@@ -97,24 +97,28 @@ def test_every_measured_row_has_positive_throughput_and_flops(bench):
             assert row.params > 0
 
 
-def test_keras_rows_carry_their_ratio_to_the_native_loop_for_mlp_and_cnn(bench):
-    report, _ = bench
+def _twins(report):
+    """(keras row, native row) of mlp and cnn on every backend, at steps_per_execution 1."""
     for backend in BACKEND_NAMES:
         for model in ("mlp", "cnn"):
-            keras_row = _rows(report, backend=backend, model=model, impl="keras", steps_per_execution=1)[0]
-            native_row = _rows(report, backend=backend, model=model, impl="native")[0]
-            assert keras_row.native_ratio == pytest.approx(keras_row.samples_per_sec / native_row.samples_per_sec)
-            assert native_row.native_ratio is None
+            yield (
+                _rows(report, backend=backend, model=model, impl="keras", steps_per_execution=1)[0],
+                _rows(report, backend=backend, model=model, impl="native")[0],
+            )
+
+
+def test_keras_rows_carry_their_ratio_to_the_native_loop_for_mlp_and_cnn(bench):
+    report, _ = bench
+    for keras_row, native_row in _twins(report):
+        assert keras_row.native_ratio == pytest.approx(keras_row.samples_per_sec / native_row.samples_per_sec)
+        assert native_row.native_ratio is None
 
 
 def test_native_and_keras_twins_count_the_same_parameters_and_flops(bench):
     report, _ = bench
-    for backend in BACKEND_NAMES:
-        for model in ("mlp", "cnn"):
-            keras_row = _rows(report, backend=backend, model=model, impl="keras", steps_per_execution=1)[0]
-            native_row = _rows(report, backend=backend, model=model, impl="native")[0]
-            assert keras_row.params == native_row.params
-            assert keras_row.flops_per_sample == native_row.flops_per_sample
+    for keras_row, native_row in _twins(report):
+        assert keras_row.params == native_row.params
+        assert keras_row.flops_per_sample == native_row.flops_per_sample
     mlp = _rows(report, backend="jax", model="mlp", impl="keras", steps_per_execution=1)[0]
     assert mlp.flops_per_sample == 2 * (784 * 256 + 256 * 256 + 256 * 10)
 

@@ -15,6 +15,7 @@ Arrays go to ``.npz`` files beside ``result.json``.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,6 @@ def flatten(tree, prefix: str = "out") -> dict[str, np.ndarray]:
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import io
-
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
