@@ -42,4 +42,6 @@ def tests(session: nox.Session, backend: str) -> None:
 def bench(session: nox.Session) -> None:
     """The quick benchmark preset on every backend (under 3 minutes on 2 cores)."""
     _install(session, "all")
-    session.run("python", "benchmarks/quick.py", "--out", "bench-out", *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    session.run(
+        "python", "benchmarks/quick.py", "--out", "bench-out", *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "2"}
+    )

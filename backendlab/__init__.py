@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from backendlab.backends import BACKENDS, BACKEND_NAMES, ensure_backend, installed_backends  # noqa: E402
+from backendlab.backends import BACKEND_NAMES, BACKENDS, ensure_backend, installed_backends  # noqa: E402
 from backendlab.errors import BackendlabError, UsageError  # noqa: E402
 
 # Lazy: these pull in Keras, which must not happen at `import backendlab`.

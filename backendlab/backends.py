@@ -61,16 +61,37 @@ BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
         Backend(
-            "jax", "jax", "jax", "jax", "JAX", "jax.jit", True,
-            "keras.distribution.DataParallel over a DeviceMesh", None,
+            "jax",
+            "jax",
+            "jax",
+            "jax",
+            "JAX",
+            "jax.jit",
+            True,
+            "keras.distribution.DataParallel over a DeviceMesh",
+            None,
         ),
         Backend(
-            "tensorflow", "tensorflow", "tensorflow-cpu", "tensorflow", "TensorFlow", "tf.function", True,
-            "tf.distribute.MirroredStrategy", None,
+            "tensorflow",
+            "tensorflow",
+            "tensorflow-cpu",
+            "tensorflow",
+            "TensorFlow",
+            "tf.function",
+            True,
+            "tf.distribute.MirroredStrategy",
+            None,
         ),
         Backend(
-            "torch", "torch", "torch", "torch", "PyTorch", "eager (torch autograd)", False,
-            "DistributedDataParallel (gloo on CPU, nccl on GPU)", "torch.distributed.run",
+            "torch",
+            "torch",
+            "torch",
+            "torch",
+            "PyTorch",
+            "eager (torch autograd)",
+            False,
+            "DistributedDataParallel (gloo on CPU, nccl on GPU)",
+            "torch.distributed.run",
         ),
     )
 }
@@ -86,9 +107,7 @@ def get_backend(name: str) -> Backend:
     try:
         return BACKENDS[name]
     except KeyError:
-        raise UsageError(
-            f"unknown backend {name!r}: valid backends are {', '.join(BACKEND_NAMES)}"
-        ) from None
+        raise UsageError(f"unknown backend {name!r}: valid backends are {', '.join(BACKEND_NAMES)}") from None
 
 
 def installed_backends() -> list[Backend]:
@@ -119,8 +138,7 @@ def ensure_backend() -> Backend:
     backend = BACKENDS[name]
     if not backend.installed:
         raise UsageError(
-            f"KERAS_BACKEND={name!r} needs {backend.framework}, which is not installed: "
-            f"{backend.install_hint}"
+            f"KERAS_BACKEND={name!r} needs {backend.framework}, which is not installed: {backend.install_hint}"
         )
     os.environ["KERAS_BACKEND"] = name
     return backend
@@ -145,7 +163,16 @@ def launched() -> bool:
 def launch_command(backend: Backend, devices: int, module: str, args: list[str]) -> list[str]:
     """The command that runs ``python -m module args`` on ``devices`` devices of ``backend``."""
     if devices > 1 and backend.launcher and not launched():
-        return [sys.executable, "-m", backend.launcher, "--standalone", f"--nproc_per_node={devices}", "-m", module, *args]
+        return [
+            sys.executable,
+            "-m",
+            backend.launcher,
+            "--standalone",
+            f"--nproc_per_node={devices}",
+            "-m",
+            module,
+            *args,
+        ]
     return [sys.executable, "-m", module, *args]
 
 
@@ -170,5 +197,9 @@ def check_device_count(devices: int, accelerators: int, kind: str = "GPU") -> No
     """
     available = accelerators or (os.cpu_count() or 1)
     if devices > available:
-        have = f"{accelerators} {kind}s" if accelerators else f"no {kind} and {available} CPU cores (at most one virtual device per core)"
+        have = (
+            f"{accelerators} {kind}s"
+            if accelerators
+            else f"no {kind} and {available} CPU cores (at most one virtual device per core)"
+        )
         raise UsageError(f"asked for {devices} devices but this machine has {have}: use --devices {available} or fewer")

@@ -11,12 +11,20 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
 
-from backendlab.backends import BACKENDS, ensure_backend, impl, is_main_process, launch_command, launched, requested_backend_name
+from backendlab.backends import (
+    BACKENDS,
+    ensure_backend,
+    impl,
+    is_main_process,
+    launch_command,
+    launched,
+    requested_backend_name,
+)
 from backendlab.errors import BackendlabError, UsageError
 
 console = Console(stderr=True)
@@ -54,12 +62,26 @@ def positive_float(text: str) -> float:
 
 def add_training_arguments(parser: argparse.ArgumentParser, epochs: int = 10) -> None:
     """The options ``train`` and ``compare`` share."""
-    parser.add_argument("--model", default="mlp", help="zoo name (mlp, cnn, rnn, transformer, functional) or file.py:build / module:build (default: mlp)")
-    parser.add_argument("--data", default=None, help="breast_cancer, digits, sequences, pairs, a .npz file, or file.py:function (default: the model's own)")
+    parser.add_argument(
+        "--model",
+        default="mlp",
+        help="zoo name (mlp, cnn, rnn, transformer, functional) or file.py:build / module:build (default: mlp)",
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="breast_cancer, digits, sequences, pairs, a .npz file, or file.py:function (default: the model's own)",
+    )
     parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"(default: {epochs})")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="(default: 32)")
-    parser.add_argument("--optimizer", default=None, help="sgd (the seed's: momentum 0.9, Nesterov) or a keras.optimizers name (default: sgd; a compiled user model keeps its own)")
-    parser.add_argument("--learning-rate", type=positive_float, default=None, help="(default: 0.01 for sgd, Keras's own otherwise)")
+    parser.add_argument(
+        "--optimizer",
+        default=None,
+        help="sgd (the seed's: momentum 0.9, Nesterov) or a keras.optimizers name (default: sgd; a compiled user model keeps its own)",
+    )
+    parser.add_argument(
+        "--learning-rate", type=positive_float, default=None, help="(default: 0.01 for sgd, Keras's own otherwise)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="data split, initial weights and batch order (default: 0)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
 
@@ -89,12 +111,21 @@ def run_info(args) -> int:
     import importlib.metadata as md
 
     active = requested_backend_name()
-    table = Table(title=f"backendlab backends (keras {md.version('keras')}, KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '<unset>')})")
+    table = Table(
+        title=f"backendlab backends (keras {md.version('keras')}, KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '<unset>')})"
+    )
     for col in ("", "backend", "framework", "version", "compiles with", "steps_per_execution"):
         table.add_column(col)
     for b in BACKENDS.values():
         version = b.framework_version if b.installed else "not installed"
-        table.add_row("*" if b.name == active else "", b.name, b.framework, version, b.compiler, "yes" if b.steps_per_execution else "no (raises)")
+        table.add_row(
+            "*" if b.name == active else "",
+            b.name,
+            b.framework,
+            version,
+            b.compiler,
+            "yes" if b.steps_per_execution else "no (raises)",
+        )
     out.print(table)
     for b in BACKENDS.values():
         if not b.installed:
@@ -103,7 +134,9 @@ def run_info(args) -> int:
         from backendlab.training import backend_info
 
         info = backend_info()
-        out.print(f"active: {info.backend} ({info.framework} {info.framework_version}), devices: {', '.join(info.devices)}")
+        out.print(
+            f"active: {info.backend} ({info.framework} {info.framework_version}), devices: {', '.join(info.devices)}"
+        )
     else:
         out.print(f"active: {active} is not usable here")
     return 0
@@ -114,26 +147,53 @@ def run_info(args) -> int:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
-    parser.add_argument("--loop", choices=("fit", "custom"), default="fit", help="model.fit, or backendlab's custom loop with the backend's own autodiff (default: fit)")
-    parser.add_argument("--save", default=None, metavar="PATH.keras", help="save the trained model (with its optimizer state)")
-    parser.add_argument("--resume", default=None, metavar="PATH.keras", help="continue training a saved model (from any backend) where it stopped")
+    parser.add_argument(
+        "--loop",
+        choices=("fit", "custom"),
+        default="fit",
+        help="model.fit, or backendlab's custom loop with the backend's own autodiff (default: fit)",
+    )
+    parser.add_argument(
+        "--save", default=None, metavar="PATH.keras", help="save the trained model (with its optimizer state)"
+    )
+    parser.add_argument(
+        "--resume",
+        default=None,
+        metavar="PATH.keras",
+        help="continue training a saved model (from any backend) where it stopped",
+    )
     add_devices_arguments(parser)
 
 
 def add_devices_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=positive_int, default=1, help="train data-parallel on N devices with the backend's own engine; the global batch is split across them (default: 1)")
-    parser.add_argument("--drop-remainder", action="store_true", help="leave out each epoch's last, partial batch (always on with --devices > 1)")
+    parser.add_argument(
+        "--devices",
+        type=positive_int,
+        default=1,
+        help="train data-parallel on N devices with the backend's own engine; the global batch is split across them (default: 1)",
+    )
+    parser.add_argument(
+        "--drop-remainder",
+        action="store_true",
+        help="leave out each epoch's last, partial batch (always on with --devices > 1)",
+    )
 
 
 def result_table(result) -> Table:
-    table = Table(title=f"{result.config.model} on {result.config.data}, backend {result.backend} ({result.info.framework} {result.info.framework_version}, keras {result.info.keras_version})")
+    table = Table(
+        title=f"{result.config.model} on {result.config.data}, backend {result.backend} ({result.info.framework} {result.info.framework_version}, keras {result.info.keras_version})"
+    )
     table.add_column("epoch")
     keys = list(result.history)
     for key in keys:
         table.add_column(key, justify="right")
     for epoch in range(result.config.epochs):
         table.add_row(str(result.config.initial_epoch + epoch + 1), *(f"{result.history[k][epoch]:.6f}" for k in keys))
-    table.caption = "test: " + ", ".join(f"{k}={v:.4f}" for k, v in result.test.items()) + f"; training took {result.train_time_s:.2f}s"
+    table.caption = (
+        "test: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in result.test.items())
+        + f"; training took {result.train_time_s:.2f}s"
+    )
     return table
 
 
@@ -152,9 +212,30 @@ def run_train(args) -> int:
         return subprocess.call(launch_command(backend, args.devices, "backendlab", args.argv))
     main_process = is_main_process()
     with console.status(f"building {args.model} on {backend.name}"):
-        prep = prepare(args.model, args.data, epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.learning_rate, seed=args.seed, loop=args.loop, resume=args.resume, devices=args.devices, drop_remainder=args.drop_remainder)
+        prep = prepare(
+            args.model,
+            args.data,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            loop=args.loop,
+            resume=args.resume,
+            devices=args.devices,
+            drop_remainder=args.drop_remainder,
+        )
     total = args.epochs * steps_per_epoch(prep.config, prep.data.num_train)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console, transient=True, disable=not main_process) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not main_process,
+    ) as progress:
         task = progress.add_task(f"train {args.model} ({prep.config.loop})", total=total, loss=float("nan"))
         result = train(prep, on_step=lambda step, loss: progress.update(task, completed=step, loss=loss))
     if not main_process:  # the other ranks of a multi-process run trained the same model

@@ -6,14 +6,16 @@ description of each target, from which the default loss and metrics follow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from backendlab.errors import UsageError
 from backendlab.specs import call_user, is_callable_spec, load_callable
+
 
 @dataclass(frozen=True)
 class Target:

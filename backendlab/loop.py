@@ -14,7 +14,8 @@ The model's variables and the optimizer's slots are real Keras state, so ``predi
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from backendlab.backends import ensure_backend, impl
 from backendlab.errors import UsageError, one_line
@@ -47,7 +48,7 @@ def resolve_loss(loss: Any) -> Callable:
     return _FunctionLoss(loss)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _function_loss_class():
     import keras
 

@@ -6,8 +6,9 @@ its inputs and outputs from it; none of them has backend-specific code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

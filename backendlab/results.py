@@ -67,7 +67,7 @@ class BackendInfo:
     python_version: str
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BackendInfo":
+    def from_dict(cls, d: dict) -> BackendInfo:
         return cls(**d)
 
 
@@ -111,7 +111,7 @@ class TrainResult:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainResult":
+    def from_dict(cls, d: dict) -> TrainResult:
         d = {k: v for k, v in d.items() if k != "backend"}
         d["info"] = BackendInfo.from_dict(d["info"])
         d["config"] = TrainConfig(**d["config"])

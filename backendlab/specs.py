@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from backendlab.errors import UsageError
 

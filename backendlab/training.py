@@ -11,9 +11,10 @@ import os
 import platform
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,9 +59,7 @@ def make_optimizer(name: str, learning_rate: float | None):
     if learning_rate is not None and not learning_rate > 0:
         raise UsageError(f"learning rate must be positive, got {learning_rate!r}")
     if name.lower() == "sgd":
-        return keras.optimizers.SGD(
-            learning_rate=learning_rate or DEFAULT_LEARNING_RATE, momentum=0.9, nesterov=True
-        )
+        return keras.optimizers.SGD(learning_rate=learning_rate or DEFAULT_LEARNING_RATE, momentum=0.9, nesterov=True)
     try:
         optimizer = keras.optimizers.get(name)
     except ValueError:
@@ -230,7 +229,9 @@ def prepare(
         drop_remainder=drop_remainder,
     )
     if resume is not None:
-        config.initial_epoch = int(keras.ops.convert_to_numpy(net.optimizer.iterations)) // steps_per_epoch(config, dataset.num_train)
+        config.initial_epoch = int(keras.ops.convert_to_numpy(net.optimizer.iterations)) // steps_per_epoch(
+            config, dataset.num_train
+        )
     return Prepared(config, dataset, net, [layer.name for layer in found])
 
 

@@ -16,9 +16,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from backendlab.backends import BACKENDS, is_main_process, launch_command
 from backendlab.errors import UsageError
@@ -88,7 +89,8 @@ def run_worker(
     start = time.perf_counter()
     with open(workdir / LOG, "wb") as log:
         proc = subprocess.Popen(
-            launch_command(BACKENDS[backend], devices, module, [str(workdir / JOB)]) if backend in BACKENDS
+            launch_command(BACKENDS[backend], devices, module, [str(workdir / JOB)])
+            if backend in BACKENDS
             else [sys.executable, "-m", module, str(workdir / JOB)],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -116,7 +118,9 @@ def run_worker(
     rc = proc.returncode
     tail = _tail(workdir / LOG)
     if timed_out:
-        return WorkerOutcome(backend, "timeout", rc, wall, None, f"no result after the {timeout:g}s timeout; killed", tail)
+        return WorkerOutcome(
+            backend, "timeout", rc, wall, None, f"no result after the {timeout:g}s timeout; killed", tail
+        )
     if rc < 0:
         name = signal.Signals(-rc).name
         return WorkerOutcome(backend, "crashed", rc, wall, None, f"worker killed by signal {name}", tail)

@@ -35,7 +35,9 @@ def kl_divergence(y_true, y_pred):  # a loss of your own, written with keras.ops
 keras.utils.set_random_seed(0)  # the starting weights (each backend draws its own from this seed)
 data = load_dataset("breast_cancer")
 x_train, y_train = data.x_train, keras.utils.to_categorical(data.y_train, 2)
-model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2, activation="softmax")])
+model = keras.Sequential(
+    [keras.Input((30,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2, activation="softmax")]
+)
 optimizer = keras.optimizers.Adam(learning_rate=1e-2)
 step = backendlab.TrainStep(model, kl_divergence, optimizer, metrics=["categorical_accuracy"])
 

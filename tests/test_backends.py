@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import FRAMEWORKS, run_python
 
 from backendlab.backends import BACKEND_NAMES, BACKENDS, ensure_backend
 from backendlab.cli import main
 from backendlab.errors import UsageError
-
-from conftest import FRAMEWORKS, run_python
 
 LOADED = f"import sys, json; print(json.dumps(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules)))"
 
@@ -52,7 +51,8 @@ def test_unknown_backend_is_one_clear_error(monkeypatch):
     with pytest.raises(UsageError) as err:
         ensure_backend()
     assert str(err.value) == (
-        "KERAS_BACKEND='theano' is not a backend backendlab supports: set KERAS_BACKEND to one of jax, tensorflow, torch"
+        "KERAS_BACKEND='theano' is not a backend backendlab supports: "
+        "set KERAS_BACKEND to one of jax, tensorflow, torch"
     )
 
 
@@ -74,7 +74,10 @@ def test_missing_framework_names_the_extra_to_install(monkeypatch, capsys):
     b = missing[0]
     monkeypatch.setenv("KERAS_BACKEND", b.name)
     assert main(["info"]) == 0  # info lists it as not installed...
-    assert f"{b.name}: not installed: pip install -c constraints.txt -e '.[{b.extra}]'" in capsys.readouterr().out.splitlines()
+    assert (
+        f"{b.name}: not installed: pip install -c constraints.txt -e '.[{b.extra}]'"
+        in capsys.readouterr().out.splitlines()
+    )
     assert main(["train"]) == 2  # ...and train refuses it
     assert capsys.readouterr().err.strip() == (
         f"backendlab: error: KERAS_BACKEND={b.name!r} needs {b.framework}, which is not installed: "

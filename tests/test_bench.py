@@ -21,9 +21,23 @@ from backendlab.results import read_json
 pytestmark = pytest.mark.cross
 
 REQUIRED = (
-    "backend", "impl", "model", "mode", "batch_size", "samples_per_sec", "samples_per_sec_min",
-    "samples_per_sec_max", "ms_per_step", "first_step_s", "peak_rss_mb", "gflops_per_sec",
-    "fraction_of_peak", "native_ratio", "jit_compile", "steps_per_execution", "threads",
+    "backend",
+    "impl",
+    "model",
+    "mode",
+    "batch_size",
+    "samples_per_sec",
+    "samples_per_sec_min",
+    "samples_per_sec_max",
+    "ms_per_step",
+    "first_step_s",
+    "peak_rss_mb",
+    "gflops_per_sec",
+    "fraction_of_peak",
+    "native_ratio",
+    "jit_compile",
+    "steps_per_execution",
+    "threads",
 )
 
 RAISES_ON_TENSORFLOW = """
@@ -183,4 +197,3 @@ def test_bad_bench_options_are_one_line_errors(argv, message):
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and message in done.stderr
-

@@ -10,13 +10,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import run_cli
 
 from backendlab.backends import BACKEND_NAMES, BACKENDS
 from backendlab.compare import compare
-
-from conftest import run_cli
 
 FAULTY = "tests/fixtures/faulty_models.py:build"
 cross = pytest.mark.cross
@@ -81,7 +79,15 @@ def test_seed_report_files_and_numpy_reference(seed_compare):
 @cross
 @pytest.mark.parametrize("model", ["cnn", "rnn", "transformer", "functional"])
 def test_every_zoo_model_agrees_across_backends(model, tmp_path):
-    report = compare(model=model, epochs=2, batch_size=64, optimizer="adam", learning_rate=0.003, out=str(tmp_path), portability=False)
+    report = compare(
+        model=model,
+        epochs=2,
+        batch_size=64,
+        optimizer="adam",
+        learning_rate=0.003,
+        out=str(tmp_path),
+        portability=False,
+    )
     details = {b: (r.status, r.verdict, r.message) for b, r in report.backends.items()}
     assert report.verdict == "agree", details
     for r in report.backends.values():
@@ -91,7 +97,19 @@ def test_every_zoo_model_agrees_across_backends(model, tmp_path):
 
 @cross
 def test_a_layer_that_computes_differently_on_one_backend_diverges(tmp_path):
-    proc = run_cli("compare", "--model", FAULTY, "--backends", "jax,torch", "--epochs", "2", "--no-portability", "--out", str(tmp_path), env={"BACKENDLAB_TEST_FAULTS": "torch:drift"})
+    proc = run_cli(
+        "compare",
+        "--model",
+        FAULTY,
+        "--backends",
+        "jax,torch",
+        "--epochs",
+        "2",
+        "--no-portability",
+        "--out",
+        str(tmp_path),
+        env={"BACKENDLAB_TEST_FAULTS": "torch:drift"},
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     report = _report(tmp_path)
     torch = report["backends"]["torch"]
@@ -104,14 +122,26 @@ def test_a_layer_that_computes_differently_on_one_backend_diverges(tmp_path):
 
 @cross
 def test_worker_that_raises_or_is_killed_is_reported_and_the_rest_kept(tmp_path):
-    proc = run_cli("compare", "--model", FAULTY, "--epochs", "2", "--no-portability", "--out", str(tmp_path), env={"BACKENDLAB_TEST_FAULTS": "tensorflow:raise,torch:crash"})
+    proc = run_cli(
+        "compare",
+        "--model",
+        FAULTY,
+        "--epochs",
+        "2",
+        "--no-portability",
+        "--out",
+        str(tmp_path),
+        env={"BACKENDLAB_TEST_FAULTS": "tensorflow:raise,torch:crash"},
+    )
     assert proc.returncode == 1
     report = _report(tmp_path)
     b = report["backends"]
     assert report["verdict"] == "failed"
     assert b["jax"]["status"] == "ok" and len(b["jax"]["step_losses"]) == 30
     assert b["tensorflow"]["status"] == "failed"
-    assert b["tensorflow"]["message"].startswith("RuntimeError: Exception encountered when calling Fault.call(). injected failure in Fault.call")
+    assert b["tensorflow"]["message"].startswith(
+        "RuntimeError: Exception encountered when calling Fault.call(). injected failure in Fault.call"
+    )
     assert "Traceback" in b["tensorflow"]["log_tail"] or "RuntimeError" in b["tensorflow"]["log_tail"]
     assert b["torch"]["status"] == "crashed" and b["torch"]["message"] == "worker killed by signal SIGKILL"
     assert (tmp_path / "jax" / "result.json").exists()
@@ -120,7 +150,19 @@ def test_worker_that_raises_or_is_killed_is_reported_and_the_rest_kept(tmp_path)
 
 @cross
 def test_worker_that_hangs_times_out_and_nan_is_reported_with_its_step(tmp_path):
-    proc = run_cli("compare", "--model", FAULTY, "--epochs", "1", "--no-portability", "--timeout", "25", "--out", str(tmp_path), env={"BACKENDLAB_TEST_FAULTS": "torch:hang,tensorflow:nan"})
+    proc = run_cli(
+        "compare",
+        "--model",
+        FAULTY,
+        "--epochs",
+        "1",
+        "--no-portability",
+        "--timeout",
+        "25",
+        "--out",
+        str(tmp_path),
+        env={"BACKENDLAB_TEST_FAULTS": "torch:hang,tensorflow:nan"},
+    )
     assert proc.returncode == 1
     b = _report(tmp_path)["backends"]
     assert b["jax"]["status"] == "ok"
@@ -142,7 +184,14 @@ def test_stochastic_layers_are_detected_and_compared_honestly(tmp_path):
     # ...but the final metrics do, loosely, and that is what decides here.
     assert torch.differences["final_metrics_statistical"].within and torch.verdict == "agree"
 
-    exact = compare(model=model, backends=["jax", "torch"], epochs=3, portability=False, disable_stochastic=True, out=str(tmp_path / "exact"))
+    exact = compare(
+        model=model,
+        backends=["jax", "torch"],
+        epochs=3,
+        portability=False,
+        disable_stochastic=True,
+        out=str(tmp_path / "exact"),
+    )
     assert exact.criterion == "exact" and exact.verdict == "agree"
     assert exact.backends["torch"].differences["step_losses"].within
     assert "switched off" in exact.notes[0]
@@ -153,7 +202,9 @@ def test_interrupted_run_leaves_finished_results_readable(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "backendlab", "compare", "--epochs", "3", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     deadline = time.time() + 300
     while not (out / "jax" / "result.json").exists() and time.time() < deadline and proc.poll() is None:
@@ -178,9 +229,21 @@ def test_backend_not_installed_is_skipped_with_the_extra_to_install(tmp_path, ba
     assert report["backends"][backend]["status"] == "ok"
     for b in missing:
         assert report["backends"][b.name]["status"] == "skipped"
-        assert report["backends"][b.name]["message"] == f"{b.framework} is not installed: pip install -c constraints.txt -e '.[{b.extra}]'"
+        assert (
+            report["backends"][b.name]["message"]
+            == f"{b.framework} is not installed: pip install -c constraints.txt -e '.[{b.extra}]'"
+        )
     # Asked for by name: exit 1, saying so.
-    proc = run_cli("compare", "--backends", f"{backend},{missing[0].name}", "--epochs", "1", "--no-portability", "--out", str(tmp_path / "named"))
+    proc = run_cli(
+        "compare",
+        "--backends",
+        f"{backend},{missing[0].name}",
+        "--epochs",
+        "1",
+        "--no-portability",
+        "--out",
+        str(tmp_path / "named"),
+    )
     assert proc.returncode == 1
     assert f"{missing[0].name}: {missing[0].framework} is not installed" in proc.stdout
     assert f"{missing[0].name} was asked for by name but is not installed" in proc.stdout
@@ -189,7 +252,10 @@ def test_backend_not_installed_is_skipped_with_the_extra_to_install(tmp_path, ba
 def test_compare_unknown_backend_exits_2(tmp_path):
     proc = run_cli("compare", "--backends", "jax,theano", "--out", str(tmp_path))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "backendlab: error: unknown backend 'theano' in --backends: valid backends are jax, tensorflow, torch"
+    assert (
+        proc.stderr.strip()
+        == "backendlab: error: unknown backend 'theano' in --backends: valid backends are jax, tensorflow, torch"
+    )
 
 
 def test_compare_unknown_model_exits_2(tmp_path, backend):

@@ -38,7 +38,13 @@ def test_bundled_data_are_float32_and_deterministic(name):
 def test_npz_file(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "mine.npz"
-    np.savez(path, x_train=rng.normal(size=(20, 3)), y_train=rng.integers(0, 5, 20), x_test=rng.normal(size=(5, 3)), y_test=rng.integers(0, 5, 5))
+    np.savez(
+        path,
+        x_train=rng.normal(size=(20, 3)),
+        y_train=rng.integers(0, 5, 20),
+        x_test=rng.normal(size=(5, 3)),
+        y_test=rng.integers(0, 5, 5),
+    )
     d = load_dataset(str(path))
     assert d.x_train.dtype == np.float32 and d.target == Target("multiclass", 5)
 
@@ -48,7 +54,10 @@ def test_npz_missing_keys(tmp_path):
     np.savez(path, x_train=np.zeros((2, 2)), y_train=np.zeros(2))
     with pytest.raises(UsageError) as err:
         load_dataset(str(path))
-    assert str(err.value) == f"data file {str(path)!r} lacks x_test, y_test: an .npz needs x_train, y_train, x_test, y_test"
+    assert (
+        str(err.value)
+        == f"data file {str(path)!r} lacks x_test, y_test: an .npz needs x_train, y_train, x_test, y_test"
+    )
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from backendlab.errors import UsageError
 from backendlab.training import prepare
-
-from conftest import run_cli
 
 TOLERANCE = 1e-3  # compare's default
 
@@ -21,7 +20,20 @@ def test_two_devices_match_one_device_with_the_same_global_batch(model, backend,
 
     runs = {"one": ("--drop-remainder",), "two": ("--devices", "2")}
     for name, extra in runs.items():
-        proc = run_cli("train", "--model", model, "--epochs", "2", "--batch-size", "32", *extra, "--save", str(tmp_path / f"{name}.keras"), "--json", str(tmp_path / f"{name}.json"))
+        proc = run_cli(
+            "train",
+            "--model",
+            model,
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            *extra,
+            "--save",
+            str(tmp_path / f"{name}.keras"),
+            "--json",
+            str(tmp_path / f"{name}.json"),
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in runs)
     assert two["config"]["devices"] == 2 and two["config"]["drop_remainder"]
@@ -37,7 +49,10 @@ def test_two_devices_match_one_device_with_the_same_global_batch(model, backend,
 def test_global_batch_must_split_evenly():
     with pytest.raises(UsageError) as err:
         prepare(devices=2, batch_size=31)
-    assert str(err.value) == "batch size 31 does not split evenly across 2 devices: use a global batch size that is a multiple of 2"
+    assert (
+        str(err.value)
+        == "batch size 31 does not split evenly across 2 devices: use a global batch size that is a multiple of 2"
+    )
 
 
 def test_more_devices_than_the_machine_has(capsys):

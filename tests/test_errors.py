@@ -26,12 +26,22 @@ CASES = {
     "missing function": (dict(model=f"{M}:nothing"), f"model '{M}:nothing': '{M}' has no function 'nothing'"),
     "function raises": (dict(model=f"{M}:raises"), f"model '{M}:raises' raised RuntimeError: no GPU found"),
     "not a model": (dict(model=f"{M}:not_a_model"), f"model '{M}:not_a_model' returned int, not a keras.Model"),
-    "missing module": (dict(model="no_such_pkg.models:build"), "model module 'no_such_pkg.models' cannot be imported: No module named 'no_such_pkg'"),
-    "data returns junk": (dict(data=f"{D}:bad_return"), f"data '{D}:bad_return' must return ((x_train, y_train), (x_test, y_test)), got ndarray"),
-    "data counts differ": (dict(model="mlp", data=f"{D}:mismatched"), f"data '{D}:mismatched': x_train and y_train have different numbers of samples [9, 10]"),
+    "missing module": (
+        dict(model="no_such_pkg.models:build"),
+        "model module 'no_such_pkg.models' cannot be imported: No module named 'no_such_pkg'",
+    ),
+    "data returns junk": (
+        dict(data=f"{D}:bad_return"),
+        f"data '{D}:bad_return' must return ((x_train, y_train), (x_test, y_test)), got ndarray",
+    ),
+    "data counts differ": (
+        dict(model="mlp", data=f"{D}:mismatched"),
+        f"data '{D}:mismatched': x_train and y_train have different numbers of samples [9, 10]",
+    ),
     "output too wide": (
         dict(model=f"{M}:three_outputs"),
-        f"model '{M}:three_outputs' output has shape (None, 3) but data 'breast_cancer' has 2 classes (binary): its last dimension must be 1",
+        f"model '{M}:three_outputs' output has shape (None, 3) but data 'breast_cancer' has 2 classes (binary): "
+        "its last dimension must be 1",
     ),
     "cnn on tabular data": (
         dict(model="cnn", data="breast_cancer"),
@@ -44,7 +54,10 @@ CASES = {
     ),
     "zero epochs": (dict(epochs=0), "epochs must be a positive integer, got 0"),
     "negative batch size": (dict(batch_size=-4), "batch size must be a positive integer, got -4"),
-    "unknown optimizer": (dict(optimizer="sgdd"), "unknown optimizer 'sgdd': use a keras.optimizers name such as sgd, adam, rmsprop, adamw"),
+    "unknown optimizer": (
+        dict(optimizer="sgdd"),
+        "unknown optimizer 'sgdd': use a keras.optimizers name such as sgd, adam, rmsprop, adamw",
+    ),
 }
 
 
@@ -60,7 +73,9 @@ def test_wrong_input_shape_names_model_data_and_shapes():
     with pytest.raises(UsageError) as err:
         run_training(f"{M}:wrong_input")
     text = str(err.value)
-    assert text.startswith(f"model '{M}:wrong_input' does not accept the inputs of data 'breast_cancer' (one input of shape (30,)): ")
+    assert text.startswith(
+        f"model '{M}:wrong_input' does not accept the inputs of data 'breast_cancer' (one input of shape (30,)): "
+    )
     assert "\n" not in text
 
 
@@ -68,8 +83,15 @@ def test_wrong_input_shape_names_model_data_and_shapes():
     "argv, message",
     [
         (["train", "--epochs", "0"], "backendlab: error: argument --epochs: must be a positive integer, got '0'"),
-        (["train", "--batch-size", "-1"], "backendlab: error: argument --batch-size: must be a positive integer, got '-1'"),
-        (["train", "--model", "resnet"], "backendlab: error: unknown model 'resnet': use one of mlp, cnn, rnn, transformer, functional, or path/to/file.py:build / package.module:build returning a keras.Model"),
+        (
+            ["train", "--batch-size", "-1"],
+            "backendlab: error: argument --batch-size: must be a positive integer, got '-1'",
+        ),
+        (
+            ["train", "--model", "resnet"],
+            "backendlab: error: unknown model 'resnet': use one of mlp, cnn, rnn, transformer, functional, "
+            "or path/to/file.py:build / package.module:build returning a keras.Model",
+        ),
         (["train", "--save", "model.h5"], "backendlab: error: --save needs a path ending in .keras, got 'model.h5'"),
     ],
 )

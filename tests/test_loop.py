@@ -6,11 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from backendlab.errors import UsageError
 from backendlab.training import prepare, train
-
-from conftest import run_cli
 
 RTOL = 1e-5
 
@@ -146,13 +145,32 @@ def test_resume_on_another_backend_matches_uninterrupted_training(tmp_path):
     common = ("train", "--loop", "custom")
     runs = {"whole": ("jax", "--epochs", "4"), "half": ("jax", "--epochs", "2")}
     for name, (backend, *args) in runs.items():
-        proc = run_cli(*common, *args, "--save", str(tmp_path / f"{name}.keras"), "--json", str(tmp_path / f"{name}.json"), env={"KERAS_BACKEND": backend})
+        proc = run_cli(
+            *common,
+            *args,
+            "--save",
+            str(tmp_path / f"{name}.keras"),
+            "--json",
+            str(tmp_path / f"{name}.json"),
+            env={"KERAS_BACKEND": backend},
+        )
         assert proc.returncode == 0, proc.stderr
     whole = json.loads((tmp_path / "whole.json").read_text())
     reference = keras.saving.load_model(tmp_path / "whole.keras").get_weights()
     for backend in ("torch",):
         out = tmp_path / f"rest-{backend}"
-        proc = run_cli(*common, "--resume", str(tmp_path / "half.keras"), "--epochs", "2", "--save", f"{out}.keras", "--json", f"{out}.json", env={"KERAS_BACKEND": backend})
+        proc = run_cli(
+            *common,
+            "--resume",
+            str(tmp_path / "half.keras"),
+            "--epochs",
+            "2",
+            "--save",
+            f"{out}.keras",
+            "--json",
+            f"{out}.json",
+            env={"KERAS_BACKEND": backend},
+        )
         assert proc.returncode == 0, proc.stderr
         rest = json.loads(out.with_suffix(".json").read_text())
         assert rest["backend"] == backend and rest["config"]["initial_epoch"] == 2

@@ -32,7 +32,8 @@ def data_parallel(devices: int):
     if len(found) < devices:
         raise UsageError(
             f"asked for {devices} devices but JAX sees {len(found)} ({', '.join(found)}): on a CPU, set "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before JAX starts (backendlab's command line does)"
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before JAX starts "
+            "(backendlab's command line does)"
         )
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=found[:devices]))
     return contextlib.nullcontext()

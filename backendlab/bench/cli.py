@@ -33,26 +33,54 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="full", choices=sorted(PRESETS), help="the settings to start from (default: full)")
+    parser.add_argument(
+        "--preset", default="full", choices=sorted(PRESETS), help="the settings to start from (default: full)"
+    )
     parser.add_argument("--quick", action="store_true", help="same as --preset quick (under 3 minutes on 2 cores)")
-    parser.add_argument("--models", type=_list, default=None,
-                        help="comma-separated: mlp, cnn, rnn, transformer, or path/to/file.py:build (default: the preset's)")
-    parser.add_argument("--backends", type=_list, default=None, help=f"comma-separated, of {', '.join(BACKEND_NAMES)} (default: all)")
+    parser.add_argument(
+        "--models",
+        type=_list,
+        default=None,
+        help="comma-separated: mlp, cnn, rnn, transformer, or path/to/file.py:build (default: the preset's)",
+    )
+    parser.add_argument(
+        "--backends", type=_list, default=None, help=f"comma-separated, of {', '.join(BACKEND_NAMES)} (default: all)"
+    )
     parser.add_argument("--batch-sizes", type=_int_list, default=None, help="comma-separated (default: the preset's)")
     parser.add_argument("--modes", type=_list, default=None, help="comma-separated: fit, predict (default: both)")
-    parser.add_argument("--repeats", type=_int_list, default=None, help="timed repeats per cell (default: the preset's)")
-    parser.add_argument("--samples", type=_int_list, default=None, help="samples per timed repeat (default: the preset's)")
-    parser.add_argument("--steps-per-execution", type=_int_list, default=None,
-                        help="comma-separated; values > 1 are recorded as not applicable on torch (default: the preset's)")
-    parser.add_argument("--jit-compile", type=_list, default=None, help="comma-separated: auto, true, false (default: auto)")
-    parser.add_argument("--threads", type=_int_list, default=None, help="intra-op threads (default: each framework's own)")
+    parser.add_argument(
+        "--repeats", type=_int_list, default=None, help="timed repeats per cell (default: the preset's)"
+    )
+    parser.add_argument(
+        "--samples", type=_int_list, default=None, help="samples per timed repeat (default: the preset's)"
+    )
+    parser.add_argument(
+        "--steps-per-execution",
+        type=_int_list,
+        default=None,
+        help="comma-separated; values > 1 are recorded as not applicable on torch (default: the preset's)",
+    )
+    parser.add_argument(
+        "--jit-compile", type=_list, default=None, help="comma-separated: auto, true, false (default: auto)"
+    )
+    parser.add_argument(
+        "--threads", type=_int_list, default=None, help="intra-op threads (default: each framework's own)"
+    )
     parser.add_argument("--no-native", action="store_true", help="skip the native PyTorch/JAX/TensorFlow loops")
-    parser.add_argument("--input-shape", type=_int_list, default=None, help="for a user model without an Input, e.g. 32,32,3")
+    parser.add_argument(
+        "--input-shape", type=_int_list, default=None, help="for a user model without an Input, e.g. 32,32,3"
+    )
     parser.add_argument("--data", default=None, help="for a user model: file.py:function, a .npz, or a bundled dataset")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds per backend worker (default: the preset's)")
-    parser.add_argument("--out", default="bench-out", metavar="DIR", help="where bench.json, bench.md and bench.png go (default: bench-out)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds per backend worker (default: the preset's)"
+    )
+    parser.add_argument(
+        "--out",
+        default="bench-out",
+        metavar="DIR",
+        help="where bench.json, bench.md and bench.png go (default: bench-out)",
+    )
     parser.add_argument("--json", default=None, metavar="PATH", help="also write bench.json here")
 
 

@@ -33,7 +33,9 @@ def _dense(layer) -> float:
 
 
 def _conv(layer) -> float:
-    out_positions = _prod(_shape(layer.output)[1:-1] if layer.data_format == "channels_last" else _shape(layer.output)[2:])
+    out_positions = _prod(
+        _shape(layer.output)[1:-1] if layer.data_format == "channels_last" else _shape(layer.output)[2:]
+    )
     return 2.0 * out_positions * _prod(layer.kernel.shape)  # kernel: spatial x in x out (/groups already)
 
 
@@ -75,10 +77,26 @@ COUNTERS = {
 }
 #: Layers that do no matrix products worth counting.
 FREE = {
-    "InputLayer", "Flatten", "Reshape", "MaxPooling1D", "MaxPooling2D", "AveragePooling2D",
-    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-    "LayerNormalization", "BatchNormalization", "Dropout", "Activation", "Add", "Concatenate", "ReLU",
-    "Softmax", "Rescaling", "Normalization",
+    "InputLayer",
+    "Flatten",
+    "Reshape",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "AveragePooling2D",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "LayerNormalization",
+    "BatchNormalization",
+    "Dropout",
+    "Activation",
+    "Add",
+    "Concatenate",
+    "ReLU",
+    "Softmax",
+    "Rescaling",
+    "Normalization",
 }
 
 

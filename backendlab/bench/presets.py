@@ -35,7 +35,7 @@ class Preset:
     seed: int = 0
     timeout_s: float = 900.0  # per worker
 
-    def with_options(self, **changes) -> "Preset":
+    def with_options(self, **changes) -> Preset:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -54,8 +54,15 @@ PRESETS: dict[str, Preset] = {
     ),
     # What the tests run: seconds per backend, numbers meaningless.
     "tiny": Preset(
-        "tiny", ("mlp", "cnn"), batch_sizes=(32,), modes=("fit", "predict"), repeats=2, warmup=0,
-        samples_per_repeat=64, matmul_n=256, timeout_s=180.0,
+        "tiny",
+        ("mlp", "cnn"),
+        batch_sizes=(32,),
+        modes=("fit", "predict"),
+        repeats=2,
+        warmup=0,
+        samples_per_repeat=64,
+        matmul_n=256,
+        timeout_s=180.0,
     ),
 }
 

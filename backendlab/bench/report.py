@@ -7,8 +7,20 @@ from rich.table import Table
 from backendlab.bench.results import BenchReport, BenchRow
 
 HEADERS = (
-    "backend", "impl", "model", "mode", "batch", "settings", "samples/s (median)", "min-max",
-    "ms/step", "first step s", "RSS MB", "GFLOP/s", "of peak", "keras/native",
+    "backend",
+    "impl",
+    "model",
+    "mode",
+    "batch",
+    "settings",
+    "samples/s (median)",
+    "min-max",
+    "ms/step",
+    "first step s",
+    "RSS MB",
+    "GFLOP/s",
+    "of peak",
+    "keras/native",
 )
 
 
@@ -49,9 +61,18 @@ def machine_line(report: BenchReport) -> str:
 
 #: The terminal shows fewer columns than bench.md, so it fits 100 columns or so.
 TERMINAL = {
-    "backend": "backend", "impl": "impl", "model": "model", "mode": "mode", "batch": "batch",
-    "settings": "spe", "samples/s (median)": "samples/s", "ms/step": "ms/step",
-    "first step s": "1st s", "GFLOP/s": "GFLOP/s", "of peak": "peak", "keras/native": "k/n",
+    "backend": "backend",
+    "impl": "impl",
+    "model": "model",
+    "mode": "mode",
+    "batch": "batch",
+    "settings": "spe",
+    "samples/s (median)": "samples/s",
+    "ms/step": "ms/step",
+    "first step s": "1st s",
+    "GFLOP/s": "GFLOP/s",
+    "of peak": "peak",
+    "keras/native": "k/n",
 }
 
 
@@ -75,7 +96,9 @@ def notes(report: BenchReport) -> list[str]:
     found: dict[str, list[str]] = {}
     for row in sorted_rows(report):
         if not row.ok:
-            where = f"{row.backend} {row.impl} {row.model} {row.mode} batch {row.batch_size} spe {row.steps_per_execution}"
+            where = (
+                f"{row.backend} {row.impl} {row.model} {row.mode} batch {row.batch_size} spe {row.steps_per_execution}"
+            )
             found.setdefault(f"{row.status.replace('_', ' ')}: {row.note}", []).append(where)
     return [f"{reason} ({'; '.join(where)})" for reason, where in found.items()]
 
@@ -93,10 +116,10 @@ def markdown_report(report: BenchReport) -> str:
         f"# backendlab bench: {report.preset}",
         "",
         f"Machine: {machine_line(report)}.",
-        f"Matmul peak per backend, GFLOP/s: {peaks or 'none'}; \"of peak\" divides by the best of them.",
+        f'Matmul peak per backend, GFLOP/s: {peaks or "none"}; "of peak" divides by the best of them.',
         "",
         f"FLOPs: {report.flop_convention}.",
-        "Samples/s and ms/step are the median over the repeats; \"keras/native\" is the Keras row's "
+        'Samples/s and ms/step are the median over the repeats; "keras/native" is the Keras row\'s '
         "samples/s over the native loop's on the same backend, model, mode and batch size.",
         "RSS is the worker's peak resident memory when the cell ended (one worker per backend runs all its cells).",
         "",
@@ -126,12 +149,22 @@ def plot_png(report: BenchReport, file) -> None:
         groups = list(dict.fromkeys((r.model, r.batch_size) for r in in_mode))
         width = 0.8 / max(1, len(series))
         for i, (backend, impl) in enumerate(series):
-            values = {(r.model, r.batch_size): r.samples_per_sec for r in in_mode
-                      if r.backend == backend and r.impl == impl and r.jit_compile == first_jit(in_mode, backend, impl)}
+            values = {
+                (r.model, r.batch_size): r.samples_per_sec
+                for r in in_mode
+                if r.backend == backend and r.impl == impl and r.jit_compile == first_jit(in_mode, backend, impl)
+            }
             xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-            ax.bar(xs, [values.get(g, 0) for g in groups], width, color=colors[backend],
-                   hatch="//" if impl == "native" else None, edgecolor="black", linewidth=0.4,
-                   label=f"{backend} ({impl})")
+            ax.bar(
+                xs,
+                [values.get(g, 0) for g in groups],
+                width,
+                color=colors[backend],
+                hatch="//" if impl == "native" else None,
+                edgecolor="black",
+                linewidth=0.4,
+                label=f"{backend} ({impl})",
+            )
         ax.set_xticks(range(len(groups)), [f"{m}\nbatch {b}" for m, b in groups])
         ax.set_yscale("log")
         ax.set_ylabel("samples/s (median)")

@@ -55,10 +55,12 @@ class BenchRow:
 
     @property
     def settings(self) -> str:
-        return f"jit={self.jit_compile} spe={self.steps_per_execution} thr={self.threads if self.threads else 'default'}"
+        return (
+            f"jit={self.jit_compile} spe={self.steps_per_execution} thr={self.threads if self.threads else 'default'}"
+        )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BenchRow":
+    def from_dict(cls, d: dict) -> BenchRow:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -97,7 +99,7 @@ class BenchReport:
         return to_jsonable(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BenchReport":
+    def from_dict(cls, d: dict) -> BenchReport:
         return cls(
             preset=d["preset"],
             machine=Machine(**d["machine"]),

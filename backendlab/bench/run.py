@@ -39,11 +39,27 @@ def plan_cells(preset: Preset) -> list[dict]:
                 every = not preset.variant_models or model in preset.variant_models
                 for jit in preset.jit_compile if every else preset.jit_compile[:1]:
                     for spe in preset.steps_per_execution if every else preset.steps_per_execution[:1]:
-                        cells.append(dict(impl="keras", model=model, mode=mode, batch_size=batch_size,
-                                          jit_compile=jit, steps_per_execution=spe))
+                        cells.append(
+                            dict(
+                                impl="keras",
+                                model=model,
+                                mode=mode,
+                                batch_size=batch_size,
+                                jit_compile=jit,
+                                steps_per_execution=spe,
+                            )
+                        )
                 if preset.native and model in SHAPES and SHAPES[model].native:
-                    cells.append(dict(impl="native", model=model, mode=mode, batch_size=batch_size,
-                                      jit_compile="native", steps_per_execution=1))
+                    cells.append(
+                        dict(
+                            impl="native",
+                            model=model,
+                            mode=mode,
+                            batch_size=batch_size,
+                            jit_compile="native",
+                            steps_per_execution=1,
+                        )
+                    )
     return cells
 
 
@@ -84,7 +100,9 @@ def check_backends(names: tuple[str, ...]) -> None:
     for name in names:
         backend = get_backend(name)
         if not backend.installed:
-            raise UsageError(f"backend {name!r} needs {backend.framework}, which is not installed: {backend.install_hint}")
+            raise UsageError(
+                f"backend {name!r} needs {backend.framework}, which is not installed: {backend.install_hint}"
+            )
 
 
 def finish_rows(rows: list[BenchRow], peak: float | None) -> None:
@@ -112,8 +130,13 @@ def run_preset(
     job = make_job(preset)
     start = time.perf_counter()
     rows, failures, matmul, devices, keras_version = [], [], {}, {}, _version("keras")
-    columns = (TextColumn("{task.description:<11}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[stage]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description:<11}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stage]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         tasks = {name: progress.add_task(name, total=len(job["cells"]), stage="waiting") for name in preset.backends}
         for name in preset.backends:
@@ -121,8 +144,14 @@ def run_preset(
             progress.update(task, stage="starting")
             workdir = out_dir / "workers" / name
             outcome = run_worker(
-                WORKER_MODULE, name, job, workdir, timeout=preset.timeout_s,
-                on_progress=lambda p, task=task: progress.update(task, completed=p.get("done", 0), stage=p.get("stage", "")),
+                WORKER_MODULE,
+                name,
+                job,
+                workdir,
+                timeout=preset.timeout_s,
+                on_progress=lambda p, task=task: progress.update(
+                    task, completed=p.get("done", 0), stage=p.get("stage", "")
+                ),
             )
             if outcome.ok:
                 result = outcome.result

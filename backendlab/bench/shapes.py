@@ -30,13 +30,22 @@ class BenchShape:
 SHAPES: dict[str, BenchShape] = {
     s.name: s
     for s in (
-        BenchShape("mlp", (784,), 10, (256, 256), native=True,
-                   description="Dense 784-256-256-10, relu, logits"),
-        BenchShape("cnn", (28, 28, 1), 10, (16, 32), native=True,
-                   description="Conv3x3(16)-relu-MaxPool2-Conv3x3(32)-relu-MaxPool2-Flatten-Dense(10), valid padding"),
+        BenchShape("mlp", (784,), 10, (256, 256), native=True, description="Dense 784-256-256-10, relu, logits"),
+        BenchShape(
+            "cnn",
+            (28, 28, 1),
+            10,
+            (16, 32),
+            native=True,
+            description="Conv3x3(16)-relu-MaxPool2-Conv3x3(32)-relu-MaxPool2-Flatten-Dense(10), valid padding",
+        ),
         BenchShape("rnn", (32, 16), 10, description="zoo rnn: LSTM(32)-Dense(10) softmax, 32 steps x 16 features"),
-        BenchShape("transformer", (32, 16), 10,
-                   description="zoo transformer: one encoder block, width 32, 2 heads, 32 steps x 16 features"),
+        BenchShape(
+            "transformer",
+            (32, 16),
+            10,
+            description="zoo transformer: one encoder block, width 32, 2 heads, 32 steps x 16 features",
+        ),
     )
 }
 

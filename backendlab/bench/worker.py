@@ -149,7 +149,7 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
         row.first_step_s = time.perf_counter() - start
         timer = EpochTimer(wait)
         model.fit(x[:n], y[:n], batch_size=batch, epochs=passes, shuffle=False, verbose=0, callbacks=[timer])
-        times = timer.times[job["warmup"]:]
+        times = timer.times[job["warmup"] :]
     else:
         start = time.perf_counter()
         model.predict(x[:first], batch_size=batch, verbose=0)  # returns NumPy: the work is done
@@ -159,7 +159,7 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
             start = time.perf_counter()
             model.predict(x[:n], batch_size=batch, verbose=0)
             times.append(time.perf_counter() - start)
-        times = times[job["warmup"]:]
+        times = times[job["warmup"] :]
     flops, unknown = forward_flops(model)
     if unknown:
         row.note = f"FLOPs leave out {', '.join(unknown)}"
@@ -210,7 +210,7 @@ def native_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
         times.append(time.perf_counter() - start)
     # Counted on the Keras twin: the same layers with the same shapes.
     twin = build_keras(cell["model"], {**job, "max_samples": 2}, native)[0]
-    return summarize(row, times[job["warmup"]:], steps, forward_flops(twin)[0])
+    return summarize(row, times[job["warmup"] :], steps, forward_flops(twin)[0])
 
 
 # --- the job ----------------------------------------------------------------------------
@@ -235,11 +235,21 @@ def handle(job: dict, workdir: Path, progress) -> dict:
     for i, cell in enumerate(cells):
         progress(i, len(cells), stage=describe(cell), force=True)
         row = BenchRow(
-            backend.name, cell["impl"], cell["model"], cell["mode"], cell["batch_size"],
-            cell["jit_compile"], cell["steps_per_execution"], native.threads(), note=thread_note,
+            backend.name,
+            cell["impl"],
+            cell["model"],
+            cell["mode"],
+            cell["batch_size"],
+            cell["jit_compile"],
+            cell["steps_per_execution"],
+            native.threads(),
+            note=thread_note,
         )
         if cell["impl"] == "keras" and row.steps_per_execution > 1 and not backend.steps_per_execution:
-            row.status, row.note = "not_applicable", f"Keras on {backend.framework} does not allow steps_per_execution > 1"
+            row.status, row.note = (
+                "not_applicable",
+                f"Keras on {backend.framework} does not allow steps_per_execution > 1",
+            )
         else:
             try:
                 if cell["impl"] == "keras":

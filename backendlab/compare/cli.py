@@ -16,25 +16,78 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     from backendlab.cli import add_training_arguments, positive_float, positive_int
 
     add_training_arguments(parser)
-    parser.add_argument("--backends", type=_backend_list, default=None, help=f"comma-separated (default: every installed one of {','.join(BACKEND_NAMES)})")
+    parser.add_argument(
+        "--backends",
+        type=_backend_list,
+        default=None,
+        help=f"comma-separated (default: every installed one of {','.join(BACKEND_NAMES)})",
+    )
     parser.add_argument("--reference", default=None, help="the backend the others are compared to (default: the first)")
-    parser.add_argument("--rtol", type=positive_float, default=DEFAULT_RTOL, help=f"relative tolerance (default: {DEFAULT_RTOL:g}, as Keras's own cross-backend checks after training)")
-    parser.add_argument("--atol", type=positive_float, default=DEFAULT_ATOL, help=f"absolute tolerance (default: {DEFAULT_ATOL:g}); agree means |a - ref| <= atol + rtol*|ref| everywhere")
-    parser.add_argument("--stat-rtol", type=positive_float, default=DEFAULT_STAT_RTOL, help=f"with stochastic layers on: relative tolerance on final-epoch and test metrics (default: {DEFAULT_STAT_RTOL:g})")
-    parser.add_argument("--disable-stochastic", action="store_true", help="run Dropout, GaussianNoise, random augmentation, ... as in inference, for an exact comparison")
-    parser.add_argument("--no-portability", dest="portability", action="store_false", help="skip loading each saved .keras file on every other backend")
-    parser.add_argument("--devices", type=positive_int, default=1, help="every backend trains data-parallel on N devices with its own engine (default: 1)")
-    parser.add_argument("--timeout", type=positive_float, default=900.0, help="seconds each worker may take (default: 900)")
-    parser.add_argument("--out", default="compare-out", help="folder for report.json, report.md, loss_curves.png and each backend's files (default: compare-out)")
+    parser.add_argument(
+        "--rtol",
+        type=positive_float,
+        default=DEFAULT_RTOL,
+        help=f"relative tolerance (default: {DEFAULT_RTOL:g}, as Keras's own cross-backend checks after training)",
+    )
+    parser.add_argument(
+        "--atol",
+        type=positive_float,
+        default=DEFAULT_ATOL,
+        help=f"absolute tolerance (default: {DEFAULT_ATOL:g}); agree means |a - ref| <= atol + rtol*|ref| everywhere",
+    )
+    parser.add_argument(
+        "--stat-rtol",
+        type=positive_float,
+        default=DEFAULT_STAT_RTOL,
+        help=f"with stochastic layers on: relative tolerance on final-epoch and test metrics (default: {DEFAULT_STAT_RTOL:g})",
+    )
+    parser.add_argument(
+        "--disable-stochastic",
+        action="store_true",
+        help="run Dropout, GaussianNoise, random augmentation, ... as in inference, for an exact comparison",
+    )
+    parser.add_argument(
+        "--no-portability",
+        dest="portability",
+        action="store_false",
+        help="skip loading each saved .keras file on every other backend",
+    )
+    parser.add_argument(
+        "--devices",
+        type=positive_int,
+        default=1,
+        help="every backend trains data-parallel on N devices with its own engine (default: 1)",
+    )
+    parser.add_argument(
+        "--timeout", type=positive_float, default=900.0, help="seconds each worker may take (default: 900)"
+    )
+    parser.add_argument(
+        "--out",
+        default="compare-out",
+        help="folder for report.json, report.md, loss_curves.png and each backend's files (default: compare-out)",
+    )
     parser.epilog = "Exit status: 0 every compared backend agrees; 1 a backend diverged or failed; 2 bad usage or nothing could run."
 
 
 def options_from_args(args) -> CompareOptions:
     return CompareOptions(
-        model=args.model, data=args.data, backends=args.backends, epochs=args.epochs, batch_size=args.batch_size,
-        optimizer=args.optimizer, learning_rate=args.learning_rate, seed=args.seed, rtol=args.rtol, atol=args.atol,
-        stat_rtol=args.stat_rtol, reference=args.reference, disable_stochastic=args.disable_stochastic, portability=args.portability, devices=args.devices,
-        timeout=args.timeout, out=args.out,
+        model=args.model,
+        data=args.data,
+        backends=args.backends,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        rtol=args.rtol,
+        atol=args.atol,
+        stat_rtol=args.stat_rtol,
+        reference=args.reference,
+        disable_stochastic=args.disable_stochastic,
+        portability=args.portability,
+        devices=args.devices,
+        timeout=args.timeout,
+        out=args.out,
     )
 
 
@@ -45,16 +98,30 @@ def run_compare(args) -> int:
     from backendlab.compare.report import portability_lines, terminal_table
     from backendlab.results import write_json
 
-    progress = Progress(TextColumn("[bold]{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stage]}"), TimeElapsedColumn(), console=console, transient=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description:<12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stage]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
     tasks: dict[tuple[str, str], int] = {}
 
     def on_event(backend: str, stage: str, info: dict) -> None:
-        key = (backend, info.get("kind", "")) if stage == "start" else next((k for k in reversed(tasks) if k[0] == backend), (backend, ""))
+        key = (
+            (backend, info.get("kind", ""))
+            if stage == "start"
+            else next((k for k in reversed(tasks) if k[0] == backend), (backend, ""))
+        )
         if stage == "start":
             label = backend if info["kind"] == "train" else f"{backend} load"
             tasks[key] = progress.add_task(label, total=None, stage="starting worker")
         elif stage == "progress" and key in tasks:
-            progress.update(tasks[key], total=info.get("total") or None, completed=info.get("done", 0), stage=info.get("stage", ""))
+            progress.update(
+                tasks[key], total=info.get("total") or None, completed=info.get("done", 0), stage=info.get("stage", "")
+            )
         elif stage == "end" and key in tasks:
             progress.update(tasks[key], stage=info["status"] + (f": {info['message'][:60]}" if info["message"] else ""))
             progress.stop_task(tasks[key])

@@ -21,7 +21,7 @@ class Diff:
     count: int  # how many numbers were compared
 
     @classmethod
-    def of(cls, values, reference, rtol: float, atol: float) -> "Diff":
+    def of(cls, values, reference, rtol: float, atol: float) -> Diff:
         a = np.asarray(values, dtype=np.float64).ravel()
         r = np.asarray(reference, dtype=np.float64).ravel()
         if a.shape != r.shape:
@@ -40,7 +40,12 @@ def combine(diffs: list[Diff]) -> Diff | None:
     """One Diff over several (e.g. every array of the weights)."""
     if not diffs:
         return None
-    return Diff(max(d.max_abs for d in diffs), max(d.max_rel for d in diffs), all(d.within for d in diffs), sum(d.count for d in diffs))
+    return Diff(
+        max(d.max_abs for d in diffs),
+        max(d.max_rel for d in diffs),
+        all(d.within for d in diffs),
+        sum(d.count for d in diffs),
+    )
 
 
 def diff_arrays(values: dict, reference: dict, rtol: float, atol: float) -> Diff:

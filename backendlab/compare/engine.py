@@ -15,9 +15,9 @@ one after another so that each has the machine to itself and its timing is hones
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -114,9 +114,7 @@ def plan_backends(requested: list[str] | None) -> tuple[list[str], dict[str, Bac
     }
     runnable = [n for n in names if n in installed]
     if not runnable:
-        raise UsageError(
-            "no requested backend is installed: " + "; ".join(r.message for r in skipped.values())
-        )
+        raise UsageError("no requested backend is installed: " + "; ".join(r.message for r in skipped.values()))
     return runnable, skipped, named and bool(skipped)
 
 
@@ -153,7 +151,9 @@ def _final_metrics(report: BackendReport) -> dict[str, float]:
     return metrics
 
 
-def compare_backend(report: BackendReport, ref: BackendReport, out: Path, opts: CompareOptions, statistical: bool) -> None:
+def compare_backend(
+    report: BackendReport, ref: BackendReport, out: Path, opts: CompareOptions, statistical: bool
+) -> None:
     """Fill in ``report``'s differences against ``ref`` and its verdict."""
     rtol, atol = opts.rtol, opts.atol
     d = report.differences
@@ -161,10 +161,14 @@ def compare_backend(report: BackendReport, ref: BackendReport, out: Path, opts: 
     # Metrics both runs logged: fit also logs per-output losses that the custom loop
     # (which torch uses for --devices > 1) does not.
     keys = sorted(set(report.history) & set(ref.history))
-    d["epoch_metrics"] = diff_arrays({k: report.history[k] for k in keys}, {k: ref.history[k] for k in keys}, rtol, atol)
+    d["epoch_metrics"] = diff_arrays(
+        {k: report.history[k] for k in keys}, {k: ref.history[k] for k in keys}, rtol, atol
+    )
     mine, theirs = out / report.backend, out / ref.backend
     d["weights"] = diff_arrays(_load_npz(mine / "weights.npz"), _load_npz(theirs / "weights.npz"), rtol, atol)
-    d["predictions"] = diff_arrays(_load_npz(mine / "predictions.npz"), _load_npz(theirs / "predictions.npz"), rtol, atol)
+    d["predictions"] = diff_arrays(
+        _load_npz(mine / "predictions.npz"), _load_npz(theirs / "predictions.npz"), rtol, atol
+    )
     d["initial_predictions"] = diff_arrays(
         _load_npz(mine / "initial_predictions.npz"), _load_npz(theirs / "initial_predictions.npz"), rtol, atol
     )
@@ -186,7 +190,9 @@ def compare_backend(report: BackendReport, ref: BackendReport, out: Path, opts: 
     report.verdict = "agree" if agree else "diverge"
     if not agree and not report.message:
         worst = [name for name, diff in d.items() if not diff.within]
-        where = f"; losses left the tolerance at step {report.first_divergent_step}" if report.first_divergent_step else ""
+        where = (
+            f"; losses left the tolerance at step {report.first_divergent_step}" if report.first_divergent_step else ""
+        )
         report.message = f"outside rtol={rtol:g}, atol={atol:g} in {', '.join(worst)}{where}"
 
 
@@ -226,7 +232,9 @@ class Compare:
         self.on_event = on_event or (lambda backend, stage, info: None)
         self.runnable, skipped, self.named_skip = plan_backends(opts.backends)
         if opts.reference is not None and opts.reference not in self.runnable:
-            raise UsageError(f"--reference {opts.reference!r} is not among the backends that can run: {', '.join(self.runnable)}")
+            raise UsageError(
+                f"--reference {opts.reference!r} is not among the backends that can run: {', '.join(self.runnable)}"
+            )
         self.reference = opts.reference or self.runnable[0]
         # The reference runs first: it makes the starting weights everyone loads.
         self.runnable.sort(key=lambda n: n != self.reference)
@@ -242,7 +250,12 @@ class Compare:
     def _run(self, backend: str, job: dict, folder: Path) -> WorkerOutcome:
         self.on_event(backend, "start", {"kind": job["kind"]})
         outcome = run_worker(
-            WORKER, backend, job, folder, timeout=self.opts.timeout, devices=job.get("devices", 1) if job["kind"] == "train" else 1,
+            WORKER,
+            backend,
+            job,
+            folder,
+            timeout=self.opts.timeout,
+            devices=job.get("devices", 1) if job["kind"] == "train" else 1,
             on_progress=lambda p: self.on_event(backend, "progress", p),
         )
         self.on_event(backend, "end", {"status": outcome.status, "message": outcome.message})
@@ -266,7 +279,11 @@ class Compare:
             self.write()
 
     def portability_all(self) -> None:
-        saved = {n: str((self.out / n / "model.keras").resolve()) for n in self.runnable if (self.out / n / "model.keras").exists()}
+        saved = {
+            n: str((self.out / n / "model.keras").resolve())
+            for n in self.runnable
+            if (self.out / n / "model.keras").exists()
+        }
         if not saved:
             return
         loaders = [n for n in self.runnable if self.reports[n].status in ("ok", "nonfinite")]
@@ -302,7 +319,9 @@ class Compare:
     def _collect_numpy_reference(self, outcome: WorkerOutcome, folder: Path) -> None:
         if not outcome.ok or "initial" not in outcome.result["predictions"]:
             reason = outcome.result["errors"].get("initial", "") if outcome.ok else outcome.message
-            self.numpy_reference = {"_unavailable": {"message": f"Keras's numpy backend could not run this model: {reason}"}}
+            self.numpy_reference = {
+                "_unavailable": {"message": f"Keras's numpy backend could not run this model: {reason}"}
+            }
             return
         numpy_preds = _load_npz(folder / "initial_predictions.npz")
         for backend in self.runnable:
@@ -325,7 +344,10 @@ class Compare:
             if name == self.reference or report.status not in ("ok", "nonfinite"):
                 continue
             if ref.status != "ok":
-                report.message = report.message or f"not compared: the reference {self.reference} has no usable result ({ref.status})"
+                report.message = (
+                    report.message
+                    or f"not compared: the reference {self.reference} has no usable result ({ref.status})"
+                )
                 continue
             if report.status == "ok":
                 compare_backend(report, ref, self.out, self.opts, statistical)
@@ -355,9 +377,13 @@ class Compare:
             if r.status == "skipped" and self.named_skip:
                 notes.append(f"{r.backend} was asked for by name but is not installed")
         statuses = {r.status for r in self.reports.values()}
-        failed = statuses & {"failed", "crashed", "timeout", "not run", "nonfinite"} or (self.named_skip and "skipped" in statuses)
+        failed = statuses & {"failed", "crashed", "timeout", "not run", "nonfinite"} or (
+            self.named_skip and "skipped" in statuses
+        )
         verdicts = [r.verdict for r in self.reports.values() if r.verdict]
-        cells = [c for row in self.portability.values() for loader, c in row.items() if loader != REFERENCE_ONLY_BACKEND]
+        cells = [
+            c for row in self.portability.values() for loader, c in row.items() if loader != REFERENCE_ONLY_BACKEND
+        ]
         portable = all(c["status"] == "agree" for c in cells)
         if self.interrupted:
             verdict = "incomplete"

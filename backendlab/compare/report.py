@@ -20,7 +20,10 @@ def _fmt(x, digits: int = 2) -> str:
 def _rows(report):
     """(backend, status, verdict, checksum, time, test metrics, [max_abs/max_rel per quantity], message)"""
     for r in report.backends.values():
-        diffs = [f"{_fmt(r.differences[q].max_abs, 1)} / {_fmt(r.differences[q].max_rel, 1)}" if q in r.differences else "-" for q in QUANTITIES]
+        diffs = [
+            f"{_fmt(r.differences[q].max_abs, 1)} / {_fmt(r.differences[q].max_rel, 1)}" if q in r.differences else "-"
+            for q in QUANTITIES
+        ]
         test = ", ".join(f"{k}={v:.4f}" for k, v in r.test.items())
         time = f"{r.train_time_s:.2f}s" if r.train_time_s is not None else "-"
         yield r.backend, r.status, r.verdict or "-", r.initial_checksum or "-", time, test, diffs, r.message
@@ -33,7 +36,17 @@ def terminal_table(report) -> Table:
         f"reference {report.reference}; rtol={s['rtol']:g} atol={s['atol']:g} ({report.criterion})",
         caption=f"verdict: {report.verdict.upper()}    cells: largest absolute / relative difference to the reference",
     )
-    for col in ("backend", "status", "verdict", "start checksum", "train time", "step losses", "epoch metrics", "weights", "predictions"):
+    for col in (
+        "backend",
+        "status",
+        "verdict",
+        "start checksum",
+        "train time",
+        "step losses",
+        "epoch metrics",
+        "weights",
+        "predictions",
+    ):
         table.add_column(col, overflow="fold")
     for backend, status, verdict, checksum, time, _test, diffs, _msg in _rows(report):
         style = {"agree": "green", "diverge": "red"}.get(verdict, "yellow" if status != "ok" else "")
@@ -44,7 +57,10 @@ def terminal_table(report) -> Table:
 def portability_lines(report) -> list[str]:
     if not report.portability:
         return []
-    loaders = sorted({loader for row in report.portability.values() for loader in row}, key=lambda n: (n == REFERENCE_ONLY_BACKEND, n))
+    loaders = sorted(
+        {loader for row in report.portability.values() for loader in row},
+        key=lambda n: (n == REFERENCE_ONLY_BACKEND, n),
+    )
     lines = ["| saved on \\ loaded on | " + " | ".join(loaders) + " |", "|---|" + "---|" * len(loaders)]
     for saver, row in report.portability.items():
         cells = []
@@ -72,21 +88,35 @@ def markdown(report) -> str:
     ]
     lines += [f"> {note}" for note in report.notes] + ([""] if report.notes else [])
     lines += [
-        "| backend | status | verdict | start checksum | train time | test | " + " | ".join(f"{q} (abs / rel)" for q in QUANTITIES) + " |",
+        "| backend | status | verdict | start checksum | train time | test | "
+        + " | ".join(f"{q} (abs / rel)" for q in QUANTITIES)
+        + " |",
         "|---" * (6 + len(QUANTITIES)) + "|",
     ]
     for backend, status, verdict, checksum, time, test, diffs, _msg in _rows(report):
-        lines.append(f"| {backend} | {status} | {verdict} | `{checksum}` | {time} | {test} | " + " | ".join(diffs) + " |")
+        lines.append(
+            f"| {backend} | {status} | {verdict} | `{checksum}` | {time} | {test} | " + " | ".join(diffs) + " |"
+        )
     messages = [(r.backend, r.message) for r in report.backends.values() if r.message]
     if messages:
         lines += ["", "## What went wrong or differs", ""] + [f"- **{b}**: {m}" for b, m in messages]
     if report.portability:
-        lines += ["", "## Portability: each backend's `.keras` file loaded on every backend", "", "Predictions on the test set against the saving backend's own (largest absolute difference).", ""]
+        lines += [
+            "",
+            "## Portability: each backend's `.keras` file loaded on every backend",
+            "",
+            "Predictions on the test set against the saving backend's own (largest absolute difference).",
+            "",
+        ]
         lines += portability_lines(report)
     if report.numpy_reference:
         lines += ["", "## Keras's numpy backend as an independent reference for the starting predictions", ""]
         for backend, cell in report.numpy_reference.items():
-            lines.append(f"- {cell['message']}" if backend == "_unavailable" else f"- {backend}: {cell['status']} (largest absolute difference {_fmt(cell['max_abs'])})")
+            lines.append(
+                f"- {cell['message']}"
+                if backend == "_unavailable"
+                else f"- {backend}: {cell['status']} (largest absolute difference {_fmt(cell['max_abs'])})"
+            )
     tails = [(r.backend, r.log_tail) for r in report.backends.values() if r.log_tail]
     for backend, tail in tails:
         lines += ["", f"## {backend}: the end of its worker's output", "", "```", tail, "```"]
@@ -118,9 +148,16 @@ def loss_curves_png(report) -> bytes | None:
                 continue
             n = min(len(ref), len(losses))
             gap = np.abs(losses[:n] - ref[:n])
-            bottom.semilogy(np.arange(1, n + 1), np.maximum(gap, 1e-12), styles[i % 4], label=f"|{backend} - {report.reference}|")
+            bottom.semilogy(
+                np.arange(1, n + 1), np.maximum(gap, 1e-12), styles[i % 4], label=f"|{backend} - {report.reference}|"
+            )
         s = report.settings
-        bottom.axhline(s["atol"] + s["rtol"] * float(np.nanmean(np.abs(ref))), color="grey", linewidth=0.8, label="tolerance (at mean loss)")
+        bottom.axhline(
+            s["atol"] + s["rtol"] * float(np.nanmean(np.abs(ref))),
+            color="grey",
+            linewidth=0.8,
+            label="tolerance (at mean loss)",
+        )
         bottom.set_ylabel("difference to reference")
         bottom.legend(fontsize=8)
     bottom.set_xlabel("step")

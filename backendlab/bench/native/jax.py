@@ -80,10 +80,12 @@ def build_cnn(shape: BenchShape, seed: int = 0) -> Net:
     k = shape.kernel
     convs = []
     for filters in shape.hidden:
-        convs.append({
-            "w": _glorot(rng, (k, k, channels, filters), k * k * channels, k * k * filters),
-            "b": jnp.zeros((filters,), jnp.float32),
-        })
+        convs.append(
+            {
+                "w": _glorot(rng, (k, k, channels, filters), k * k * channels, k * k * filters),
+                "b": jnp.zeros((filters,), jnp.float32),
+            }
+        )
         channels, height, width = filters, (height - k + 1) // 2, (width - k + 1) // 2
     params = {"convs": convs, "dense": _dense_params(rng, channels * height * width, shape.classes)}
 

@@ -72,7 +72,10 @@ def build_cnn(shape: BenchShape, seed: int = 0) -> Net:
     k = shape.kernel
     weights = []
     for filters in shape.hidden:
-        weights += [_glorot(rng, (k, k, channels, filters), k * k * channels, k * k * filters), tf.Variable(tf.zeros((filters,)))]
+        weights += [
+            _glorot(rng, (k, k, channels, filters), k * k * channels, k * k * filters),
+            tf.Variable(tf.zeros((filters,))),
+        ]
         channels, height, width = filters, (height - k + 1) // 2, (width - k + 1) // 2
     weights += _dense(rng, channels * height * width, shape.classes)
 
