@@ -2,6 +2,8 @@
 installed, plus ``all`` with every backend for the cross-backend tests.
 
     nox -l                              list the sessions
+    nox                                 lint, then every test session
+    nox -s lint                         ruff check and ruff format --check
     nox -s tests                        every backend, then the cross-backend session
     nox -s "tests(backend='jax')"       one of them
     nox -s bench                        the quick benchmark preset
@@ -18,7 +20,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from backendlab.backends import BACKEND_NAMES  # noqa: E402  (imports no framework)
 
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 CROSS = "all"  # the session with every backend, for tests marked `cross`
@@ -36,6 +38,14 @@ def tests(session: nox.Session, backend: str) -> None:
     env = {"KERAS_BACKEND": BACKEND_NAMES[0] if backend == CROSS else backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
     marker = "cross" if backend == CROSS else "not cross"
     session.run("pytest", "-m", marker, "-p", "no:cacheprovider", *session.posargs, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check, configured in pyproject.toml."""
+    session.install("-c", "constraints.txt", "ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session

@@ -37,6 +37,13 @@ class Backend:
     # Data-parallel training with N > 1 needs one process per device, started by this
     # launcher module (torchrun); None: one process drives every device.
     launcher: str | None
+    # False: Keras runs a forward pass on it but cannot train (its numpy backend). Such a
+    # backend has no backendlab/_impl module; compare uses it as an independent reference.
+    trainable: bool = True
+    # How to ask for N virtual devices on a CPU-only host, before the framework starts:
+    # (environment variable, flag with ``{devices}``), or None where it is done after import
+    # (TensorFlow's logical CPUs, in _impl) or by the launcher (torchrun's processes).
+    host_devices_flag: tuple[str, str] | None = None
 
     @property
     def installed(self) -> bool:
@@ -57,7 +64,8 @@ class Backend:
         return f"pip install -c constraints.txt -e '.[{self.extra}]'"
 
 
-BACKENDS: dict[str, Backend] = {
+#: Every backend Keras can run backendlab's work on, trainable or not.
+ALL_BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
         Backend(
@@ -70,6 +78,8 @@ BACKENDS: dict[str, Backend] = {
             True,
             "keras.distribution.DataParallel over a DeviceMesh",
             None,
+            # XLA's flag splits the host into virtual devices; it does nothing on GPUs.
+            host_devices_flag=("XLA_FLAGS", "--xla_force_host_platform_device_count={devices}"),
         ),
         Backend(
             "tensorflow",
@@ -93,13 +103,14 @@ BACKENDS: dict[str, Backend] = {
             "DistributedDataParallel (gloo on CPU, nccl on GPU)",
             "torch.distributed.run",
         ),
+        Backend("numpy", "numpy", "numpy", "all", "NumPy", "none", False, "none", None, trainable=False),
     )
 }
+#: The backends that train: the test matrix, compare's workers, bench, info.
+BACKENDS: dict[str, Backend] = {n: b for n, b in ALL_BACKENDS.items() if b.trainable}
 BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
-
-#: Keras's numpy backend can run a forward pass but not train; compare uses it as an
-#: extra, independent reference for predictions.
-REFERENCE_ONLY_BACKEND = "numpy"
+#: Backends that only predict, as independent references for compare's starting predictions.
+REFERENCE_BACKENDS: tuple[str, ...] = tuple(n for n, b in ALL_BACKENDS.items() if not b.trainable)
 
 
 def get_backend(name: str) -> Backend:
@@ -176,17 +187,14 @@ def launch_command(backend: Backend, devices: int, module: str, args: list[str])
     return [sys.executable, "-m", module, *args]
 
 
-def request_devices(devices: int) -> None:
-    """Ask, before the framework is imported, for ``devices`` devices where they can be made.
-
-    On a CPU-only machine JAX can split the host into virtual devices, but only if told
-    before it starts; XLA's flag does nothing on GPUs. TensorFlow's logical CPU devices
-    are made after import (``_impl/tensorflow.py``), PyTorch's processes by torchrun.
-    """
-    if devices > 1 and "jax" not in sys.modules:
-        flags = os.environ.get("XLA_FLAGS", "")
-        if "xla_force_host_platform_device_count" not in flags:
-            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
+def request_devices(backend: Backend, devices: int) -> None:
+    """Ask, before ``backend``'s framework is imported, for ``devices`` virtual host devices where it can."""
+    if devices < 2 or backend.host_devices_flag is None or backend.module in sys.modules:
+        return
+    variable, flag = backend.host_devices_flag
+    current = os.environ.get(variable, "")
+    if flag.split("=")[0] not in current:
+        os.environ[variable] = f"{current} {flag.format(devices=devices)}".strip()
 
 
 def check_device_count(devices: int, accelerators: int, kind: str = "GPU") -> None:

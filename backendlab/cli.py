@@ -26,12 +26,13 @@ from backendlab.backends import (
     requested_backend_name,
 )
 from backendlab.errors import BackendlabError, UsageError
+from backendlab.runspec import RunSpec, add_run_arguments
 
 console = Console(stderr=True)
 # Tables are wide; when stdout is not a terminal (a log, a pipe) do not squeeze them to 80 columns.
 out = Console() if sys.stdout.isatty() else Console(width=160)
 
-#: Subcommands that live in their own modules, each with ``add_arguments`` and ``run``.
+#: Each subcommand: the module that defines its ``add_<name>_arguments`` and ``run_<name>``, and its help.
 SUBCOMMANDS = {
     "info": ("backendlab.cli", "Every backend, installed or not, with versions; the active one marked."),
     "train": ("backendlab.cli", "Train a model on the backend KERAS_BACKEND names (default: the seed's MLP)."),
@@ -40,49 +41,9 @@ SUBCOMMANDS = {
 }
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return value
-
-
-def add_training_arguments(parser: argparse.ArgumentParser, epochs: int = 10) -> None:
-    """The options ``train`` and ``compare`` share."""
-    parser.add_argument(
-        "--model",
-        default="mlp",
-        help="zoo name (mlp, cnn, rnn, transformer, functional) or file.py:build / module:build (default: mlp)",
-    )
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="breast_cancer, digits, sequences, pairs, a .npz file, or file.py:function (default: the model's own)",
-    )
-    parser.add_argument("--epochs", type=positive_int, default=epochs, help=f"(default: {epochs})")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="(default: 32)")
-    parser.add_argument(
-        "--optimizer",
-        default=None,
-        help="sgd (the seed's: momentum 0.9, Nesterov) or a keras.optimizers name (default: sgd; a compiled user model keeps its own)",
-    )
-    parser.add_argument(
-        "--learning-rate", type=positive_float, default=None, help="(default: 0.01 for sgd, Keras's own otherwise)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="data split, initial weights and batch order (default: 0)")
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run's settings, one flag per RunSpec field, and ``--json``: what ``train`` and ``compare`` share."""
+    add_run_arguments(parser)
     parser.add_argument("--json", default=None, metavar="PATH", help="write the result as JSON")
 
 
@@ -111,9 +72,8 @@ def run_info(args) -> int:
     import importlib.metadata as md
 
     active = requested_backend_name()
-    table = Table(
-        title=f"backendlab backends (keras {md.version('keras')}, KERAS_BACKEND={os.environ.get('KERAS_BACKEND', '<unset>')})"
-    )
+    chosen = os.environ.get("KERAS_BACKEND", "<unset>")
+    table = Table(title=f"backendlab backends (keras {md.version('keras')}, KERAS_BACKEND={chosen})")
     for col in ("", "backend", "framework", "version", "compiles with", "steps_per_execution"):
         table.add_column(col)
     for b in BACKENDS.values():
@@ -148,12 +108,6 @@ def run_info(args) -> int:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
     parser.add_argument(
-        "--loop",
-        choices=("fit", "custom"),
-        default="fit",
-        help="model.fit, or backendlab's custom loop with the backend's own autodiff (default: fit)",
-    )
-    parser.add_argument(
         "--save", default=None, metavar="PATH.keras", help="save the trained model (with its optimizer state)"
     )
     parser.add_argument(
@@ -162,26 +116,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH.keras",
         help="continue training a saved model (from any backend) where it stopped",
     )
-    add_devices_arguments(parser)
-
-
-def add_devices_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--devices",
-        type=positive_int,
-        default=1,
-        help="train data-parallel on N devices with the backend's own engine; the global batch is split across them (default: 1)",
-    )
-    parser.add_argument(
-        "--drop-remainder",
-        action="store_true",
-        help="leave out each epoch's last, partial batch (always on with --devices > 1)",
-    )
 
 
 def result_table(result) -> Table:
+    info = result.info
     table = Table(
-        title=f"{result.config.model} on {result.config.data}, backend {result.backend} ({result.info.framework} {result.info.framework_version}, keras {result.info.keras_version})"
+        title=f"{result.config.model} on {result.config.data}, backend {result.backend} "
+        f"({info.framework} {info.framework_version}, keras {info.keras_version})"
     )
     table.add_column("epoch")
     keys = list(result.history)
@@ -205,27 +146,16 @@ def run_train(args) -> int:
 
     if args.save is not None and not args.save.endswith(".keras"):
         raise UsageError(f"--save needs a path ending in .keras, got {args.save!r}")
+    spec = RunSpec.from_args(args).check()
     backend = ensure_backend()
-    if args.devices > 1 and backend.launcher and not launched():
+    if spec.devices > 1 and backend.launcher and not launched():
         # This backend needs one process per device: check there are enough, start them; rank 0 reports.
-        impl(backend).check_devices(args.devices)
-        return subprocess.call(launch_command(backend, args.devices, "backendlab", args.argv))
+        impl(backend).check_devices(spec.devices)
+        return subprocess.call(launch_command(backend, spec.devices, "backendlab", args.argv))
     main_process = is_main_process()
-    with console.status(f"building {args.model} on {backend.name}"):
-        prep = prepare(
-            args.model,
-            args.data,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            optimizer=args.optimizer,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            loop=args.loop,
-            resume=args.resume,
-            devices=args.devices,
-            drop_remainder=args.drop_remainder,
-        )
-    total = args.epochs * steps_per_epoch(prep.config, prep.data.num_train)
+    with console.status(f"building {spec.model} on {backend.name}"):
+        prep = prepare(spec, resume=args.resume)
+    total = spec.epochs * steps_per_epoch(prep.config, prep.data.num_train)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -236,7 +166,7 @@ def run_train(args) -> int:
         transient=True,
         disable=not main_process,
     ) as progress:
-        task = progress.add_task(f"train {args.model} ({prep.config.loop})", total=total, loss=float("nan"))
+        task = progress.add_task(f"train {spec.model} ({prep.config.loop})", total=total, loss=float("nan"))
         result = train(prep, on_step=lambda step, loss: progress.update(task, completed=step, loss=loss))
     if not main_process:  # the other ranks of a multi-process run trained the same model
         return 0

@@ -7,7 +7,7 @@ description of each target, from which the default loss and metrics follow.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +62,11 @@ class Dataset:
     def num_train(self) -> int:
         return _num_samples(self.x_train)
 
-    @property
-    def num_test(self) -> int:
-        return _num_samples(self.x_test)
-
     def loss(self):
         return _per_output(self.target, lambda t: t.loss)
 
     def metrics(self):
         return _per_output(self.target, lambda t: t.metrics)
-
-    def input_shapes(self) -> Any:
-        return _map(lambda a: a.shape[1:], self.x_train)
 
     def take(self, split: str, index: np.ndarray) -> tuple[Any, Any]:
         """The rows ``index`` of ``split`` ("train" or "test"), as (x, y)."""
@@ -197,53 +190,147 @@ def infer_target(y: np.ndarray, where: str) -> Target:
     return Target("regression", flat.shape[1])
 
 
-def _as_arrays(tree: Any, where: str) -> Any:
+PARTS = ("x_train", "y_train", "x_test", "y_test")
+NUMERIC_KINDS = "biuf"  # numpy dtype kinds: bool, signed and unsigned integer, float
+
+
+def _as_arrays(tree: Any, where: str, labels: bool) -> Any:
+    """``tree`` (an array or a dict of them) as checked NumPy arrays; ``where`` names it in errors."""
     if isinstance(tree, dict):
-        return {str(k): _as_arrays(v, f"{where}[{k!r}]") for k, v in tree.items()}
+        if not tree:
+            raise UsageError(f"{where} is an empty dict: give one array per input or output")
+        return {str(k): _as_arrays(v, f"{where}[{k!r}]", labels) for k, v in tree.items()}
     try:
         a = np.asarray(tree)
     except Exception as exc:
         raise UsageError(f"{where} is not an array: {exc}") from exc
-    if a.dtype == object or a.ndim == 0:
-        raise UsageError(f"{where} is not a numeric array with one row per sample")
-    return a.astype("float32") if np.issubdtype(a.dtype, np.floating) else a
+    return _checked_leaf(a, where, labels)
+
+
+def _checked_leaf(a: np.ndarray, where: str, labels: bool) -> np.ndarray:
+    """One array: numeric, one row per sample, finite; cast to the dtype every backend gets."""
+    if a.dtype.kind not in NUMERIC_KINDS:
+        raise UsageError(
+            f"{where} has dtype {a.dtype}: backendlab trains on bool, integer and float arrays: "
+            "encode strings and objects as numbers first"
+        )
+    if a.ndim == 0:
+        raise UsageError(f"{where} is a scalar: give an array with one row per sample")
+    # Features become float32, as a float32 Keras input casts them anyway; bool and integer
+    # labels are classes, int32 on every backend (JAX has no int64 by default).
+    a = a.astype("int32" if labels and a.dtype.kind in "biu" else "float32", copy=False)
+    _check_finite(a, where)
+    return a
+
+
+def _check_finite(a: np.ndarray, where: str) -> None:
+    """Refuse NaN and inf, naming the first one's index: training on them fails on every backend."""
+    bad = ~np.isfinite(a) if a.dtype.kind == "f" else None
+    if bad is None or not bad.any():
+        return
+    index = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad.reshape(-1))), a.shape))
+    value = a[index]
+    word = "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    shown = index[0] if len(index) == 1 else index
+    raise UsageError(f"{where} has {word} at index {shown}: remove or replace non-finite values before training")
+
+
+def _check_split(name: str, split: str, arrays: dict[str, Any]) -> None:
+    """x and y of one split hold the same number of samples, and at least one."""
+    counts = {len(a) for key in (f"x_{split}", f"y_{split}") for a in _leaves(arrays[key])}
+    if len(counts) != 1:
+        raise UsageError(f"data {name!r}: x_{split} and y_{split} have different numbers of samples {sorted(counts)}")
+    if counts == {0}:
+        raise UsageError(
+            f"data {name!r}: x_{split} and y_{split} have no samples: the train and test splits each need at least one"
+        )
+
+
+def _check_rows(name: str, arrays: dict[str, Any]) -> None:
+    """Test rows are shaped like train rows, so a model built on one takes the other."""
+    for part in ("x", "y"):
+        train, test = (_map(lambda a: a.shape[1:], arrays[f"{part}_{split}"]) for split in ("train", "test"))
+        if train != test:
+            raise UsageError(
+                f"data {name!r}: {part}_test has rows of shape {test} but {part}_train has {train}: "
+                "give both splits the same shape per sample"
+            )
+
+
+def check_arrays(name: str, parts: dict[str, Any]) -> dict[str, Any]:
+    """The gate every dataset passes, bundled or a user's: ``parts`` (x_train, y_train, x_test,
+    y_test) as numeric, finite NumPy arrays with matching, non-zero sample counts; features
+    float32, bool and integer labels int32, float labels float32. Anything else: one UsageError."""
+    arrays = {key: _as_arrays(parts[key], f"data {name!r}: {key}", key.startswith("y")) for key in PARTS}
+    for split in ("train", "test"):
+        _check_split(name, split, arrays)
+    _check_rows(name, arrays)
+    return arrays
+
+
+def validate(dataset: Dataset) -> Dataset:
+    """``dataset`` with its arrays checked and cast by ``check_arrays``."""
+    return replace(dataset, **check_arrays(dataset.name, {key: getattr(dataset, key) for key in PARTS}))
+
+
+def _targets(name: str, y: Any) -> Target | dict[str, Target]:
+    if isinstance(y, dict):
+        return {k: infer_target(v, f"data {name!r}: y_train[{k!r}]") for k, v in y.items()}
+    return infer_target(y, f"data {name!r}: y_train")
 
 
 def from_arrays(name: str, train: tuple, test: tuple) -> Dataset:
+    """A dataset from ``(x_train, y_train), (x_test, y_test)``, checked, with targets read off the labels."""
     (x_train, y_train), (x_test, y_test) = train, test
-    parts = {}
-    for key, tree in (("x_train", x_train), ("y_train", y_train), ("x_test", x_test), ("y_test", y_test)):
-        parts[key] = _as_arrays(tree, f"data {name!r}: {key}")
-    for split in ("train", "test"):
-        counts = {len(a) for key in (f"x_{split}", f"y_{split}") for a in _leaves(parts[key])}
-        if len(counts) != 1:
+    arrays = check_arrays(name, dict(zip(PARTS, (x_train, y_train, x_test, y_test))))
+    return Dataset(name, **arrays, target=_targets(name, arrays["y_train"]))
+
+
+def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    """``np.load`` without pickles: a file that is not an .npz archive is refused, never unpickled."""
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except Exception:  # not a zip: numpy says "pickled data", or "no data left" for an empty file
+        npz = None
+    if not isinstance(npz, np.lib.npyio.NpzFile):  # an .npy file under an .npz name loads as one array
+        raise UsageError(
+            f"data file {str(path)!r} is not an .npz archive: "
+            "write it with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+        )
+    return npz
+
+
+def _npz_array(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    try:
+        return npz[key]
+    except Exception as exc:
+        if isinstance(exc, ValueError) and "allow_pickle" in str(exc):  # numpy's refusal of an object array
             raise UsageError(
-                f"data {name!r}: x_{split} and y_{split} have different numbers of samples {sorted(counts)}"
-            )
-    y = parts["y_train"]
-    if isinstance(y, dict):
-        target = {k: infer_target(v, f"data {name!r}: y_train[{k!r}]") for k, v in y.items()}
-    else:
-        target = infer_target(y, f"data {name!r}: y_train")
-    return Dataset(name, parts["x_train"], parts["y_train"], parts["x_test"], parts["y_test"], target)
+                f"data file {str(path)!r}: {key} is an object array, and backendlab loads .npz files "
+                "without pickles: save plain numeric arrays"
+            ) from None
+        raise UsageError(
+            f"data file {str(path)!r}: {key} cannot be read: write the file again with numpy.savez"
+        ) from exc
 
 
 def _from_npz(path: Path) -> Dataset:
     if not path.is_file():
         raise UsageError(f"data file {str(path)!r} does not exist")
-    with np.load(path) as npz:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
+    with _open_npz(path) as npz:
+        missing = [k for k in PARTS if k not in npz.files]
         if missing:
             raise UsageError(
                 f"data file {str(path)!r} lacks {', '.join(missing)}: an .npz needs x_train, y_train, x_test, y_test"
             )
-        return from_arrays(path.name, (npz["x_train"], npz["y_train"]), (npz["x_test"], npz["y_test"]))
+        x_train, y_train, x_test, y_test = (_npz_array(npz, key, path) for key in PARTS)
+    return from_arrays(path.name, (x_train, y_train), (x_test, y_test))
 
 
 def load_dataset(name: str, seed: int = 0) -> Dataset:
     """A bundled dataset by name, an ``.npz`` file, or ``file.py:function`` / ``module:function``."""
     if name in DATASETS:
-        return DATASETS[name](seed)
+        return validate(DATASETS[name](seed))
     if name.endswith(".npz"):
         return _from_npz(Path(name))
     if is_callable_spec(name):

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backendlab.runspec import RunSpec
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` so a reader sees the old file or the whole new one."""
@@ -72,24 +74,9 @@ class BackendInfo:
 
 
 @dataclass
-class TrainConfig:
-    model: str
-    data: str
-    epochs: int
-    batch_size: int
-    optimizer: str
-    learning_rate: float | None
-    seed: int
-    loop: str = "fit"
-    initial_epoch: int = 0  # > 0 when training resumed from a saved model
-    devices: int = 1  # > 1: data-parallel, the global batch split across devices
-    drop_remainder: bool = False  # each epoch's last, partial batch left out
-
-
-@dataclass
 class TrainResult:
     info: BackendInfo
-    config: TrainConfig
+    config: RunSpec  # as resolved: data, optimizer and learning rate filled in
     history: dict[str, list[float]]  # per-epoch, keyed by metric name
     step_losses: list[float]  # the loss of every training batch, in order
     # What Keras logs after every batch: the epoch's running mean, weighted by batch size.
@@ -109,10 +96,3 @@ class TrainResult:
         d = to_jsonable(self)
         d["backend"] = self.backend
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainResult:
-        d = {k: v for k, v in d.items() if k != "backend"}
-        d["info"] = BackendInfo.from_dict(d["info"])
-        d["config"] = TrainConfig(**d["config"])
-        return cls(**d)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import sysconfig
+import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from backendlab.errors import UsageError
@@ -21,27 +24,66 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
     target, _, func_name = spec.rpartition(":")
     if not target or not func_name:
         raise UsageError(f"{what} {spec!r} must look like path/to/file.py:function or package.module:function")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_file():
-            raise UsageError(f"{what} file {target!r} does not exist")
-        # A name unique per file, so two user files called model.py do not collide.
-        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
-        module_spec = importlib.util.spec_from_file_location(f"_backendlab_user_{digest}", path)
-        module = importlib.util.module_from_spec(module_spec)
-        try:
-            module_spec.loader.exec_module(module)
-        except Exception as exc:
-            raise UsageError(f"{what} file {target!r} failed to import: {type(exc).__name__}: {exc}") from exc
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise UsageError(f"{what} module {target!r} cannot be imported: {exc}") from exc
+    module = _import_file(target, what) if target.endswith(".py") else _import_module(target, what)
     func = getattr(module, func_name, None)
     if not callable(func):
         raise UsageError(f"{what} {spec!r}: {target!r} has no function {func_name!r}")
     return func
+
+
+def _import_file(target: str, what: str) -> ModuleType:
+    path = Path(target)
+    if not path.is_file():
+        raise UsageError(f"{what} file {target!r} does not exist")
+    # A name unique per file, so two user files called model.py do not collide.
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    module_spec = importlib.util.spec_from_file_location(f"_backendlab_user_{digest}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise UsageError(f"{what} file {target!r} failed to import: {_raised_at(exc)}") from exc
+    return module
+
+
+def _import_module(target: str, what: str) -> ModuleType:
+    try:
+        return importlib.import_module(target)
+    except ImportError as exc:
+        raise UsageError(f"{what} module {target!r} cannot be imported: {exc}") from exc
+    except Exception as exc:  # a SyntaxError, or anything the module's own code raised
+        raise UsageError(f"{what} module {target!r} failed to import: {_raised_at(exc)}") from exc
+
+
+def _raised_at(exc: Exception) -> str:
+    """``SyntaxError at path/file.py:3: message``: the error and the line that raised it, in one line."""
+    if isinstance(exc, SyntaxError):  # its traceback ends in importlib; the error knows the line
+        filename, lineno, message = exc.filename, exc.lineno, exc.msg
+    else:
+        frame = _users_frame(exc)
+        filename, lineno = (frame.filename, frame.lineno) if frame else (None, None)
+        message = str(exc)
+    at = f" at {_shown(filename)}:{lineno}" if filename else ""
+    lines = str(message or "").strip().splitlines()
+    return f"{type(exc).__name__}{at}" + (f": {lines[0]}" if lines else "")
+
+
+def _users_frame(exc: Exception) -> traceback.FrameSummary | None:
+    """The deepest frame of the user's own code (not importlib, the standard library, installed
+    packages or this file); the deepest frame of all when none is the user's."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    paths = sysconfig.get_paths()
+    library = tuple(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))
+    own = [f for f in frames if not f.filename.startswith(library) and f.filename != __file__]
+    return (own or frames or [None])[-1]
+
+
+def _shown(filename: str) -> str:
+    """A path relative to the working directory when it lies below it, else as it is."""
+    try:
+        return str(Path(filename).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return filename
 
 
 def call_user(func: Callable[..., Any], spec: str, what: str, *args: Any) -> Any:

@@ -22,7 +22,8 @@ from backendlab.backends import ensure_backend, impl, request_devices
 from backendlab.data import Dataset, load_dataset
 from backendlab.errors import UsageError
 from backendlab.models import build_model, check_compatible, default_data
-from backendlab.results import BackendInfo, TrainConfig, TrainResult
+from backendlab.results import BackendInfo, TrainResult
+from backendlab.runspec import RunSpec
 
 #: The seed's optimizer: SGD with Nesterov momentum.
 DEFAULT_OPTIMIZER = "sgd"
@@ -46,18 +47,10 @@ def backend_info() -> BackendInfo:
     )
 
 
-def check_positive(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UsageError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def make_optimizer(name: str, learning_rate: float | None):
     """``sgd`` is the seed's SGD(momentum=0.9, nesterov=True); other names go to ``keras.optimizers.get``."""
     import keras
 
-    if learning_rate is not None and not learning_rate > 0:
-        raise UsageError(f"learning rate must be positive, got {learning_rate!r}")
     if name.lower() == "sgd":
         return keras.optimizers.SGD(learning_rate=learning_rate or DEFAULT_LEARNING_RATE, momentum=0.9, nesterov=True)
     try:
@@ -81,12 +74,12 @@ def batch_slices(num_samples: int, batch_size: int) -> list[slice]:
     return [slice(i, min(i + batch_size, num_samples)) for i in range(0, num_samples, batch_size)]
 
 
-def samples_per_epoch(config: TrainConfig, num_samples: int) -> int:
+def samples_per_epoch(config: RunSpec, num_samples: int) -> int:
     """All samples, or only the full batches' when the last, partial batch is dropped."""
     return num_samples - num_samples % config.batch_size if config.drop_remainder else num_samples
 
 
-def steps_per_epoch(config: TrainConfig, num_samples: int) -> int:
+def steps_per_epoch(config: RunSpec, num_samples: int) -> int:
     return len(batch_slices(samples_per_epoch(config, num_samples), config.batch_size))
 
 
@@ -135,104 +128,95 @@ def switch_off(layers) -> None:
 class Prepared:
     """A model and data ready to train on the active backend."""
 
-    config: TrainConfig
+    config: RunSpec  # resolved: data, optimizer and learning rate filled in
     data: Dataset
     model: Any
     stochastic: list[str]
 
 
 def prepare(
-    model: str = "mlp",
+    model: RunSpec | str = "mlp",
     data: str | None = None,
     *,
-    epochs: int = 10,
-    batch_size: int = 32,
-    optimizer: str | None = None,
-    learning_rate: float | None = None,
-    seed: int = 0,
-    loop: str = "fit",
-    initial_weights: str | os.PathLike | None = None,
-    disable_stochastic: bool = False,
     resume: str | os.PathLike | None = None,
-    devices: int = 1,
-    drop_remainder: bool = False,
+    initial_weights: str | os.PathLike | None = None,
+    **options: Any,
 ) -> Prepared:
     """Load data, build and compile the model, check they fit together: everything before training.
 
-    ``resume`` names a ``.keras`` file saved after training, on any backend: its weights
-    and optimizer state are loaded and training goes on from the epoch it had reached,
-    with the batch order an uninterrupted run would have had.
-
-    ``devices`` > 1 trains data-parallel on the backend's own engine (``BACKENDS[...].data_parallel``),
-    the global batch split evenly across devices; each epoch's last, partial batch is then
-    dropped (``drop_remainder``), so every step splits evenly. Pass ``drop_remainder=True``
-    to a one-device run to reproduce the same batches.
+    ``model`` is a model name with the :class:`RunSpec` fields as keywords
+    (``prepare("cnn", epochs=3)``), or a whole RunSpec. ``resume`` names a ``.keras`` file saved after training,
+    on any backend: its weights and optimizer state are loaded and training goes on from the
+    epoch it had reached, with the batch order an uninterrupted run would have had.
+    ``initial_weights`` names a ``.weights.h5`` file to start from (compare's shared start).
     """
-    check_positive("epochs", epochs)
-    check_positive("batch size", batch_size)
-    check_positive("devices", devices)
-    if loop not in ("fit", "custom"):
-        raise UsageError(f"loop must be 'fit' or 'custom', got {loop!r}")
-    backend = ensure_backend()
-    if devices > 1:
-        if batch_size % devices:
-            raise UsageError(
-                f"batch size {batch_size} does not split evenly across {devices} devices: "
-                f"use a global batch size that is a multiple of {devices}"
-            )
-        if backend.launcher:  # one process per device: Keras's fit has no path for that; the custom loop does
-            loop = "custom"
-        elif loop == "custom":
-            raise UsageError(
-                f"on {backend.name}, --devices {devices} trains with fit, which drives {backend.data_parallel}; "
-                "the custom loop runs data-parallel on torch only"
-            )
-        drop_remainder = True
-        request_devices(devices)
-    data = data or default_data(model)
-    dataset = load_dataset(data, seed)
+    spec = model
+    if isinstance(spec, str):
+        spec = RunSpec(model=spec, data=data, **options)
+    elif data is not None or options:
+        spec = spec.replace(**({"data": data} if data is not None else {}), **options)
+    spec = data_parallel_policy(spec.check(), ensure_backend())
+    spec = spec.replace(data=spec.data or default_data(spec.model))
+    dataset = load_dataset(spec.data, spec.seed)
+    net, spec = build_and_compile(spec, dataset, resume, initial_weights)
+    found = stochastic_layers(net)
+    if spec.disable_stochastic:
+        switch_off(found)
+    return Prepared(spec, dataset, net, [layer.name for layer in found])
+
+
+def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:
+    """How ``--devices N`` trains on ``backend``: its loop, its batches, its devices asked for before import.
+
+    A backend that needs one process per device (torch under torchrun) trains with the custom
+    loop, as Keras's fit has no path for that; the others drive their engine through fit.
+    Each epoch's last, partial batch is dropped so every step splits evenly.
+    """
+    if spec.devices == 1:
+        return spec
+    loop = spec.loop
+    if backend.launcher:
+        loop = "custom"
+    elif loop == "custom":
+        raise UsageError(
+            f"on {backend.name}, --devices {spec.devices} trains with fit, which drives {backend.data_parallel}; "
+            "the custom loop runs data-parallel on torch only"
+        )
+    request_devices(backend, spec.devices)
+    return spec.replace(loop=loop, drop_remainder=True)
+
+
+def build_and_compile(spec: RunSpec, dataset: Dataset, resume=None, initial_weights=None) -> tuple[Any, RunSpec]:
+    """The model, built (or loaded from ``resume``) and compiled inside the data-parallel scope."""
     import keras
 
-    scope = impl(backend).data_parallel(devices) if devices > 1 else contextlib.nullcontext()
+    backend = ensure_backend()
+    scope = impl(backend).data_parallel(spec.devices) if spec.devices > 1 else contextlib.nullcontext()
     with scope:
-        keras.utils.set_random_seed(seed)
+        keras.utils.set_random_seed(spec.seed)
         if resume is not None:
             net = load_model(resume)
-            model = str(resume)
+            spec = spec.replace(model=str(resume))
         else:
-            net = build_model(model, dataset)
-        check_compatible(net, dataset, model)
+            net = build_model(spec.model, dataset)
+        check_compatible(net, dataset, spec.model)
         if initial_weights is not None:
             net.load_weights(initial_weights)
-        found = stochastic_layers(net)
-        if disable_stochastic:
-            switch_off(found)
         if getattr(net, "compiled", False) and net.optimizer is not None:
             optimizer_name = type(net.optimizer).__name__.lower()
         else:
-            optimizer_name = optimizer or DEFAULT_OPTIMIZER
+            optimizer_name = spec.optimizer or DEFAULT_OPTIMIZER
             net.compile(
-                optimizer=make_optimizer(optimizer_name, learning_rate),
+                optimizer=make_optimizer(optimizer_name, spec.learning_rate),
                 loss=dataset.loss(),
                 metrics=dataset.metrics(),
             )
-    config = TrainConfig(
-        model=model,
-        data=data,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer_name,
-        learning_rate=float(keras.ops.convert_to_numpy(net.optimizer.learning_rate)),
-        seed=seed,
-        loop=loop,
-        devices=devices,
-        drop_remainder=drop_remainder,
-    )
+    learning_rate = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate))
+    spec = spec.replace(optimizer=optimizer_name, learning_rate=learning_rate)
     if resume is not None:
-        config.initial_epoch = int(keras.ops.convert_to_numpy(net.optimizer.iterations)) // steps_per_epoch(
-            config, dataset.num_train
-        )
-    return Prepared(config, dataset, net, [layer.name for layer in found])
+        iterations = int(keras.ops.convert_to_numpy(net.optimizer.iterations))
+        spec = spec.replace(initial_epoch=iterations // steps_per_epoch(spec, dataset.num_train))
+    return net, spec
 
 
 def load_model(path: str | os.PathLike):
@@ -368,7 +352,7 @@ def save_model(model, path: str | os.PathLike) -> Path:
 
 
 def run_training(
-    model: str = "mlp",
+    model: RunSpec | str = "mlp",
     data: str | None = None,
     *,
     save: str | os.PathLike | None = None,
@@ -377,8 +361,9 @@ def run_training(
 ) -> TrainResult:
     """The seed's workflow in one call: compile, fit (or ``loop="custom"``), evaluate; optionally save.
 
-    Options are those of :func:`prepare`: epochs, batch_size, optimizer, learning_rate,
-    seed, loop, initial_weights, disable_stochastic.
+    ``model`` is a model name or a whole :class:`~backendlab.runspec.RunSpec`; ``options`` are
+    :class:`RunSpec` fields (epochs, batch_size, optimizer, learning_rate, seed, loop, devices,
+    drop_remainder, disable_stochastic) and :func:`prepare`'s ``resume`` and ``initial_weights``.
     """
     prep = prepare(model, data, **options)
     result = train(prep, on_step)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from backendlab.backends import BACKENDS, is_main_process, launch_command
+from backendlab.backends import ALL_BACKENDS, is_main_process, launch_command
 from backendlab.errors import UsageError
 from backendlab.results import read_json, write_json
 
@@ -89,9 +89,7 @@ def run_worker(
     start = time.perf_counter()
     with open(workdir / LOG, "wb") as log:
         proc = subprocess.Popen(
-            launch_command(BACKENDS[backend], devices, module, [str(workdir / JOB)])
-            if backend in BACKENDS
-            else [sys.executable, "-m", module, str(workdir / JOB)],
+            launch_command(ALL_BACKENDS[backend], devices, module, [str(workdir / JOB)]),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -1,5 +1,5 @@
 """The full preset: mlp, cnn, rnn and transformer, batch 32 and 256, fit and predict,
-steps_per_execution 1 and 32, every backend, Keras and native; about 10 minutes on a
+steps_per_execution 1 and 32, every backend, Keras and native; about 5 minutes on a
 2-core CPU machine. Its table is benchmarks/RESULTS.md.
 
     python benchmarks/full.py --out bench-full

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import FRAMEWORKS, run_python
+from helpers import FRAMEWORKS, run_python
 
 from backendlab.backends import BACKEND_NAMES, BACKENDS, ensure_backend
 from backendlab.cli import main

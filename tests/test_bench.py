@@ -7,18 +7,18 @@ TensorFlow (a failed cell) and one that kills its worker on PyTorch (a crashed w
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from helpers import run_cli, run_python
 
 from backendlab.backends import BACKEND_NAMES
 from backendlab.bench.presets import PRESETS
 from backendlab.bench.results import BenchReport
 from backendlab.results import read_json
 
-pytestmark = pytest.mark.cross
+# Only the tests that start workers on every backend need the `all` session.
+cross = pytest.mark.cross
 
 REQUIRED = (
     "backend",
@@ -83,6 +83,7 @@ def _rows(report, **match):
     return [r for r in report.rows if all(getattr(r, k) == v for k, v in match.items())]
 
 
+@cross
 def test_bench_json_has_machine_versions_and_every_row_field(bench):
     report, out = bench
     data = read_json(out / "bench.json")
@@ -98,6 +99,7 @@ def test_bench_json_has_machine_versions_and_every_row_field(bench):
     assert BenchReport.from_dict(data).rows == report.rows
 
 
+@cross
 def test_every_measured_row_has_positive_throughput_and_flops(bench):
     report, _ = bench
     measured = [r for r in report.rows if r.ok]
@@ -121,6 +123,7 @@ def _twins(report):
             )
 
 
+@cross
 def test_keras_rows_carry_their_ratio_to_the_native_loop_for_mlp_and_cnn(bench):
     report, _ = bench
     for keras_row, native_row in _twins(report):
@@ -128,6 +131,7 @@ def test_keras_rows_carry_their_ratio_to_the_native_loop_for_mlp_and_cnn(bench):
         assert native_row.native_ratio is None
 
 
+@cross
 def test_native_and_keras_twins_count_the_same_parameters_and_flops(bench):
     report, _ = bench
     for keras_row, native_row in _twins(report):
@@ -137,6 +141,7 @@ def test_native_and_keras_twins_count_the_same_parameters_and_flops(bench):
     assert mlp.flops_per_sample == 2 * (784 * 256 + 256 * 256 + 256 * 10)
 
 
+@cross
 def test_steps_per_execution_on_torch_is_recorded_as_not_applicable(bench):
     report, _ = bench
     rows = _rows(report, backend="torch", impl="keras", steps_per_execution=2)
@@ -145,6 +150,7 @@ def test_steps_per_execution_on_torch_is_recorded_as_not_applicable(bench):
     assert all(r.ok for r in _rows(report, backend="jax", impl="keras", steps_per_execution=2, model="mlp"))
 
 
+@cross
 def test_a_failing_cell_is_a_failed_row_and_the_worker_goes_on(bench):
     report, _ = bench
     failed = [r for r in report.rows if r.status == "failed"]
@@ -154,6 +160,7 @@ def test_a_failing_cell_is_a_failed_row_and_the_worker_goes_on(bench):
     assert _rows(report, backend="tensorflow", impl="keras", steps_per_execution=1)[-1].model.endswith("kills.py:build")
 
 
+@cross
 def test_a_crashed_worker_is_reported_and_every_other_row_is_kept(bench):
     report, out = bench
     assert [(f.backend, f.status) for f in report.failures] == [("torch", "crashed")]
@@ -166,6 +173,7 @@ def test_a_crashed_worker_is_reported_and_every_other_row_is_kept(bench):
     assert "torch: worker crashed" in (out / "bench.md").read_text()
 
 
+@cross
 def test_markdown_and_plot_are_written(bench):
     _, out = bench
     text = (out / "bench.md").read_text()
@@ -178,7 +186,7 @@ def test_the_bench_command_imports_no_framework():
         "import sys; from backendlab.cli import build_parser; import backendlab.bench.run, backendlab.bench.cli; "
         "build_parser(); print([m for m in ('keras', 'jax', 'tensorflow', 'torch') if m in sys.modules])"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    done = run_python(code, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
 
 
@@ -192,8 +200,6 @@ def test_the_bench_command_imports_no_framework():
     ],
 )
 def test_bad_bench_options_are_one_line_errors(argv, message):
-    done = subprocess.run(
-        [sys.executable, "-m", "backendlab", "bench", *argv], capture_output=True, text=True, timeout=60
-    )
+    done = run_cli("bench", *argv, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and message in done.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_backendlab_alone_runs_the_seed_example_and_writes_json(tmp_path, backend):

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 
 from backendlab.backends import BACKEND_NAMES, BACKENDS
 from backendlab.compare import compare

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from helpers import run, run_cli
 
 from backendlab.errors import UsageError
 from backendlab.training import prepare, train
@@ -180,10 +180,9 @@ def test_resume_on_another_backend_matches_uninterrupted_training(tmp_path):
 
 def test_readme_custom_loop_example_runs(backend):
     import re
-    import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "examples/custom_loop.py"], capture_output=True, text=True, timeout=300)
+    proc = run([sys.executable, "examples/custom_loop.py"], timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "after reload: optimizer step 46," in proc.stdout  # 3 epochs of 15 steps, then one more
     accuracy = float(re.search(rf"{backend}: test accuracy ([0-9.]+)", proc.stdout).group(1))

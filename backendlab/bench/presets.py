@@ -1,15 +1,16 @@
 """Named benchmark presets; ``backendlab bench`` options and ``benchmarks/*.py`` start from one.
 
 ``quick`` finishes in under 3 minutes on a 2-core CPU machine (what ``nox -s bench`` runs);
-``full`` is the README's table, about 10 minutes on the same machine.
+``full`` is the README's table, about 5 minutes on the same machine (4.5 measured).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 
 from backendlab.backends import BACKEND_NAMES
 from backendlab.errors import UsageError
+from backendlab.runspec import RunSpec
 
 
 @dataclass(frozen=True)
@@ -25,18 +26,23 @@ class Preset:
     steps_per_execution: tuple[int, ...] = (1,)
     jit_compile: tuple[str, ...] = ("auto",)  # auto | true | false, as keras.Model.compile takes it
     # The models that run every steps_per_execution x jit_compile pair; the others the first
-    # pair only. Empty: every model. (Keeps the full preset near 10 minutes.)
+    # pair only. Empty: every model. (Keeps the full preset near 5 minutes.)
     variant_models: tuple[str, ...] = ()
     threads: int | None = None  # intra-op threads; None keeps each framework's default
     native: bool = True  # run the native loops for the models that have them
     matmul_n: int = 2048  # the side of the square float32 matmul that measures the peak
-    data: str | None = None  # for a user model: file.py:function or a bundled dataset
+    # The training run every cell shares: its seed, and for a user model its data
+    # (file.py:function or a bundled dataset); model and batch size vary per cell.
+    run: RunSpec = field(default_factory=RunSpec)
     input_shape: tuple[int, ...] | None = None  # for a user model without Input
-    seed: int = 0
     timeout_s: float = 900.0  # per worker
 
     def with_options(self, **changes) -> Preset:
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """The preset with each given (not None) field changed; RunSpec fields change its ``run``."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        run_fields = {f.name for f in fields(RunSpec)}
+        run = self.run.replace(**{k: v for k, v in changes.items() if k in run_fields})
+        return replace(self, run=run, **{k: v for k, v in changes.items() if k not in run_fields})
 
 
 PRESETS: dict[str, Preset] = {

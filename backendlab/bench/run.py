@@ -73,8 +73,7 @@ def make_job(preset: Preset) -> dict:
         "max_samples": -(-preset.samples_per_repeat // largest) * largest + largest,
         "matmul_n": preset.matmul_n,
         "threads": preset.threads,
-        "seed": preset.seed,
-        "data": preset.data,
+        "run": preset.run.to_dict(),
         "input_shape": list(preset.input_shape) if preset.input_shape else None,
     }
 

@@ -60,11 +60,11 @@ def build_keras(name: str, job: dict, native):
                 layers += [keras.layers.Conv2D(filters, shape.kernel, activation="relu"), keras.layers.MaxPooling2D(2)]
             layers += [keras.layers.Flatten()]
         model = keras.Sequential(layers + [keras.layers.Dense(shape.classes)], name=name)
-        x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["seed"])
+        x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["run"]["seed"])
         return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), x, y
     if name in MODELS:
         shape = SHAPES[name]
-        x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["seed"])
+        x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["run"]["seed"])
         data = from_arrays(f"bench_{name}", (x, y), (x[:2], y[:2]))
         return MODELS[name].build(data), data.loss(), x, y
     return build_user_model(name, job)
@@ -78,8 +78,8 @@ def build_user_model(spec: str, job: dict):
 
     model = build_model(spec, None)
     samples = job["max_samples"]
-    if job.get("data"):
-        data = load_dataset(job["data"], job["seed"])
+    if job["run"]["data"]:
+        data = load_dataset(job["run"]["data"], job["run"]["seed"])
         if isinstance(data.x_train, dict) or isinstance(data.y_train, dict):
             raise UsageError(f"bench takes one input and one output; data {job['data']!r} has several")
         reps = -(-samples // data.num_train)
@@ -94,10 +94,10 @@ def build_user_model(spec: str, job: dict):
                 shape = ()
         if not shape or None in shape:
             raise UsageError(f"model {spec!r} does not state its input shape: pass --input-shape or --data")
-        x = np.random.default_rng(job["seed"]).normal(size=(samples, *shape)).astype("float32")
+        x = np.random.default_rng(job["run"]["seed"]).normal(size=(samples, *shape)).astype("float32")
         units = int(model(x[:2]).shape[-1])
         # Labels that fit the output: classes for softmax-sized outputs, 0/1 for one unit.
-        _, y = synthetic_data(shape, max(units, 2), samples, job["seed"])
+        _, y = synthetic_data(shape, max(units, 2), samples, job["run"]["seed"])
         loss = Target("multiclass", units).loss if units > 1 else Target("binary", 1).loss
     if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
         loss = model.loss  # the user's own choice
@@ -125,7 +125,7 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
     import keras
 
     keras.backend.clear_session()
-    keras.utils.set_random_seed(job["seed"])
+    keras.utils.set_random_seed(job["run"]["seed"])
     model, loss, x, y = build_keras(cell["model"], job, native)
     jit = {"auto": "auto", "true": True, "false": False}[cell["jit_compile"]]
     optimizer = keras.optimizers.Adam(LEARNING_RATE, **ADAM)
@@ -189,10 +189,10 @@ class EpochTimer:
 
 def native_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
     shape = SHAPES[cell["model"]]
-    net = getattr(native, f"build_{cell['model']}")(shape, job["seed"])
+    net = getattr(native, f"build_{cell['model']}")(shape, job["run"]["seed"])
     row.jit_compile, row.params = native.COMPILER, native.count_params(net)
     steps = steps_for(job["samples_per_repeat"], row.batch_size, 1)
-    x, y = synthetic_data(shape.input_shape, shape.classes, steps * row.batch_size, job["seed"])
+    x, y = synthetic_data(shape.input_shape, shape.classes, steps * row.batch_size, job["run"]["seed"])
     batches = native.as_batches(x, y, row.batch_size)
     if cell["mode"] == "fit":
         train = native.make_train_step(net)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from backendlab.backends import BACKEND_NAMES
-from backendlab.compare.engine import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_STAT_RTOL, Compare, CompareOptions
+from backendlab.compare.results import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_STAT_RTOL, CompareOptions
+from backendlab.compare.run import Compare
+from backendlab.runspec import RunSpec, positive_float
 
 
 def _backend_list(text: str) -> list[str]:
@@ -13,7 +15,7 @@ def _backend_list(text: str) -> list[str]:
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    from backendlab.cli import add_training_arguments, positive_float, positive_int
+    from backendlab.cli import add_training_arguments
 
     add_training_arguments(parser)
     parser.add_argument(
@@ -39,24 +41,14 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "--stat-rtol",
         type=positive_float,
         default=DEFAULT_STAT_RTOL,
-        help=f"with stochastic layers on: relative tolerance on final-epoch and test metrics (default: {DEFAULT_STAT_RTOL:g})",
-    )
-    parser.add_argument(
-        "--disable-stochastic",
-        action="store_true",
-        help="run Dropout, GaussianNoise, random augmentation, ... as in inference, for an exact comparison",
+        help="with stochastic layers on: relative tolerance on final-epoch and test metrics "
+        f"(default: {DEFAULT_STAT_RTOL:g})",
     )
     parser.add_argument(
         "--no-portability",
         dest="portability",
         action="store_false",
         help="skip loading each saved .keras file on every other backend",
-    )
-    parser.add_argument(
-        "--devices",
-        type=positive_int,
-        default=1,
-        help="every backend trains data-parallel on N devices with its own engine (default: 1)",
     )
     parser.add_argument(
         "--timeout", type=positive_float, default=900.0, help="seconds each worker may take (default: 900)"
@@ -66,26 +58,21 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         default="compare-out",
         help="folder for report.json, report.md, loss_curves.png and each backend's files (default: compare-out)",
     )
-    parser.epilog = "Exit status: 0 every compared backend agrees; 1 a backend diverged or failed; 2 bad usage or nothing could run."
+    parser.epilog = (
+        "Exit status: 0 every compared backend agrees; 1 a backend diverged or failed; "
+        "2 bad usage or nothing could run."
+    )
 
 
 def options_from_args(args) -> CompareOptions:
     return CompareOptions(
-        model=args.model,
-        data=args.data,
+        run=RunSpec.from_args(args),
         backends=args.backends,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
+        reference=args.reference,
         rtol=args.rtol,
         atol=args.atol,
         stat_rtol=args.stat_rtol,
-        reference=args.reference,
-        disable_stochastic=args.disable_stochastic,
         portability=args.portability,
-        devices=args.devices,
         timeout=args.timeout,
         out=args.out,
     )

@@ -7,22 +7,25 @@ from pathlib import Path
 
 from rich.table import Table
 
-from backendlab.backends import REFERENCE_ONLY_BACKEND
+from backendlab.backends import REFERENCE_BACKENDS
+from backendlab.compare.verdict import QUANTITIES
 from backendlab.results import atomic_write_bytes, atomic_write_text
 
-QUANTITIES = ("step_losses", "epoch_metrics", "weights", "predictions", "initial_predictions", "test_metrics")
+#: The quantities each view shows, in the registry's order.
+TABLE = [q.name for q in QUANTITIES if q.table]
+MARKDOWN = [q.name for q in QUANTITIES if q.markdown]
 
 
 def _fmt(x, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}e}"
 
 
-def _rows(report):
+def _rows(report, quantities: list[str]):
     """(backend, status, verdict, checksum, time, test metrics, [max_abs/max_rel per quantity], message)"""
     for r in report.backends.values():
         diffs = [
             f"{_fmt(r.differences[q].max_abs, 1)} / {_fmt(r.differences[q].max_rel, 1)}" if q in r.differences else "-"
-            for q in QUANTITIES
+            for q in quantities
         ]
         test = ", ".join(f"{k}={v:.4f}" for k, v in r.test.items())
         time = f"{r.train_time_s:.2f}s" if r.train_time_s is not None else "-"
@@ -36,21 +39,11 @@ def terminal_table(report) -> Table:
         f"reference {report.reference}; rtol={s['rtol']:g} atol={s['atol']:g} ({report.criterion})",
         caption=f"verdict: {report.verdict.upper()}    cells: largest absolute / relative difference to the reference",
     )
-    for col in (
-        "backend",
-        "status",
-        "verdict",
-        "start checksum",
-        "train time",
-        "step losses",
-        "epoch metrics",
-        "weights",
-        "predictions",
-    ):
+    for col in ("backend", "status", "verdict", "start checksum", "train time", *(q.replace("_", " ") for q in TABLE)):
         table.add_column(col, overflow="fold")
-    for backend, status, verdict, checksum, time, _test, diffs, _msg in _rows(report):
+    for backend, status, verdict, checksum, time, _test, diffs, _msg in _rows(report, TABLE):
         style = {"agree": "green", "diverge": "red"}.get(verdict, "yellow" if status != "ok" else "")
-        table.add_row(backend, status, f"[{style}]{verdict}[/]" if style else verdict, checksum[:8], time, *diffs[:4])
+        table.add_row(backend, status, f"[{style}]{verdict}[/]" if style else verdict, checksum[:8], time, *diffs)
     return table
 
 
@@ -59,7 +52,7 @@ def portability_lines(report) -> list[str]:
         return []
     loaders = sorted(
         {loader for row in report.portability.values() for loader in row},
-        key=lambda n: (n == REFERENCE_ONLY_BACKEND, n),
+        key=lambda n: (n in REFERENCE_BACKENDS, n),
     )
     lines = ["| saved on \\ loaded on | " + " | ".join(loaders) + " |", "|---|" + "---|" * len(loaders)]
     for saver, row in report.portability.items():
@@ -80,8 +73,9 @@ def markdown(report) -> str:
         f"# backendlab compare: {report.verdict.upper()}",
         "",
         f"Model `{s['model']}` on `{s['data']}`: {s['epochs']} epochs, batch size {s['batch_size']}, "
-        f"optimizer {s['optimizer'] or 'sgd (momentum 0.9, Nesterov)'}, seed {s['seed']}; keras {report.keras_version}. "
-        f"Reference backend: {report.reference}. Tolerance: |a - ref| <= {s['atol']:g} + {s['rtol']:g} * |ref| ({report.criterion} comparison).",
+        f"optimizer {s['optimizer'] or 'sgd (momentum 0.9, Nesterov)'}, seed {s['seed']}; "
+        f"keras {report.keras_version}. Reference backend: {report.reference}. "
+        f"Tolerance: |a - ref| <= {s['atol']:g} + {s['rtol']:g} * |ref| ({report.criterion} comparison).",
         "",
         "Every backend started from the same weights (checksums below) and saw the same batches in the same order.",
         "",
@@ -89,11 +83,11 @@ def markdown(report) -> str:
     lines += [f"> {note}" for note in report.notes] + ([""] if report.notes else [])
     lines += [
         "| backend | status | verdict | start checksum | train time | test | "
-        + " | ".join(f"{q} (abs / rel)" for q in QUANTITIES)
+        + " | ".join(f"{q} (abs / rel)" for q in MARKDOWN)
         + " |",
-        "|---" * (6 + len(QUANTITIES)) + "|",
+        "|---" * (6 + len(MARKDOWN)) + "|",
     ]
-    for backend, status, verdict, checksum, time, test, diffs, _msg in _rows(report):
+    for backend, status, verdict, checksum, time, test, diffs, _msg in _rows(report, MARKDOWN):
         lines.append(
             f"| {backend} | {status} | {verdict} | `{checksum}` | {time} | {test} | " + " | ".join(diffs) + " |"
         )

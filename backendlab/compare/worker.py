@@ -23,6 +23,7 @@ import numpy as np
 from backendlab.backends import is_main_process
 from backendlab.errors import one_line
 from backendlab.results import atomic_write_bytes
+from backendlab.runspec import RunSpec
 from backendlab.workers import Progress, worker_main
 
 
@@ -48,44 +49,27 @@ def checksum(weights: list[np.ndarray]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _prepare(job: dict, **extra):
-    from backendlab.training import prepare
-
-    return prepare(
-        job["model"],
-        job["data"],
-        epochs=job["epochs"],
-        batch_size=job["batch_size"],
-        optimizer=job["optimizer"],
-        learning_rate=job["learning_rate"],
-        seed=job["seed"],
-        disable_stochastic=job["disable_stochastic"],
-        devices=job.get("devices", 1),
-        drop_remainder=job.get("drop_remainder", False),
-        **extra,
-    )
-
-
 def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
-    from backendlab.training import predict, save_model, steps_per_epoch, train
+    from backendlab.training import predict, prepare, save_model, steps_per_epoch, train
 
     initial = Path(job["initial_weights"])
     progress(0, 1, "building")
     main = is_main_process()  # under torchrun, rank 0 writes the files
+    spec = RunSpec.from_dict(job["run"])
     if job["make_initial"]:
-        prep = _prepare(job)  # every rank builds the same weights from the same seed
+        prep = prepare(spec)  # every rank builds the same weights from the same seed
         if main:
             tmp = initial.with_name(f".{initial.stem}.tmp.weights.h5")
             prep.model.save_weights(tmp)
             atomic_write_bytes(initial, tmp.read_bytes())
             tmp.unlink()
     else:
-        prep = _prepare(job, initial_weights=initial)
+        prep = prepare(spec, initial_weights=initial)
     start_checksum = checksum(prep.model.get_weights())
     initial_predictions = flatten(predict(prep))
     if main:
         save_npz(workdir / "initial_predictions.npz", initial_predictions)
-    total = job["epochs"] * steps_per_epoch(prep.config, prep.data.num_train)
+    total = spec.epochs * steps_per_epoch(prep.config, prep.data.num_train)
     progress(0, total, "training", force=True)
     result = train(prep, on_step=lambda step, loss: progress(step, total, "training", loss=loss))
     progress(total, total, "saving", force=True)
@@ -108,7 +92,8 @@ def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
 
     from backendlab.data import load_dataset
 
-    data = load_dataset(job["data"], job["seed"])
+    spec = RunSpec.from_dict(job["run"])
+    data = load_dataset(spec.data, spec.seed)
     out: dict[str, str] = {}
     errors: dict[str, str] = {}
     todo = dict(job["models"])
@@ -116,7 +101,7 @@ def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
         progress(i, len(todo), f"loading {saver}'s model")
         try:
             model = keras.saving.load_model(path)
-            y = model.predict(data.x_test, batch_size=job["batch_size"], verbose=0)
+            y = model.predict(data.x_test, batch_size=spec.batch_size, verbose=0)
             save_npz(workdir / f"from-{saver}.npz", flatten(y))
             out[saver] = f"from-{saver}.npz"
         except Exception as exc:  # one file that does not load must not hide the others
@@ -127,9 +112,9 @@ def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
         from backendlab.models import build_model
 
         try:
-            model = build_model(job["model"], data)
+            model = build_model(spec.model, data)
             model.load_weights(job["initial_weights"])
-            y = model.predict(data.x_test, batch_size=job["batch_size"], verbose=0)
+            y = model.predict(data.x_test, batch_size=spec.batch_size, verbose=0)
             save_npz(workdir / "initial_predictions.npz", flatten(y))
             out["initial"] = "initial_predictions.npz"
         except Exception as exc:

@@ -1,0 +1,82 @@
+"""What a compare run is asked and what it produces, as dataclasses that serialize to JSON.
+
+The terminal table, ``report.md`` and ``loss_curves.png`` are all drawn from a
+:class:`CompareReport`; nothing is drawn from live state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from backendlab.compare.diff import Diff
+from backendlab.runspec import RunSpec
+
+#: Keras's own cross-backend checks use 1e-3 after training; so do we, by default.
+DEFAULT_RTOL = 1e-3
+DEFAULT_ATOL = 1e-3
+#: With stochastic layers on, only final metrics can be compared, and loosely.
+DEFAULT_STAT_RTOL = 0.1
+
+
+@dataclass
+class CompareOptions:
+    """One compare run: the training run every backend does, and how they are compared."""
+
+    run: RunSpec = field(default_factory=RunSpec)
+    backends: list[str] | None = None  # None: every installed backend
+    reference: str | None = None  # None: the first that can run
+    rtol: float = DEFAULT_RTOL
+    atol: float = DEFAULT_ATOL
+    stat_rtol: float = DEFAULT_STAT_RTOL
+    portability: bool = True  # load every saved .keras file on every backend
+    timeout: float = 900.0  # seconds per worker
+    out: str = "compare-out"
+
+    @classmethod
+    def from_keywords(cls, **options) -> CompareOptions:
+        """``compare(model="cnn", epochs=3, out=...)``: RunSpec fields and compare's own, in one call."""
+        run_fields = {f.name for f in dataclasses.fields(RunSpec)}
+        run = RunSpec(**{k: v for k, v in options.items() if k in run_fields})
+        return cls(run=run, **{k: v for k, v in options.items() if k not in run_fields})
+
+    def settings(self) -> dict:
+        """What the report records: the run's settings and the comparison's, flat."""
+        mine = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("run", "out")}
+        return {**self.run.to_dict(), **mine}
+
+
+@dataclass
+class BackendReport:
+    backend: str
+    status: str  # ok | skipped | failed | crashed | timeout | nonfinite | not run
+    verdict: str | None = None  # agree | diverge; None where there is nothing to compare
+    message: str = ""
+    framework_version: str | None = None
+    initial_checksum: str | None = None
+    train_time_s: float | None = None
+    history: dict = field(default_factory=dict)
+    step_losses: list = field(default_factory=list)
+    test: dict = field(default_factory=dict)
+    differences: dict[str, Diff] = field(default_factory=dict)
+    first_divergent_step: int | None = None
+    nonfinite_step: int | None = None
+    log_tail: str = ""
+
+
+@dataclass
+class CompareReport:
+    verdict: str  # agree | diverge | failed | incomplete
+    reference: str | None
+    settings: dict
+    criterion: str  # exact | statistical
+    stochastic_layers: list[str]
+    notes: list[str]
+    keras_version: str | None
+    backends: dict[str, BackendReport]
+    portability: dict[str, dict[str, dict]]  # saver -> loader -> {"status", "max_abs", ...}
+    numpy_reference: dict[str, dict]  # backend -> Diff of its starting predictions vs numpy
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.verdict == "agree" else 1

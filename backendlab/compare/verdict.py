@@ -1,0 +1,262 @@
+"""From what the workers left behind to a :class:`CompareReport`: pure functions, no files, no framework.
+
+:data:`QUANTITIES` is the one ordered registry of what is compared between backends. It
+drives the diffing here, the columns of ``report.md`` and of the terminal table. Adding a
+quantity means one entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from backendlab.compare.diff import Diff, diff_arrays, first_step_outside
+from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
+from backendlab.workers import WorkerOutcome
+
+Arrays = dict[str, np.ndarray]
+
+#: Array files a training worker writes, each compared as a quantity below.
+TRAIN_ARRAYS = ("weights", "predictions", "initial_predictions")
+
+
+@dataclass
+class TrainedRun:
+    """One backend's training worker: how it ended, and the arrays it saved (none if it failed)."""
+
+    outcome: WorkerOutcome
+    arrays: dict[str, Arrays] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedRun:
+    """One backend loading every saved ``.keras`` file: how it ended, and its predictions per saver.
+
+    ``"initial"`` holds a reference-only backend's predictions with the shared starting weights.
+    """
+
+    outcome: WorkerOutcome
+    predictions: dict[str, Arrays] = field(default_factory=dict)
+
+
+def _final_metrics(report: BackendReport, arrays: dict) -> dict:
+    metrics = {f"final {k}": [v[-1]] for k, v in report.history.items() if v}
+    metrics.update({f"test {k}": [v] for k, v in report.test.items()})
+    return metrics
+
+
+@dataclass(frozen=True)
+class Quantity:
+    name: str  # its key in BackendReport.differences and report.json
+    values: Callable[[BackendReport, dict], dict]  # (report, saved arrays) -> {key: array}
+    criteria: tuple[str, ...] = ("exact",)  # the criteria under which it decides the verdict
+    only_statistical: bool = False  # computed only when stochastic layers decide loosely
+    common_keys: bool = False  # compare the keys both backends logged, not all of them
+    table: bool = True  # a column of the terminal table
+    markdown: bool = True  # a column of report.md
+
+    def diff(self, mine: tuple, ref: tuple, rtol: float, atol: float) -> Diff:
+        a, b = self.values(*mine), self.values(*ref)
+        if self.common_keys:
+            keys = sorted(set(a) & set(b))
+            a, b = {k: a[k] for k in keys}, {k: b[k] for k in keys}
+        return diff_arrays(a, b, rtol, atol)
+
+
+QUANTITIES: tuple[Quantity, ...] = (
+    Quantity("step_losses", lambda r, a: {"loss": r.step_losses}),
+    # fit also logs per-output losses that the custom loop (torch's for --devices > 1) does not.
+    Quantity("epoch_metrics", lambda r, a: r.history, common_keys=True),
+    Quantity("weights", lambda r, a: a["weights"]),
+    Quantity("predictions", lambda r, a: a["predictions"]),
+    Quantity(
+        "initial_predictions", lambda r, a: a["initial_predictions"], criteria=("exact", "statistical"), table=False
+    ),
+    Quantity("test_metrics", lambda r, a: {k: [v] for k, v in r.test.items()}, table=False),
+    Quantity(
+        "final_metrics_statistical",
+        _final_metrics,
+        criteria=("statistical",),
+        only_statistical=True,
+        table=False,
+        markdown=False,
+    ),
+)
+
+
+def backend_report(outcome: WorkerOutcome) -> BackendReport:
+    """A backend's report from its training worker's outcome, before any comparison."""
+    if not outcome.ok:
+        status = "failed" if outcome.status == "usage" else outcome.status
+        return BackendReport(outcome.backend, status, message=outcome.message, log_tail=outcome.log_tail)
+    r = outcome.result
+    report = BackendReport(
+        outcome.backend,
+        "ok",
+        framework_version=r["info"]["framework_version"],
+        initial_checksum=r["initial_checksum"],
+        train_time_s=r["train_time_s"],
+        history=r["history"],
+        step_losses=[float("nan") if v is None else v for v in r["step_losses"]],
+        test=r["test"],
+        nonfinite_step=r["nonfinite_step"],
+    )
+    if report.nonfinite_step is not None:
+        bad = report.step_losses[report.nonfinite_step - 1]
+        report.status = "nonfinite"
+        report.message = f"training loss became {bad} at step {report.nonfinite_step}"
+    return report
+
+
+def compare_backend(
+    report: BackendReport, arrays: dict, ref: BackendReport, ref_arrays: dict, opts: CompareOptions, criterion: str
+) -> None:
+    """Fill in ``report``'s differences against ``ref``, its verdict and, when it diverges, why."""
+    deciding = []
+    for q in QUANTITIES:
+        if q.only_statistical and criterion != "statistical":
+            continue
+        rtol = opts.stat_rtol if q.only_statistical else opts.rtol
+        report.differences[q.name] = q.diff((report, arrays), (ref, ref_arrays), rtol, opts.atol)
+        if criterion in q.criteria:
+            deciding.append(q.name)
+    agree = all(report.differences[name].within for name in deciding)
+    if criterion == "exact":
+        report.first_divergent_step = first_step_outside(report.step_losses, ref.step_losses, opts.rtol, opts.atol)
+    if report.initial_checksum != ref.initial_checksum:
+        agree = False
+        report.message = (
+            f"starting weights differ from {ref.backend}'s "
+            f"(checksum {report.initial_checksum} vs {ref.initial_checksum})"
+        )
+    report.verdict = "agree" if agree else "diverge"
+    if not agree and not report.message:
+        worst = [name for name in deciding if not report.differences[name].within]
+        step = report.first_divergent_step
+        where = f"; losses left the tolerance at step {step}" if step else ""
+        report.message = f"outside rtol={opts.rtol:g}, atol={opts.atol:g} in {', '.join(worst)}{where}"
+
+
+def portability_cells(loader: str, saved: list[str], run: LoadedRun, trained: dict, opts: CompareOptions) -> dict:
+    """saver -> the cell of ``loader``'s column: its predictions of the saver's model against the saver's own."""
+    cells = {}
+    for saver in saved:
+        cell: dict = {"status": run.outcome.status, "message": run.outcome.message}
+        if run.outcome.ok and saver in run.predictions:
+            mine = run.predictions[saver]
+            diff = diff_arrays(mine, trained[saver].arrays["predictions"], opts.rtol, opts.atol)
+            cell = {"status": "agree" if diff.within else "diverge", **asdict(diff)}
+        elif run.outcome.ok:
+            cell = {"status": "failed", "message": run.outcome.result["errors"].get(saver, "")}
+        cells[saver] = cell
+    return cells
+
+
+def numpy_reference(run: LoadedRun, trained: dict[str, TrainedRun], opts: CompareOptions) -> dict[str, dict]:
+    """Each backend's starting predictions against a reference-only backend's (Keras's numpy backend)."""
+    if not run.outcome.ok or "initial" not in run.predictions:
+        reason = run.outcome.result["errors"].get("initial", "") if run.outcome.ok else run.outcome.message
+        return {"_unavailable": {"message": f"Keras's numpy backend could not run this model: {reason}"}}
+    cells = {}
+    for backend, t in trained.items():
+        if "initial_predictions" in t.arrays:
+            diff = diff_arrays(t.arrays["initial_predictions"], run.predictions["initial"], opts.rtol, opts.atol)
+            cells[backend] = {"status": "agree" if diff.within else "diverge", **asdict(diff)}
+    return cells
+
+
+def _notes(opts: CompareOptions, stochastic: list[str], criterion: str, skipped: dict, named_skip: bool) -> list[str]:
+    notes = []
+    if stochastic and criterion == "statistical":
+        notes.append(
+            f"stochastic layers ({', '.join(stochastic)}) draw from each backend's own random generator, "
+            "so training cannot match step by step; the verdict compares final-epoch and test metrics within "
+            f"a relative {opts.stat_rtol:g} (and the starting predictions exactly). Step, weight and "
+            "prediction differences are shown but do not decide. Run with --disable-stochastic for an exact comparison."
+        )
+    elif stochastic:
+        notes.append(
+            f"stochastic layers ({', '.join(stochastic)}) were switched off (run as in inference) on every "
+            "backend by --disable-stochastic, so the comparison is exact."
+        )
+    if named_skip:
+        notes += [f"{name} was asked for by name but is not installed" for name in skipped]
+    return notes
+
+
+def _overall(reports: dict[str, BackendReport], portability: dict, references: tuple, named_skip: bool, interrupted):
+    statuses = {r.status for r in reports.values()}
+    failed = statuses & {"failed", "crashed", "timeout", "not run", "nonfinite"} or (
+        named_skip and "skipped" in statuses
+    )
+    cells = [c for row in portability.values() for loader, c in row.items() if loader not in references]
+    if interrupted:
+        return "incomplete"
+    if failed:
+        return "failed"
+    if any(r.verdict == "diverge" for r in reports.values()) or not all(c["status"] == "agree" for c in cells):
+        return "diverge"
+    return "agree"
+
+
+def build_report(
+    opts: CompareOptions,
+    *,
+    data: str,
+    reference: str,
+    planned: list[str],
+    trained: dict[str, TrainedRun],
+    skipped: dict[str, BackendReport] | None = None,
+    named_skip: bool = False,
+    loaded: dict[str, LoadedRun] | None = None,
+    references: tuple[str, ...] = ("numpy",),
+    interrupted: bool = False,
+) -> CompareReport:
+    """The whole report from the workers' outcomes and arrays.
+
+    ``planned`` lists the backends meant to train, in order (a backend without a run is
+    ``not run``); ``loaded`` holds the portability loaders, reference-only backends among them.
+    """
+    skipped, loaded = skipped or {}, loaded or {}
+    reports = {n: backend_report(trained[n].outcome) if n in trained else BackendReport(n, "not run") for n in planned}
+    reports |= skipped
+    ok = [trained[n].outcome.result for n in planned if n in trained and trained[n].outcome.ok]
+    stochastic = ok[-1]["stochastic_layers"] if ok else []
+    criterion = "statistical" if stochastic and not opts.run.disable_stochastic else "exact"
+    ref = reports[reference]
+    for name, report in reports.items():
+        if name == reference or report.status not in ("ok", "nonfinite"):
+            continue
+        if ref.status != "ok":
+            report.message = (
+                report.message or f"not compared: the reference {reference} has no usable result ({ref.status})"
+            )
+        elif report.status == "ok":
+            compare_backend(report, trained[name].arrays, ref, trained[reference].arrays, opts, criterion)
+        else:
+            report.verdict = "diverge"
+    if ref.status == "ok":
+        ref.verdict = "agree"  # with itself; it is the yardstick
+    saved = [n for n in planned if n in trained and "predictions" in trained[n].arrays]
+    portability: dict[str, dict[str, dict]] = {}
+    numpy_cells: dict[str, dict] = {}
+    for loader, run in loaded.items():
+        for saver, cell in portability_cells(loader, saved, run, trained, opts).items():
+            portability.setdefault(saver, {})[loader] = cell
+        if loader in references:
+            numpy_cells = numpy_reference(run, {n: trained[n] for n in planned if n in trained}, opts)
+    settings = {**opts.settings(), "data": data, "backends": list(reports)}
+    return CompareReport(
+        verdict=_overall(reports, portability, references, named_skip, interrupted),
+        reference=reference,
+        settings=settings,
+        criterion=criterion,
+        stochastic_layers=stochastic,
+        notes=_notes(opts, stochastic, criterion, skipped, named_skip),
+        keras_version=ok[-1]["info"]["keras_version"] if ok else None,
+        backends=reports,
+        portability=portability,
+        numpy_reference=numpy_cells,
+    )

@@ -1,0 +1,48 @@
+"""What tests share besides fixtures: the paths, the framework names, and one subprocess runner.
+
+Tests import these with ``from helpers import ...`` (pytest puts ``tests/`` on ``sys.path``);
+fixtures stay in ``conftest.py``, where pytest finds them by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from backendlab.backends import BACKENDS
+
+#: The modules a backend's framework is imported as (jax, tensorflow, torch).
+FRAMEWORKS = tuple(b.module for b in BACKENDS.values())
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+FIXTURES = HERE / "fixtures"
+
+#: Quiets TensorFlow's start-up chatter, so a failing test's stderr shows the failure.
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def run(
+    args: Sequence[str], *, env: dict | None = None, timeout: float = 600, cwd: str | os.PathLike | None = None
+) -> subprocess.CompletedProcess:
+    """Run a command to its end with this environment plus ``env``; stdout and stderr as text."""
+    return subprocess.run(
+        list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, **QUIET_ENV, **(env or {})},
+    )
+
+
+def run_python(code: str, *, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -c code`` in a fresh interpreter: the way to see what an import pulls in."""
+    return run([sys.executable, "-c", code], env=env, timeout=timeout)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``backendlab ARGS``, as a user runs it."""
+    return run([sys.executable, "-m", "backendlab", *args], env=env, timeout=timeout)
