@@ -26,6 +26,7 @@ _LAZY = {
     "DATASETS": "backendlab.data",
     "compare": "backendlab.compare",
     "bench": "backendlab.bench",
+    "portable_init": "backendlab.init",
 }
 
 __all__ = ["BACKENDS", "BACKEND_NAMES", "BackendlabError", "UsageError", "ensure_backend", "installed_backends", *_LAZY]

@@ -25,7 +25,7 @@ from backendlab.backends import (
     launched,
     requested_backend_name,
 )
-from backendlab.errors import BackendlabError, UsageError
+from backendlab.errors import BackendlabError, NonFiniteError
 from backendlab.runspec import RunSpec, add_run_arguments
 
 console = Console(stderr=True)
@@ -133,7 +133,7 @@ def result_table(result) -> Table:
     table.caption = (
         "test: "
         + ", ".join(f"{k}={v:.4f}" for k, v in result.test.items())
-        + f"; training took {result.train_time_s:.2f}s"
+        + f"; training took {result.train_time_s:.2f}s; start checksum {result.start_checksum} ({result.config.init})"
     )
     return table
 
@@ -141,11 +141,14 @@ def result_table(result) -> Table:
 def run_train(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from backendlab.results import write_json
-    from backendlab.training import prepare, save_model, steps_per_epoch, train
+    from backendlab.results import check_writable, write_json
+    from backendlab.training import check_save_path, prepare, save_model, steps_per_epoch, train
 
-    if args.save is not None and not args.save.endswith(".keras"):
-        raise UsageError(f"--save needs a path ending in .keras, got {args.save!r}")
+    # Where the results go is checked before any work, so a bad path wastes no training.
+    if args.save is not None:
+        check_save_path(args.save)
+    if args.json is not None:
+        check_writable(args.json, "--json")
     spec = RunSpec.from_args(args).check()
     backend = ensure_backend()
     if spec.devices > 1 and backend.launcher and not launched():
@@ -167,12 +170,21 @@ def run_train(args) -> int:
         disable=not main_process,
     ) as progress:
         task = progress.add_task(f"train {spec.model} ({prep.config.loop})", total=total, loss=float("nan"))
-        result = train(prep, on_step=lambda step, loss: progress.update(task, completed=step, loss=loss))
+        try:
+            result = train(prep, on_step=lambda step, loss: progress.update(task, completed=step, loss=loss))
+        except NonFiniteError as exc:
+            # The model is not worth keeping; the run up to the bad step is, for whoever asked for --json.
+            if args.json and main_process:
+                write_json(args.json, exc.result.to_dict())
+                raise NonFiniteError(f"{exc}; stopped, model not saved; the run so far is in {args.json}") from None
+            raise NonFiniteError(f"{exc}; stopped, nothing saved") from None
     if not main_process:  # the other ranks of a multi-process run trained the same model
         return 0
     if args.save:
         result.saved_model = str(save_model(prep.model, args.save))
     out.print(result_table(result))
+    if result.start_note:
+        out.print(f"note: {result.start_note}", markup=False, highlight=False, soft_wrap=True)
     if args.json:
         write_json(args.json, result.to_dict())
     return 0
@@ -194,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(SUBCOMMANDS[command][0])
     try:
         return getattr(module, f"run_{command}")(args)
+    except NonFiniteError as exc:  # the run itself failed, not its input: exit 1, as compare does
+        if is_main_process():
+            console.print(f"backendlab: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 1
     except BackendlabError as exc:
         if is_main_process():  # under torchrun, one rank speaks for all
             console.print(f"backendlab: error: {exc}", markup=False, highlight=False, soft_wrap=True)

@@ -12,6 +12,17 @@ class UsageError(BackendlabError):
     """
 
 
+class NonFiniteError(BackendlabError):
+    """Training produced NaN or inf and stopped there; the command line exits with status 1.
+
+    ``result`` is the run up to that step (a ``TrainResult`` whose ``nonfinite`` says where and in what).
+    """
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
 def one_line(exc: BaseException) -> str:
     """``TypeName: first line of the message``, for reports that quote an exception."""
     lines = str(exc).strip().splitlines()

@@ -1,19 +1,49 @@
 """Results as small dataclasses that serialize to JSON, and atomic file writes.
 
 Tables, reports and plots are drawn from these objects, never from live state.
+
+Every JSON file backendlab writes is strict JSON (RFC 8259), which has no NaN or infinity:
+a NaN, ``inf`` or ``-inf`` is written as ``null``. Where training went non-finite, the
+result says so in words and in its ``nonfinite`` record (step, quantity, ``"nan"``/``"inf"``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backendlab.errors import UsageError
 from backendlab.runspec import RunSpec
+
+
+def check_writable(path: str | os.PathLike, flag: str, *, folder: bool = False) -> None:
+    """Fail now, before any work, if ``path`` (a file, or with ``folder`` a folder) cannot be written.
+
+    Creates nothing: the path itself, or else its nearest existing parent, is examined. A
+    path under a regular file (``notes.txt/out``) cannot be written even by root.
+    """
+    path = Path(path)
+    where = f"{flag} {str(path)!r} cannot be written"
+    if path.exists():
+        if folder and not path.is_dir():
+            raise UsageError(f"{where}: it is a file, not a folder")
+        if not folder and path.is_dir():
+            raise UsageError(f"{where}: it is a folder")
+        parent = path if folder else path.parent
+    else:
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"{where}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{where}: no permission to write in {str(parent)!r}")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -44,7 +74,7 @@ def to_jsonable(obj: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
-    if isinstance(obj, float) and obj != obj:  # NaN is not JSON
+    if isinstance(obj, float) and not math.isfinite(obj):  # NaN and infinity are not JSON
         return None
     if hasattr(obj, "item") and callable(obj.item):  # NumPy scalars
         return to_jsonable(obj.item())
@@ -52,7 +82,8 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=True) + "\n")
+    """Strict JSON: NaN and infinity as ``null`` (a strict reader rejects ``NaN`` and ``Infinity``)."""
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -74,6 +105,30 @@ class BackendInfo:
 
 
 @dataclass
+class NonFinite:
+    """The first NaN or infinity a training run produced: when, and in what."""
+
+    step: int  # 1-based, counted from the first step of this run
+    quantity: str  # loss | metric | weights
+    name: str  # as Keras logs it ("loss", "amount_loss", "amount_mae") or the weight's path ("dense/kernel")
+    value: str  # nan | inf | -inf
+
+    @property
+    def message(self) -> str:
+        if self.quantity == "loss":
+            part = "" if self.name == "loss" else f" (in {self.name!r})"
+            return f"training loss became {self.value} at step {self.step}{part}"
+        if self.quantity == "metric":
+            return f"training metric {self.name!r} became {self.value} at step {self.step}"
+        # Weights are looked at once an epoch, after its last step: "by", not "at".
+        return f"weight {self.name!r} became {self.value} by step {self.step} (weights are checked after each epoch)"
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> NonFinite | None:
+        return None if d is None else cls(**d)
+
+
+@dataclass
 class TrainResult:
     info: BackendInfo
     config: RunSpec  # as resolved: data, optimizer and learning rate filled in
@@ -87,6 +142,12 @@ class TrainResult:
     num_params: int
     saved_model: str | None = None
     stochastic_layers: list[str] = field(default_factory=list)
+    # The checksum of the starting weights: with --init portable, the same on every backend.
+    start_checksum: str | None = None
+    start_note: str | None = None  # one line naming variables that kept their backend's own initializer
+    # Set when training stopped at a NaN or inf: history then holds the complete epochs, step_losses
+    # every step up to and including that one, test nothing.
+    nonfinite: NonFinite | None = None
 
     @property
     def backend(self) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 from backendlab.errors import UsageError
 
 LOOPS = ("fit", "custom")
+INITS = ("portable", "backend")
 
 
 def positive_int(text: str) -> int:
@@ -83,6 +84,12 @@ class RunSpec:
     disable_stochastic: bool = option(
         False, "run Dropout, GaussianNoise, random augmentation, ... as in inference, for an exact comparison"
     )
+    init: str = option(
+        "portable",
+        "starting weights: portable (drawn over NumPy from --seed: the same on every backend) or backend "
+        "(Keras's initializers on the backend's own generator) (default: portable)",
+        choices=INITS,
+    )
     # Epochs a resumed model had already trained; set from the saved optimizer, not by a flag.
     initial_epoch: int = option(0, "", flag=False)
 
@@ -113,6 +120,8 @@ class RunSpec:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
+        if self.init not in INITS:
+            raise UsageError(f"init must be 'portable' or 'backend', got {self.init!r}")
         if self.loop not in LOOPS:
             raise UsageError(f"loop must be 'fit' or 'custom', got {self.loop!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import sys
 import sysconfig
 import traceback
 from collections.abc import Callable
@@ -37,11 +38,18 @@ def _import_file(target: str, what: str) -> ModuleType:
         raise UsageError(f"{what} file {target!r} does not exist")
     # A name unique per file, so two user files called model.py do not collide.
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
-    module_spec = importlib.util.spec_from_file_location(f"_backendlab_user_{digest}", path)
+    name = f"_backendlab_user_{digest}"
+    if name in sys.modules:  # imported once per process: its registered classes stay the same objects
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(module_spec)
+    # Importable by name, as a real module is: torch.compile, pickling and Keras's registry
+    # look up a class's module by its __module__.
+    sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
     except Exception as exc:
+        del sys.modules[name]
         raise UsageError(f"{what} file {target!r} failed to import: {_raised_at(exc)}") from exc
     return module
 

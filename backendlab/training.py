@@ -7,9 +7,11 @@ backend's, so the same seed gives the same batches on every backend.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import time
+import zipfile
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,9 +22,11 @@ import numpy as np
 
 from backendlab.backends import ensure_backend, impl, request_devices
 from backendlab.data import Dataset, load_dataset
-from backendlab.errors import UsageError
+from backendlab.errors import NonFiniteError, UsageError, one_line
+from backendlab.init import PortableStart, portable_init, weights_checksum
 from backendlab.models import build_model, check_compatible, default_data
-from backendlab.results import BackendInfo, TrainResult
+from backendlab.nonfinite import NonFiniteWatch
+from backendlab.results import BackendInfo, TrainResult, check_writable
 from backendlab.runspec import RunSpec
 
 #: The seed's optimizer: SGD with Nesterov momentum.
@@ -90,21 +94,56 @@ def _sublayers(model) -> list:
     return list(model._flatten_layers(include_self=False, recursive=True))
 
 
-def stochastic_layers(model) -> list:
-    """Layers that draw random numbers in training (Dropout, GaussianNoise, random augmentation, ...).
-
-    Found by what they hold, a ``keras.random.SeedGenerator``, so user layers count too;
-    a Dropout with rate 0 (as inside MultiHeadAttention) draws nothing and is left out.
-    """
+def _holds_seed_generator(layer) -> bool:
     import keras
 
+    return any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
+
+
+@contextlib.contextmanager
+def _in_inference(layers):
+    """Within the block, each layer runs as in inference (``training=False``), where it draws nothing."""
+    originals = [(layer, layer.__dict__.get("call")) for layer in layers]
+    switch_off(layers)
+    try:
+        yield
+    finally:
+        for layer, own in originals:
+            if own is None:
+                del layer.call  # back to the class's call
+            else:
+                layer.call = own
+
+
+def _outputs(model, sample) -> list:
+    import keras
+
+    return [np.asarray(keras.ops.convert_to_numpy(y)) for y in keras.tree.flatten(model(sample, training=True))]
+
+
+def stochastic_layers(model, sample) -> list:
+    """Layers that are seen to draw random numbers in a training-mode forward pass on ``sample``.
+
+    Observed, not guessed: a candidate is a layer holding a ``keras.random.SeedGenerator``
+    (user layers count too); it counts as stochastic only if, with every other candidate run
+    as in inference, two training-mode passes on the same sample differ. So a GRU with dropout
+    0 or a ``Dropout(0.0)`` is deterministic. The model's variables (BatchNorm statistics, seed
+    states) are put back as they were, so training starts from the same state.
+    """
+    candidates = [layer for layer in _sublayers(model) if _holds_seed_generator(layer)]
+    if not candidates:
+        return []
+    saved = [np.array(v.numpy() if hasattr(v, "numpy") else v.value) for v in model.variables]
     found = []
-    for layer in _sublayers(model):
-        if not any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values()):
-            continue
-        if any(getattr(layer, attr, None) == 0 for attr in ("rate", "stddev", "factor")):
-            continue
-        found.append(layer)
+    try:
+        for layer in candidates:
+            with _in_inference([c for c in candidates if c is not layer]):
+                first, second = _outputs(model, sample), _outputs(model, sample)
+            if any(not np.array_equal(a, b) for a, b in zip(first, second)):
+                found.append(layer)
+    finally:
+        for variable, value in zip(model.variables, saved):
+            variable.assign(value)
     return found
 
 
@@ -132,6 +171,7 @@ class Prepared:
     data: Dataset
     model: Any
     stochastic: list[str]
+    start: PortableStart  # the starting weights' checksum, and what was drawn portably
 
 
 def prepare(
@@ -158,11 +198,13 @@ def prepare(
     spec = data_parallel_policy(spec.check(), ensure_backend())
     spec = spec.replace(data=spec.data or default_data(spec.model))
     dataset = load_dataset(spec.data, spec.seed)
-    net, spec = build_and_compile(spec, dataset, resume, initial_weights)
-    found = stochastic_layers(net)
+    net, spec, start = build_and_compile(spec, dataset, resume, initial_weights)
+    # Built on a real sample before anything is taken from it (a lazily built subclassed model).
+    sample = dataset.take("train", np.arange(min(spec.batch_size, dataset.num_train)))[0]
+    found = stochastic_layers(net, sample)
     if spec.disable_stochastic:
         switch_off(found)
-    return Prepared(spec, dataset, net, [layer.name for layer in found])
+    return Prepared(spec, dataset, net, [layer.name for layer in found], start)
 
 
 def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:
@@ -186,7 +228,9 @@ def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:
     return spec.replace(loop=loop, drop_remainder=True)
 
 
-def build_and_compile(spec: RunSpec, dataset: Dataset, resume=None, initial_weights=None) -> tuple[Any, RunSpec]:
+def build_and_compile(
+    spec: RunSpec, dataset: Dataset, resume=None, initial_weights=None
+) -> tuple[Any, RunSpec, PortableStart]:
     """The model, built (or loaded from ``resume``) and compiled inside the data-parallel scope."""
     import keras
 
@@ -199,9 +243,8 @@ def build_and_compile(spec: RunSpec, dataset: Dataset, resume=None, initial_weig
             spec = spec.replace(model=str(resume))
         else:
             net = build_model(spec.model, dataset)
-        check_compatible(net, dataset, spec.model)
-        if initial_weights is not None:
-            net.load_weights(initial_weights)
+        check_compatible(net, dataset, spec.model)  # also builds a lazily built model on a real sample
+        start = start_weights(net, spec, resume, initial_weights)
         if getattr(net, "compiled", False) and net.optimizer is not None:
             optimizer_name = type(net.optimizer).__name__.lower()
         else:
@@ -216,21 +259,74 @@ def build_and_compile(spec: RunSpec, dataset: Dataset, resume=None, initial_weig
     if resume is not None:
         iterations = int(keras.ops.convert_to_numpy(net.optimizer.iterations))
         spec = spec.replace(initial_epoch=iterations // steps_per_epoch(spec, dataset.num_train))
-    return net, spec
+    return net, spec, start
+
+
+def start_weights(net, spec: RunSpec, resume=None, initial_weights=None) -> PortableStart:
+    """Where training starts: a saved model's weights, compare's shared file, or portable ones from the seed."""
+    if resume is None and initial_weights is not None:
+        net.load_weights(initial_weights)
+    if resume is None and initial_weights is None and spec.init == "portable":
+        return portable_init(net, spec.seed)
+    return PortableStart(weights_checksum(np.asarray(w) for w in net.get_weights()))
+
+
+def _archive_config(path: Path) -> dict:
+    """The model config inside a ``.keras`` file (a zip archive holding ``config.json``), or why it is not one."""
+    name = f"{str(path)!r} is not a saved .keras model file"
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{name}: it is not a zip archive")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("config.json"))
+    except KeyError:
+        raise UsageError(f"{name}: the archive holds no config.json") from None
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UsageError(f"{name}: its config.json cannot be read ({one_line(exc)})") from None
+
+
+def _lambda_layers(config) -> list[str]:
+    """Names of the Lambda layers anywhere in a model config."""
+    if isinstance(config, list):
+        return [name for item in config for name in _lambda_layers(item)]
+    if not isinstance(config, dict):
+        return []
+    own = [config.get("config", {}).get("name", "?")] if config.get("class_name") == "Lambda" else []
+    return own + [name for value in config.values() for name in _lambda_layers(value)]
 
 
 def load_model(path: str | os.PathLike):
-    """A ``.keras`` file, saved on any backend, with its compile settings and optimizer state."""
+    """A ``.keras`` file, saved on any backend, with its compile settings and optimizer state.
+
+    A file that is not one, or that Keras will not load, is a UsageError naming the file and why.
+    """
     import keras
 
     path = Path(path)
     if path.suffix != ".keras" or not path.is_file():
         raise UsageError(f"{str(path)!r} is not a saved .keras model file")
-    return keras.saving.load_model(path)
+    config = _archive_config(path)
+    try:
+        return keras.saving.load_model(path)
+    except Exception as exc:  # a file from elsewhere can fail in any layer's from_config
+        chain = [exc]  # Keras wraps the cause ("Could not locate class 'Fault'") in a generic message
+        while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
+            chain.append(chain[-1].__cause__ or chain[-1].__context__)
+        if not any("safe_mode" in str(e) for e in chain):
+            reason = one_line(chain[-1]).split(" Full object config")[0]
+            raise UsageError(f"{str(path)!r} cannot be loaded: {reason}") from None
+        lambdas = _lambda_layers(config)
+        what = f"its Lambda layer {lambdas[0]!r} holds" if lambdas else "it holds"
+        raise UsageError(
+            f"{str(path)!r} cannot be loaded: {what} Python code, which Keras does not load from a file (safe mode)"
+        ) from None
 
 
-def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None):
-    """``model.fit`` one epoch at a time on backendlab's batch order; per-step losses from the running mean."""
+def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: NonFiniteWatch):
+    """``model.fit`` one epoch at a time on backendlab's batch order; per-step losses from the running mean.
+
+    Stops after the first step or epoch in which ``watch`` finds a NaN or inf; history keeps complete epochs only.
+    """
     import keras
 
     config, data = prep.config, prep.data
@@ -252,6 +348,8 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None):
             self.total, self.seen = total, seen
             if on_step:
                 on_step(len(step_losses), step_losses[-1])
+            if watch.check_logs(len(step_losses), logs):
+                prep.model.stop_training = True  # as keras.callbacks.TerminateOnNaN does
 
     history: dict[str, list[float]] = defaultdict(list)
     for epoch, order in enumerate(orders, start=config.initial_epoch):
@@ -266,12 +364,17 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None):
             verbose=0,
             callbacks=[StepLosses()],
         )
+        if watch.found:
+            break
         for key, values in h.history.items():
             history[key].extend(float(v) for v in values)
+        if watch.check_weights(len(step_losses), prep.model):
+            break
     return dict(history), step_losses, running
 
 
-def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None):
+def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: NonFiniteWatch):
+    """backendlab's TrainStep on the same batches, logging what fit logs; stops as :func:`_fit_epochs` does."""
     import keras
 
     from backendlab.loop import TrainStep
@@ -298,37 +401,56 @@ def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None):
             running.append(float(f32(total / seen)))
             if on_step:
                 on_step(len(step_losses), loss)
+            logs = {name: keras.ops.convert_to_numpy(value) for name, value in metrics.items() if name != "loss"}
+            if watch.check_logs(len(step_losses), {"loss": loss, **logs}):
+                break
+        if watch.found:
+            break
         history["loss"].append(running[-1])
         for name, value in metrics.items():
             if name != "loss":
                 history[name].append(float(keras.ops.convert_to_numpy(value)))
+        if watch.check_weights(len(step_losses), prep.model):
+            break
     return dict(history), step_losses, running
 
 
 def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
-    """Train, then evaluate on the test split; the time counts training alone."""
+    """Train, then evaluate on the test split; the time counts training alone.
+
+    Raises :class:`~backendlab.errors.NonFiniteError` at the first NaN or inf in a step's loss or
+    metrics or in the weights after an epoch, carrying the run up to there as its ``result``.
+    """
     config, data, model = prep.config, prep.data, prep.model
     # Every epoch's order is drawn from the start, so a resumed run sees what an
     # uninterrupted one would have seen.
     orders = epoch_orders(data.num_train, config.initial_epoch + config.epochs, config.seed)[config.initial_epoch :]
     orders = [order[: samples_per_epoch(config, data.num_train)] for order in orders]
     run_epochs = _fit_epochs if config.loop == "fit" else _custom_epochs
+    watch = NonFiniteWatch()
     start = time.perf_counter()
-    history, step_losses, running = run_epochs(prep, orders, on_step)
+    history, step_losses, running = run_epochs(prep, orders, on_step, watch)
     impl().sync([v.value for v in model.trainable_variables])
     train_time = time.perf_counter() - start
-    test = model.evaluate(data.x_test, data.y_test, batch_size=config.batch_size, verbose=0, return_dict=True)
-    return TrainResult(
+    result = TrainResult(
         info=backend_info(),
         config=config,
         history=history,
         step_losses=step_losses,
         step_running_loss=running,
-        test={k: float(v) for k, v in test.items()},
+        test={},
         train_time_s=train_time,
         num_params=int(model.count_params()),
         stochastic_layers=prep.stochastic,
+        start_checksum=prep.start.checksum,
+        start_note=prep.start.note,
+        nonfinite=watch.found,
     )
+    if watch.found:
+        raise NonFiniteError(watch.found.message, result)
+    test = model.evaluate(data.x_test, data.y_test, batch_size=config.batch_size, verbose=0, return_dict=True)
+    result.test = {k: float(v) for k, v in test.items()}
+    return result
 
 
 def predict(prep: Prepared) -> Any:
@@ -336,11 +458,17 @@ def predict(prep: Prepared) -> Any:
     return prep.model.predict(prep.data.x_test, batch_size=prep.config.batch_size, verbose=0)
 
 
+def check_save_path(path: str | os.PathLike) -> None:
+    """Before training: ``--save`` must name a ``.keras`` file in a place that can be written."""
+    if Path(path).suffix != ".keras":
+        raise UsageError(f"--save needs a path ending in .keras, got {str(path)!r}")
+    check_writable(path, "--save")
+
+
 def save_model(model, path: str | os.PathLike) -> Path:
     """``model.save`` to a temporary name, then rename: no half-written ``.keras`` file."""
     path = Path(path)
-    if path.suffix != ".keras":
-        raise UsageError(f"--save needs a path ending in .keras, got {str(path)!r}")
+    check_save_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     try:
@@ -364,7 +492,10 @@ def run_training(
     ``model`` is a model name or a whole :class:`~backendlab.runspec.RunSpec`; ``options`` are
     :class:`RunSpec` fields (epochs, batch_size, optimizer, learning_rate, seed, loop, devices,
     drop_remainder, disable_stochastic) and :func:`prepare`'s ``resume`` and ``initial_weights``.
+    Training that goes NaN or inf raises :class:`~backendlab.errors.NonFiniteError`, and nothing is saved.
     """
+    if save is not None:
+        check_save_path(save)
     prep = prepare(model, data, **options)
     result = train(prep, on_step)
     if save is not None:

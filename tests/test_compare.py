@@ -265,3 +265,18 @@ def test_compare_unknown_model_exits_2(tmp_path, backend):
         "backendlab: error: unknown model 'resnet': use one of mlp, cnn, rnn, transformer, functional, "
         "or path/to/file.py:build / package.module:build returning a keras.Model"
     )
+
+
+@cross
+def test_a_subclassed_model_with_registered_custom_layers_agrees_everywhere(tmp_path):
+    """A user's model: registered layers built lazily in build(), compiled with Adam (a false DIVERGE before)."""
+    report = compare(model="tests/fixtures/registered_models.py:subclassed_registered", epochs=2, out=str(tmp_path))
+    details = {b: (r.status, r.verdict, r.message) for b, r in report.backends.items()}
+    assert report.verdict == "agree" and report.criterion == "exact", details
+    assert report.stochastic_layers == []
+    for saver, row in report.portability.items():
+        assert set(row) == {*BACKEND_NAMES, "numpy"}
+        for loader, cell in row.items():
+            assert cell["status"] == "agree" and cell["max_abs"] <= 1e-5, (saver, loader, cell)
+    assert {report.numpy_reference[b]["status"] for b in BACKEND_NAMES} == {"agree"}
+    assert max(report.numpy_reference[b]["max_abs"] for b in BACKEND_NAMES) <= 1e-5

@@ -22,7 +22,9 @@ def _trained(backend, losses=LOSSES, *, checksum="abc", stochastic=(), shift=0.0
         "history": {"loss": [losses[1], losses[-1]], "accuracy": [0.8, 0.9]},
         "step_losses": list(losses),
         "test": {"loss": 0.45, "accuracy": 0.9},
-        "nonfinite_step": nonfinite,
+        "nonfinite": None
+        if nonfinite is None
+        else {"step": nonfinite, "quantity": "loss", "name": "loss", "value": "nan"},
         "stochastic_layers": list(stochastic),
     }
     w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
@@ -93,6 +95,7 @@ def test_stochastic_runs_decide_on_final_metrics_loosely():
     assert report.criterion == "statistical" and report.stochastic_layers == ["dropout"]
     assert not torch.differences["step_losses"].within
     assert torch.differences["final_metrics_statistical"].within and torch.verdict == "agree"
+    assert torch.first_divergent_step == 2  # for information: it does not decide here
     assert "draw from each backend's own random generator" in report.notes[0]
     exact = _report(trained, CompareOptions(run=RunSpec(disable_stochastic=True)))
     assert exact.criterion == "exact" and exact.backends["torch"].verdict == "diverge"

@@ -83,8 +83,10 @@ def run_compare(args) -> int:
 
     from backendlab.cli import console, out
     from backendlab.compare.report import portability_lines, terminal_table
-    from backendlab.results import write_json
+    from backendlab.results import check_writable, write_json
 
+    if args.json is not None:
+        check_writable(args.json, "--json")  # before any worker starts
     progress = Progress(
         TextColumn("[bold]{task.description:<12}"),
         BarColumn(),

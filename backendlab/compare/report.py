@@ -16,8 +16,29 @@ TABLE = [q.name for q in QUANTITIES if q.table]
 MARKDOWN = [q.name for q in QUANTITIES if q.markdown]
 
 
+def _num(x, spec: str) -> str:
+    """``x`` formatted by ``spec``: ``nan`` and ``inf`` as such, ``-`` for None (report.json's null), never an error."""
+    if x is None:
+        return "-"
+    try:
+        return format(float(x), spec)
+    except (TypeError, ValueError):
+        return str(x)
+
+
 def _fmt(x, digits: int = 2) -> str:
-    return "-" if x is None else f"{x:.{digits}e}"
+    return _num(x, f".{digits}e")
+
+
+def _floats(values) -> list[float]:
+    """Numbers to plot; None (a NaN or inf read back from report.json) and anything else unreadable as NaN."""
+    out = []
+    for v in values:
+        try:
+            out.append(float("nan") if v is None else float(v))
+        except (TypeError, ValueError):
+            out.append(float("nan"))
+    return out
 
 
 def _rows(report, quantities: list[str]):
@@ -27,8 +48,8 @@ def _rows(report, quantities: list[str]):
             f"{_fmt(r.differences[q].max_abs, 1)} / {_fmt(r.differences[q].max_rel, 1)}" if q in r.differences else "-"
             for q in quantities
         ]
-        test = ", ".join(f"{k}={v:.4f}" for k, v in r.test.items())
-        time = f"{r.train_time_s:.2f}s" if r.train_time_s is not None else "-"
+        test = ", ".join(f"{k}={_num(v, '.4f')}" for k, v in r.test.items())
+        time = f"{_num(r.train_time_s, '.2f')}s" if r.train_time_s is not None else "-"
         yield r.backend, r.status, r.verdict or "-", r.initial_checksum or "-", time, test, diffs, r.message
 
 
@@ -125,13 +146,18 @@ def loss_curves_png(report) -> bytes | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    runs = {b: np.asarray(r.step_losses, float) for b, r in report.backends.items() if r.step_losses}
+    # NaN and inf are left out of the lines (matplotlib draws gaps there); where a run went non-finite is marked.
+    runs = {b: np.asarray(_floats(r.step_losses), float) for b, r in report.backends.items() if r.step_losses}
     if not runs:
         return None
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     styles = ["-", "--", ":", "-."]
     for i, (backend, losses) in enumerate(runs.items()):
-        top.plot(np.arange(1, len(losses) + 1), losses, styles[i % 4], label=backend, linewidth=1.4)
+        shown = np.where(np.isfinite(losses), losses, np.nan)
+        top.plot(np.arange(1, len(losses) + 1), shown, styles[i % 4], label=backend, linewidth=1.4)
+        step = report.backends[backend].nonfinite_step
+        if step is not None:
+            top.axvline(step, color="red", linestyle=styles[i % 4], linewidth=0.8, label=f"{backend}: non-finite")
     top.set_ylabel("training loss (per batch)")
     top.set_title(f"{report.settings['model']} on {report.settings['data']}: {report.verdict}")
     top.legend()
@@ -141,17 +167,19 @@ def loss_curves_png(report) -> bytes | None:
             if backend == report.reference:
                 continue
             n = min(len(ref), len(losses))
-            gap = np.abs(losses[:n] - ref[:n])
-            bottom.semilogy(
-                np.arange(1, n + 1), np.maximum(gap, 1e-12), styles[i % 4], label=f"|{backend} - {report.reference}|"
-            )
+            with np.errstate(invalid="ignore"):
+                gap = np.abs(losses[:n] - ref[:n])
+            gap = np.where(np.isfinite(gap), np.maximum(gap, 1e-12), np.nan)
+            bottom.semilogy(np.arange(1, n + 1), gap, styles[i % 4], label=f"|{backend} - {report.reference}|")
         s = report.settings
-        bottom.axhline(
-            s["atol"] + s["rtol"] * float(np.nanmean(np.abs(ref))),
-            color="grey",
-            linewidth=0.8,
-            label="tolerance (at mean loss)",
-        )
+        finite = np.abs(ref[np.isfinite(ref)])
+        if finite.size:
+            bottom.axhline(
+                s["atol"] + s["rtol"] * float(finite.mean()),
+                color="grey",
+                linewidth=0.8,
+                label="tolerance (at mean loss)",
+            )
         bottom.set_ylabel("difference to reference")
         bottom.legend(fontsize=8)
     bottom.set_xlabel("step")

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from backendlab.compare.diff import Diff
+from backendlab.results import NonFinite
 from backendlab.runspec import RunSpec
 
 #: Keras's own cross-backend checks use 1e-3 after training; so do we, by default.
@@ -62,6 +63,13 @@ class BackendReport:
     first_divergent_step: int | None = None
     nonfinite_step: int | None = None
     log_tail: str = ""
+    nonfinite: NonFinite | None = None  # what went NaN or inf first, when, and how; status nonfinite
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BackendReport:
+        """As read back from ``report.json``, where every NaN and infinity became null."""
+        d = {**d, "differences": {k: Diff(**v) for k, v in d.get("differences", {}).items()}}
+        return cls(**{**d, "nonfinite": NonFinite.from_dict(d.get("nonfinite"))})
 
 
 @dataclass
@@ -80,3 +88,8 @@ class CompareReport:
     @property
     def exit_code(self) -> int:
         return 0 if self.verdict == "agree" else 1
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CompareReport:
+        """A report read back from ``report.json``; the terminal table, markdown and plot draw it as they drew the original."""
+        return cls(**{**d, "backends": {k: BackendReport.from_dict(v) for k, v in d["backends"].items()}})

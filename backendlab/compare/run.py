@@ -27,7 +27,7 @@ from backendlab.compare.results import BackendReport, CompareOptions, CompareRep
 from backendlab.compare.verdict import TRAIN_ARRAYS, LoadedRun, TrainedRun, build_report
 from backendlab.errors import UsageError
 from backendlab.models import default_data
-from backendlab.results import read_json, write_json
+from backendlab.results import check_writable, read_json, write_json
 from backendlab.workers import RESULT, WorkerOutcome, run_worker
 
 WORKER_MODULE = "backendlab.compare.worker"
@@ -113,6 +113,7 @@ class Compare:
         self.trained: dict[str, TrainedRun] = {}
         self.loaded: dict[str, LoadedRun] = {}
         self.interrupted = False
+        check_writable(self.out, "--out", folder=True)  # before any worker starts
 
     def _run(self, backend: str, job: dict, folder: Path) -> WorkerOutcome:
         self.on_event(backend, "start", {"kind": job["kind"]})

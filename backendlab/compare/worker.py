@@ -14,16 +14,16 @@ Arrays go to ``.npz`` files beside ``result.json``.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 
 import numpy as np
 
 from backendlab.backends import is_main_process
-from backendlab.errors import one_line
+from backendlab.errors import NonFiniteError, one_line
 from backendlab.results import atomic_write_bytes
 from backendlab.runspec import RunSpec
+from backendlab.specs import is_callable_spec, load_callable
 from backendlab.workers import Progress, worker_main
 
 
@@ -42,13 +42,6 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def checksum(weights: list[np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for w in weights:
-        digest.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
-    return digest.hexdigest()[:16]
-
-
 def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
     from backendlab.training import predict, prepare, save_model, steps_per_epoch, train
 
@@ -65,26 +58,24 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
             tmp.unlink()
     else:
         prep = prepare(spec, initial_weights=initial)
-    start_checksum = checksum(prep.model.get_weights())
+    start_checksum = prep.start.checksum
     initial_predictions = flatten(predict(prep))
     if main:
         save_npz(workdir / "initial_predictions.npz", initial_predictions)
     total = spec.epochs * steps_per_epoch(prep.config, prep.data.num_train)
     progress(0, total, "training", force=True)
-    result = train(prep, on_step=lambda step, loss: progress(step, total, "training", loss=loss))
+    try:
+        result = train(prep, on_step=lambda step, loss: progress(step, total, "training", loss=loss))
+    except NonFiniteError as exc:
+        # Stopped at the first NaN or inf: the run up to there is the result; a broken model is not saved.
+        return {**exc.result.to_dict(), "initial_checksum": start_checksum}
     progress(total, total, "saving", force=True)
     predictions = flatten(predict(prep))
     if main:
         save_npz(workdir / "weights.npz", flatten(prep.model.get_weights(), "w"))
         save_npz(workdir / "predictions.npz", predictions)
         save_model(prep.model, workdir / "model.keras")
-    steps = np.asarray(result.step_losses, dtype=float)
-    bad = np.flatnonzero(~np.isfinite(steps))
-    return {
-        **result.to_dict(),
-        "initial_checksum": start_checksum,
-        "nonfinite_step": int(bad[0]) + 1 if bad.size else None,
-    }
+    return {**result.to_dict(), "initial_checksum": start_checksum}
 
 
 def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
@@ -94,6 +85,9 @@ def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
 
     spec = RunSpec.from_dict(job["run"])
     data = load_dataset(spec.data, spec.seed)
+    if is_callable_spec(spec.model):
+        # The user's file registers its custom classes: import it before loading any saved model.
+        load_callable(spec.model, "model")
     out: dict[str, str] = {}
     errors: dict[str, str] = {}
     todo = dict(job["models"])
@@ -109,10 +103,11 @@ def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
     if job.get("initial_weights"):
         # Built directly, not through prepare(): this also runs on Keras's numpy
         # backend, which can predict but not train.
-        from backendlab.models import build_model
+        from backendlab.models import build_model, check_compatible
 
         try:
             model = build_model(spec.model, data)
+            check_compatible(model, data, spec.model)  # a lazily built model is built on a real sample first
             model.load_weights(job["initial_weights"])
             y = model.predict(data.x_test, batch_size=spec.batch_size, verbose=0)
             save_npz(workdir / "initial_predictions.npz", flatten(y))

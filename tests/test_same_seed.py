@@ -1,0 +1,72 @@
+"""The same seed gives the same training on every backend: portable starting weights in plain `train`."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from helpers import ROOT, run_python
+
+from backendlab.backends import BACKEND_NAMES
+from backendlab.compare import DEFAULT_ATOL, DEFAULT_RTOL
+from backendlab.models import MODELS
+
+# Each backend in its own process, as a user switching KERAS_BACKEND and rerunning would.
+SCRIPT = """
+import json
+from backendlab.training import run_training
+from backendlab.models import MODELS
+out = {}
+for name in MODELS:
+    r = run_training(name, epochs=2, optimizer="adam", seed=0)
+    out[name] = {"start": r.start_checksum, "loss": r.history["loss"], "stochastic": r.stochastic_layers}
+seed = run_training(seed=0)
+out["seed"] = {"start": seed.start_checksum, "test_loss": seed.test["loss"], "note": seed.start_note}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, dict]:
+    found = {}
+    for backend in BACKEND_NAMES:
+        done = run_python(SCRIPT, env={"KERAS_BACKEND": backend}, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        found[backend] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+@pytest.mark.cross
+def test_every_zoo_model_starts_from_the_same_weights_on_every_backend(runs):
+    for name in MODELS:
+        starts = {backend: runs[backend][name]["start"] for backend in BACKEND_NAMES}
+        assert len(set(starts.values())) == 1, (name, starts)
+
+
+@pytest.mark.cross
+def test_deterministic_models_train_the_same_on_every_backend(runs):
+    ref = BACKEND_NAMES[0]
+    for name in MODELS:
+        if runs[ref][name]["stochastic"]:
+            continue
+        for backend in BACKEND_NAMES[1:]:
+            mine, theirs = runs[backend][name]["loss"], runs[ref][name]["loss"]
+            assert mine == pytest.approx(theirs, rel=DEFAULT_RTOL, abs=DEFAULT_ATOL), (name, backend)
+
+
+@pytest.mark.cross
+def test_the_seed_example_gives_the_same_test_loss_to_six_digits(runs):
+    losses = {backend: runs[backend]["seed"]["test_loss"] for backend in BACKEND_NAMES}
+    ref = losses[BACKEND_NAMES[0]]
+    assert all(abs(v - ref) <= 1e-6 * abs(ref) + 1e-7 for v in losses.values()), losses
+    assert {runs[b]["seed"]["note"] for b in BACKEND_NAMES} == {None}  # every variable drawn portably
+
+
+def test_readme_portable_init_snippet_runs_as_written(backend):
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "portable_init" in b)
+    done = run_python(block, env={"KERAS_BACKEND": backend})
+    assert done.returncode == 0, done.stderr[-2000:]
+    checksum, note = done.stdout.split()
+    assert len(checksum) == 16 and note == "None"
