@@ -1,6 +1,7 @@
 """The ``backendlab`` command: info, train, compare, bench.
 
-Bad usage prints one line, ``backendlab: error: ...``, and exits 2, with no traceback.
+Bad usage prints one line, ``backendlab: error: ...``, and exits 2, with no traceback; so does
+training that goes NaN or inf, which exits 1 (the input was fine, the run failed).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import argparse
 import importlib
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -26,7 +26,7 @@ from backendlab.backends import (
     requested_backend_name,
 )
 from backendlab.errors import BackendlabError, NonFiniteError
-from backendlab.runspec import RunSpec, add_run_arguments
+from backendlab.runspec import RunSpec, add_run_arguments, given_fields
 
 console = Console(stderr=True)
 # Tables are wide; when stdout is not a terminal (a log, a pipe) do not squeeze them to 80 columns.
@@ -48,6 +48,10 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # No abbreviated flags: `train --resume` tells the flags given by their full names.
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
     def error(self, message):  # one line, exit 2
         self.exit(2, f"backendlab: error: {message}\n")
 
@@ -130,31 +134,54 @@ def result_table(result) -> Table:
         table.add_column(key, justify="right")
     for epoch in range(result.config.epochs):
         table.add_row(str(result.config.initial_epoch + epoch + 1), *(f"{result.history[k][epoch]:.6f}" for k in keys))
+    start = f"resumed after epoch {result.config.initial_epoch}" if result.config.initial_epoch else result.config.init
     table.caption = (
         "test: "
         + ", ".join(f"{k}={v:.4f}" for k, v in result.test.items())
-        + f"; training took {result.train_time_s:.2f}s; start checksum {result.start_checksum} ({result.config.init})"
+        + f"; training took {result.train_time_s:.2f}s; start checksum {result.start_checksum} ({start})"
     )
     return table
+
+
+#: After Ctrl-C or SIGTERM, how long torchrun has to stop its ranks before they are killed.
+LAUNCHER_GRACE_S = 5.0
 
 
 def run_train(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from backendlab.results import check_writable, write_json
-    from backendlab.training import check_save_path, prepare, save_model, steps_per_epoch, train
+    from backendlab.training import (
+        check_save_path,
+        prepare,
+        resumed_spec,
+        save_model,
+        steps_per_epoch,
+        train,
+        trained_spec,
+    )
 
     # Where the results go is checked before any work, so a bad path wastes no training.
     if args.save is not None:
         check_save_path(args.save)
     if args.json is not None:
         check_writable(args.json, "--json")
-    spec = RunSpec.from_args(args).check()
+    spec = RunSpec.from_args(args)
+    if args.resume is not None:  # the run saved in the file, with the flags given here on top
+        spec = resumed_spec(args.resume, spec, given_fields(args.argv))
+    spec.check()
     backend = ensure_backend()
     if spec.devices > 1 and backend.launcher and not launched():
         # This backend needs one process per device: check there are enough, start them; rank 0 reports.
         impl(backend).check_devices(spec.devices)
-        return subprocess.call(launch_command(backend, spec.devices, "backendlab", args.argv))
+        from backendlab.processes import ProcessTree
+
+        launcher = ProcessTree(launch_command(backend, spec.devices, "backendlab", args.argv))
+        try:
+            return launcher.proc.wait()
+        finally:
+            # Ctrl-C or SIGTERM: torchrun passes SIGTERM on to every rank; what is left after the grace is killed.
+            launcher.stop(grace_s=LAUNCHER_GRACE_S)
     main_process = is_main_process()
     with console.status(f"building {spec.model} on {backend.name}"):
         prep = prepare(spec, resume=args.resume)
@@ -181,7 +208,7 @@ def run_train(args) -> int:
     if not main_process:  # the other ranks of a multi-process run trained the same model
         return 0
     if args.save:
-        result.saved_model = str(save_model(prep.model, args.save))
+        result.saved_model = str(save_model(prep.model, args.save, trained_spec(prep)))
     out.print(result_table(result))
     if result.start_note:
         out.print(f"note: {result.start_note}", markup=False, highlight=False, soft_wrap=True)
@@ -203,6 +230,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command
     # A plain `kill` must clean up like Ctrl-C does: workers killed, finished results kept.
     signal.signal(signal.SIGTERM, _terminate)
+    if launched():  # a rank torchrun started for `train --devices N`: it must not outlive torchrun
+        from backendlab.processes import die_with_orchestrator
+
+        die_with_orchestrator()
     module = importlib.import_module(SUBCOMMANDS[command][0])
     try:
         return getattr(module, f"run_{command}")(args)
@@ -215,5 +246,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"backendlab: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        console.print("backendlab: interrupted", markup=False)
+        if not launched():  # a rank's interruption is told by the process the user started
+            console.print("backendlab: interrupted", markup=False)
         return 130

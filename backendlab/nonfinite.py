@@ -52,6 +52,14 @@ class NonFiniteWatch:
                 self.found = NonFinite(step, "loss" if _is_loss(name) else "metric", name, word)
         return self.found is not None
 
+    def check_error(self, step: int, exc: BaseException) -> bool:
+        """An error raised in ``step``: where the framework refuses a NaN others compute, it is a NaN loss."""
+        from backendlab.backends import impl
+
+        if self.found is None and impl().refuses_nan(exc):
+            self.found = NonFinite(step, "loss", "loss", "nan")
+        return self.found is not None
+
     def check_weights(self, step: int, model) -> bool:
         """The model's weights (trainable and not), after ``step``, the last step of an epoch."""
         import keras

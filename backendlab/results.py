@@ -133,9 +133,8 @@ class TrainResult:
     info: BackendInfo
     config: RunSpec  # as resolved: data, optimizer and learning rate filled in
     history: dict[str, list[float]]  # per-epoch, keyed by metric name
-    step_losses: list[float]  # the loss of every training batch, in order
+    step_losses: list[float]  # the loss of every training batch, in order, each its own
     # What Keras logs after every batch: the epoch's running mean, weighted by batch size.
-    # Exact as reported; step_losses are recovered from it by differences.
     step_running_loss: list[float]
     test: dict[str, float]  # model.evaluate on the test split
     train_time_s: float  # fit or the custom loop only, not imports or building

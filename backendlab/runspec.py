@@ -142,6 +142,12 @@ def flag_fields() -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(RunSpec) if f.metadata.get("flag")]
 
 
+def given_fields(argv: list[str]) -> set[str]:
+    """The RunSpec fields whose flags appear in ``argv`` (the parser takes no abbreviations)."""
+    flags = {"--" + f.name.replace("_", "-"): f.name for f in flag_fields()}
+    return {flags[arg.split("=", 1)[0]] for arg in argv if arg.split("=", 1)[0] in flags}
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> None:
     """One flag per RunSpec field (``batch_size`` -> ``--batch-size``); ``defaults`` override the spec's."""
     for f in flag_fields():

@@ -7,6 +7,7 @@ backend's, so the same seed gives the same batches on every backend.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ from backendlab.models import build_model, check_compatible, default_data
 from backendlab.nonfinite import NonFiniteWatch
 from backendlab.results import BackendInfo, TrainResult, check_writable
 from backendlab.runspec import RunSpec
+from backendlab.specs import is_callable_spec, load_callable
 
 #: The seed's optimizer: SGD with Nesterov momentum.
 DEFAULT_OPTIMIZER = "sgd"
@@ -85,6 +87,153 @@ def samples_per_epoch(config: RunSpec, num_samples: int) -> int:
 
 def steps_per_epoch(config: RunSpec, num_samples: int) -> int:
     return len(batch_slices(samples_per_epoch(config, num_samples), config.batch_size))
+
+
+# --- the last, partial batch on several devices ---------------------------------------
+
+
+def padded_samples(config: RunSpec, num_samples: int) -> int:
+    """How many zero-weight samples the devices train on in each epoch's last batch, so each has its part.
+
+    fit pads a last batch that does not split evenly to a multiple of the devices (JAX shards a
+    batch only in equal parts; each TensorFlow replica averages its own part). torch's custom
+    loop splits it unevenly and weights each rank by its share; only a rank left with no sample
+    (a last batch smaller than the world) trains on one zero-weight copy.
+    """
+    remainder = samples_per_epoch(config, num_samples) % config.batch_size
+    if config.devices == 1 or not remainder:
+        return 0
+    if config.loop == "fit":
+        return -remainder % config.devices
+    return max(config.devices - remainder, 0)
+
+
+def pad_last_batch(order: np.ndarray, config: RunSpec) -> tuple[np.ndarray, np.ndarray | None]:
+    """``order`` with its last batch padded for fit (:func:`padded_samples`), and fit's sample weights.
+
+    The padding repeats the batch's own first samples (so their losses are finite) with weight 0.
+    Keras divides a batch's weighted losses by all its samples ("sum_over_batch_size"), so the
+    real samples weigh padded/real: the batch's loss and gradient are the mean over its real
+    samples, as on one device. Nothing to pad: ``(order, None)``.
+    """
+    pad = padded_samples(config, len(order)) if config.loop == "fit" else 0
+    if not pad:
+        return order, None
+    start = len(order) - len(order) % config.batch_size
+    weights = np.ones(len(order) + pad, dtype="float32")
+    weights[start:] = (len(order) + pad - start) / (len(order) - start)
+    weights[len(order) :] = 0.0
+    return np.concatenate([order, order[start:][np.arange(pad) % (len(order) - start)]]), weights
+
+
+def check_padding(model, config: RunSpec, num_samples: int) -> None:
+    """Refuse a model that zero-weight padding would train differently from one device."""
+    import keras
+
+    pad = padded_samples(config, num_samples)
+    if not pad:
+        return
+    remainder = samples_per_epoch(config, num_samples) % config.batch_size
+    what = (
+        f"each epoch's last batch of {remainder} samples does not split evenly across {config.devices} devices, "
+        f"so the devices also train on {pad} zero-weight {'copy' if pad == 1 else 'copies'} of its samples"
+    )
+    norms = [layer.name for layer in _sublayers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    if norms:
+        raise UsageError(
+            f"{what}, which BatchNormalization layer {norms[0]!r} would count in its batch statistics: "
+            "use --drop-remainder"
+        )
+    # Re-weighting the real samples is exact only where a batch's loss is a mean over its samples.
+    for loss in keras.tree.flatten(getattr(model, "loss", None)):
+        if isinstance(loss, keras.losses.Loss) and loss.reduction not in ("sum_over_batch_size", "mean"):
+            raise UsageError(
+                f"{what}, and loss {loss.name!r} (reduction {loss.reduction!r}) is not a mean over the batch: "
+                "use --drop-remainder"
+            )
+    # fit hands its metrics= no sample weights (the custom loop computes them on the real samples alone).
+    if config.loop == "fit" and getattr(model, "compiled", False) and model.get_compile_config().get("metrics"):
+        raise UsageError(
+            f"{what}, which the model's metrics would count, as Keras gives them no sample weights: "
+            "compile them as weighted_metrics (the same numbers without weights), or use --drop-remainder"
+        )
+
+
+@functools.cache
+def _sample_means_class():
+    import keras
+
+    class SampleMeans(keras.callbacks.Callback):
+        """The epoch's loss trackers as means over its real samples, as fit logs the loss on one device.
+
+        Keras's ``Mean`` trackers (the loss, each output's loss, a model's own) weigh a batch by
+        its size, padding included (:func:`pad_last_batch`), or, where its shape is not known
+        when traced, count it once per replica (TensorFlow's per-output losses), which a last,
+        partial batch makes a different mean. Each batch's value is recovered from the running
+        means and re-weighed by its real samples in ``means``; a tracker that counted exactly
+        those is left as Keras logged it.
+
+        On a padded batch fit gives the loss's sample weights to the compiled metrics too, where
+        padded/real would count the batch as padded-size: during fit they see 1 per real sample.
+        """
+
+        def __init__(self, real: list[int], padded: list[int], replicas: int):
+            super().__init__()
+            self.real, self.padded = np.array(real, dtype=float), np.array(padded, dtype=float)
+            self.replicas = replicas
+            self.means: dict[str, float] = {}
+
+        def on_train_begin(self, logs=None):
+            self.own = None
+            if np.array_equal(self.real, self.padded):
+                return
+            model = self.model
+            self.own = (model.__dict__.get("compute_metrics"),)
+            original = model.compute_metrics
+
+            def compute_metrics(x, y, y_pred, sample_weight=None):
+                if sample_weight is not None:
+                    sample_weight = keras.tree.map_structure(
+                        lambda w: keras.ops.cast(keras.ops.greater(w, 0), w.dtype), sample_weight
+                    )
+                return original(x, y, y_pred, sample_weight)
+
+            model.compute_metrics = compute_metrics
+
+        def on_train_end(self, logs=None):
+            if self.own is None:
+                return
+            if self.own[0] is None:
+                del self.model.compute_metrics  # back to the class's
+            else:
+                self.model.compute_metrics = self.own[0]
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.runs: dict[str, list[float]] = defaultdict(list)
+
+        def on_train_batch_end(self, batch, logs=None):
+            for key, value in (logs or {}).items():
+                self.runs[key].append(float(value))
+
+        def on_epoch_end(self, epoch, logs=None):
+            for tracker in self.model.metrics:  # the loss tracker, the per-output ones, a model's own
+                runs = self.runs.get(tracker.name, [])
+                if not runs or tracker.name not in (logs or {}) or not isinstance(tracker, keras.metrics.Mean):
+                    continue
+                real, padded = self.real[: len(runs)], self.padded[: len(runs)]
+                count = float(keras.ops.convert_to_numpy(tracker.count))
+                if count == real.sum():
+                    continue  # it counted the real samples
+                if count == padded.sum():
+                    counted = padded
+                elif count in (len(runs), self.replicas * len(runs)):
+                    counted = np.ones(len(runs))  # once per batch, or once per replica and batch
+                else:
+                    continue  # counted in a way not known here
+                values = np.diff(np.array(runs) * np.cumsum(counted), prepend=0.0) / counted
+                self.means[tracker.name] = float(values @ real / real.sum())
+
+    return SampleMeans
 
 
 # --- stochastic layers ----------------------------------------------------------------
@@ -199,6 +348,7 @@ def prepare(
     spec = spec.replace(data=spec.data or default_data(spec.model))
     dataset = load_dataset(spec.data, spec.seed)
     net, spec, start = build_and_compile(spec, dataset, resume, initial_weights)
+    check_padding(net, spec, dataset.num_train)
     # Built on a real sample before anything is taken from it (a lazily built subclassed model).
     sample = dataset.take("train", np.arange(min(spec.batch_size, dataset.num_train)))[0]
     found = stochastic_layers(net, sample)
@@ -212,7 +362,8 @@ def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:
 
     A backend that needs one process per device (torch under torchrun) trains with the custom
     loop, as Keras's fit has no path for that; the others drive their engine through fit.
-    Each epoch's last, partial batch is dropped so every step splits evenly.
+    Each epoch's last, partial batch is kept, as on one device (see :func:`padded_samples`);
+    ``drop_remainder`` drops it.
     """
     if spec.devices == 1:
         return spec
@@ -225,7 +376,7 @@ def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:
             "the custom loop runs data-parallel on torch only"
         )
     request_devices(backend, spec.devices)
-    return spec.replace(loop=loop, drop_remainder=True)
+    return spec.replace(loop=loop)
 
 
 def build_and_compile(
@@ -239,8 +390,11 @@ def build_and_compile(
     with scope:
         keras.utils.set_random_seed(spec.seed)
         if resume is not None:
+            saved = saved_run(resume)
+            if saved is not None and is_callable_spec(saved.model):
+                load_callable(saved.model, "model")  # the user's file registers its custom classes
             net = load_model(resume)
-            spec = spec.replace(model=str(resume))
+            spec = spec.replace(model=saved.model if saved else str(resume))
         else:
             net = build_model(spec.model, dataset)
         check_compatible(net, dataset, spec.model)  # also builds a lazily built model on a real sample
@@ -252,7 +406,9 @@ def build_and_compile(
             net.compile(
                 optimizer=make_optimizer(optimizer_name, spec.learning_rate),
                 loss=dataset.loss(),
-                metrics=dataset.metrics(),
+                # Weighted, as the loss is: the same numbers without sample weights, and on
+                # several devices they do not count the padding of a last batch (pad_last_batch).
+                weighted_metrics=dataset.metrics(),
             )
     learning_rate = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate))
     spec = spec.replace(optimizer=optimizer_name, learning_rate=learning_rate)
@@ -307,7 +463,7 @@ def load_model(path: str | os.PathLike):
         raise UsageError(f"{str(path)!r} is not a saved .keras model file")
     config = _archive_config(path)
     try:
-        return keras.saving.load_model(path)
+        model = keras.saving.load_model(path)
     except Exception as exc:  # a file from elsewhere can fail in any layer's from_config
         chain = [exc]  # Keras wraps the cause ("Could not locate class 'Fault'") in a generic message
         while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:
@@ -320,23 +476,80 @@ def load_model(path: str | os.PathLike):
         raise UsageError(
             f"{str(path)!r} cannot be loaded: {what} Python code, which Keras does not load from a file (safe mode)"
         ) from None
+    if getattr(model, "compiled", False):
+        # Its compile settings came from the backend that saved it: JAX's resolved jit_compile=True
+        # would mean torch.compile here. Let Keras resolve "auto" again for this backend.
+        model.jit_compile = None
+    return model
+
+
+#: The log key under which fit reports each batch's own loss (see :func:`record_step_losses`).
+STEP_LOSS = "_backendlab_step_loss"
+
+
+def record_step_losses(model) -> bool:
+    """Make ``fit`` log each batch's own loss beside the epoch's running mean; False where it cannot.
+
+    Keras logs only the running mean of the epoch's losses, kept in float32: recovering a batch's
+    loss from it costs about k * 6e-8 relative at step k. So the model's loss tracker (the one
+    ``Mean`` every backend's ``train_step`` updates with the batch's loss) is replaced by one that
+    also keeps the last value; its variables are metric variables, so JAX's stateless step carries
+    them too. Under a data-parallel strategy the tracker's replicas would each hold their share, so
+    there backendlab keeps recovering losses from the running mean.
+    """
+    import keras
+
+    tracker = getattr(model, "_loss_tracker", None)  # Keras 3's private name; absent: fall back
+    if tracker is None or type(tracker) is not keras.metrics.Mean:
+        return isinstance(tracker, keras.metrics.Mean) and hasattr(tracker, "last")
+    # Set past Keras's attribute tracking, which refuses new state on a built model; Keras reads
+    # the tracker from this attribute alone (``Trainer.metrics``), so nothing else must know of it.
+    object.__setattr__(model, "_loss_tracker", _step_loss_tracker_class()(name=tracker.name))
+    return True
+
+
+@functools.cache
+def _step_loss_tracker_class():
+    import keras
+
+    class StepLossTracker(keras.metrics.Mean):
+        def __init__(self, name="loss", dtype=None):
+            super().__init__(name=name, dtype=dtype)
+            self.last = self.add_variable(shape=(), initializer="zeros", dtype=self.dtype, name="last")
+
+        def update_state(self, values, sample_weight=None):
+            super().update_state(values, sample_weight)
+            self.last.assign(keras.ops.cast(keras.ops.mean(values), self.dtype))
+
+        def reset_state(self):
+            super().reset_state()
+            self.last.assign(0)
+
+        def result(self):
+            return {self.name: super().result(), STEP_LOSS: keras.ops.cast(self.last, self.dtype)}
+
+    return StepLossTracker
 
 
 def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: NonFiniteWatch):
-    """``model.fit`` one epoch at a time on backendlab's batch order; per-step losses from the running mean.
+    """``model.fit`` one epoch at a time on backendlab's batch order, with each batch's own loss.
 
     Stops after the first step or epoch in which ``watch`` finds a NaN or inf; history keeps complete epochs only.
     """
     import keras
 
     config, data = prep.config, prep.data
-    sizes = [s.stop - s.start for s in batch_slices(len(orders[0]), config.batch_size)]
+    real = [s.stop - s.start for s in batch_slices(len(orders[0]), config.batch_size)]
+    # As fit sees them: the last batch padded to split across the devices (pad_last_batch).
+    sizes = [*real[:-1], real[-1] + padded_samples(config, len(orders[0]))]
     step_losses: list[float] = []
     running: list[float] = []
 
+    exact = config.devices == 1 and record_step_losses(prep.model)
+
     class StepLosses(keras.callbacks.Callback):
-        # Keras logs the running mean of the epoch's losses weighted by batch size;
-        # the difference of running totals recovers each batch's own loss.
+        # Each batch's own loss, as the tracker logs it; in data-parallel runs the difference of
+        # the running totals (Keras's running mean, weighted by batch size) recovers it.
         def on_epoch_begin(self, epoch, logs=None):
             self.total, self.seen = 0.0, 0
 
@@ -344,30 +557,44 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: Non
             seen = self.seen + sizes[batch]
             running.append(float(logs["loss"]))
             total = running[-1] * seen
-            step_losses.append((total - self.total) / sizes[batch])
+            step_losses.append(float(logs[STEP_LOSS]) if exact else (total - self.total) / sizes[batch])
             self.total, self.seen = total, seen
             if on_step:
                 on_step(len(step_losses), step_losses[-1])
-            if watch.check_logs(len(step_losses), logs):
+            if watch.check_logs(len(step_losses), {k: v for k, v in logs.items() if k != STEP_LOSS}):
                 prep.model.stop_training = True  # as keras.callbacks.TerminateOnNaN does
 
     history: dict[str, list[float]] = defaultdict(list)
     for epoch, order in enumerate(orders, start=config.initial_epoch):
+        order, weights = pad_last_batch(order, config)
+        means = _sample_means_class()(real, sizes, config.devices)
         x, y = data.take("train", order)
-        h = prep.model.fit(
-            x,
-            y,
-            batch_size=config.batch_size,
-            epochs=epoch + 1,
-            initial_epoch=epoch,
-            shuffle=False,
-            verbose=0,
-            callbacks=[StepLosses()],
-        )
+        try:
+            h = prep.model.fit(
+                x,
+                y,
+                batch_size=config.batch_size,
+                epochs=epoch + 1,
+                initial_epoch=epoch,
+                shuffle=False,
+                verbose=0,
+                sample_weight=weights,
+                callbacks=[StepLosses(), means],
+            )
+        except Exception as exc:
+            if not watch.check_error(len(step_losses) + 1, exc):
+                raise
+            step_losses.append(float("nan"))
+            running.append(float("nan"))
         if watch.found:
             break
         for key, values in h.history.items():
-            history[key].extend(float(v) for v in values)
+            if key != STEP_LOSS:
+                history[key].extend(float(v) for v in values)
+        for key, mean in means.means.items():  # where Keras's trackers counted padding, or batches
+            history[key][-1] = mean
+            if key == "loss":
+                running[-1] = mean
         if watch.check_weights(len(step_losses), prep.model):
             break
     return dict(history), step_losses, running
@@ -391,7 +618,14 @@ def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: 
         total, seen = f32(0), f32(0)
         prep.model.reset_metrics()
         for part in batch_slices(len(order), config.batch_size):
-            x, y, loss, y_pred = step.run(*data.take("train", order[part]))
+            try:
+                x, y, loss, y_pred = step.run(*data.take("train", order[part]))
+            except Exception as exc:
+                if not watch.check_error(len(step_losses) + 1, exc):
+                    raise
+                step_losses.append(float("nan"))
+                running.append(float("nan"))
+                break
             # The compiled metrics accumulate over the epoch, as in fit.
             metrics = prep.model.compute_metrics(x, y, y_pred, sample_weight=None)
             loss = float(keras.ops.convert_to_numpy(loss))
@@ -449,7 +683,7 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
     if watch.found:
         raise NonFiniteError(watch.found.message, result)
     test = model.evaluate(data.x_test, data.y_test, batch_size=config.batch_size, verbose=0, return_dict=True)
-    result.test = {k: float(v) for k, v in test.items()}
+    result.test = {k: float(v) for k, v in test.items() if k != STEP_LOSS}
     return result
 
 
@@ -465,18 +699,56 @@ def check_save_path(path: str | os.PathLike) -> None:
     check_writable(path, "--save")
 
 
-def save_model(model, path: str | os.PathLike) -> Path:
-    """``model.save`` to a temporary name, then rename: no half-written ``.keras`` file."""
+#: The entry of a ``.keras`` archive where backendlab keeps the run that trained the model.
+RUN_ENTRY = "backendlab_run.json"
+
+
+def save_model(model, path: str | os.PathLike, spec: RunSpec | None = None) -> Path:
+    """``model.save`` to a temporary name, then rename: no half-written ``.keras`` file.
+
+    With ``spec``, the file also carries the run (as :func:`saved_run` reads it), so
+    ``train --resume FILE`` continues it without repeating its flags.
+    """
     path = Path(path)
     check_save_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     try:
         model.save(tmp)
+        if spec is not None:  # Keras reads only its own entries; this one rides along
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(RUN_ENTRY, json.dumps(spec.to_dict()))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def trained_spec(prep: Prepared) -> RunSpec:
+    """The run as a saved model carries it: its settings, with the epochs done so far."""
+    return prep.config.replace(initial_epoch=prep.config.initial_epoch + prep.config.epochs)
+
+
+def saved_run(path: str | os.PathLike) -> RunSpec | None:
+    """The run a backendlab-saved ``.keras`` file carries (epochs done in ``initial_epoch``), or None."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if RUN_ENTRY not in archive.namelist():
+                return None
+            return RunSpec.from_dict(json.loads(archive.read(RUN_ENTRY)))
+    except (OSError, zipfile.BadZipFile, ValueError, TypeError, UsageError):
+        return None  # not a backendlab file, or a damaged one: load_model says what is wrong with it
+
+
+def resumed_spec(path: str | os.PathLike, spec: RunSpec, given: set[str]) -> RunSpec:
+    """The run to continue from ``path``: the one saved in it, with the settings in ``given`` taken from ``spec``.
+
+    A file saved elsewhere carries no run: ``spec`` as it is.
+    """
+    saved = saved_run(path)
+    if saved is None:
+        return spec
+    return saved.replace(**{name: getattr(spec, name) for name in given}, initial_epoch=0)
 
 
 def run_training(
@@ -499,5 +771,5 @@ def run_training(
     prep = prepare(model, data, **options)
     result = train(prep, on_step)
     if save is not None:
-        result.saved_model = str(save_model(prep.model, save))
+        result.saved_model = str(save_model(prep.model, save, trained_spec(prep)))
     return result

@@ -5,6 +5,12 @@ The orchestrator writes ``job.json`` into a fresh folder and starts
 ``progress.json`` now and then and ``result.json`` at the end, each atomically, and
 its stdout and stderr go to ``worker.log``. A worker that raises, is killed by a
 signal, or runs past its timeout is reported as such with the tail of its log.
+
+No process a worker starts outlives it (:class:`~backendlab.processes.ProcessTree`): a timeout, Ctrl-C or
+SIGTERM kills the worker and everything below it, torchrun's ranks included (torchrun
+starts each in a session of its own, out of reach of the worker's process group), and
+on Linux each of them dies with its parent, so not even a SIGKILL of the orchestrator
+leaves one writing into the output folder.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 
 from backendlab.backends import ALL_BACKENDS, is_main_process, launch_command
 from backendlab.errors import UsageError
+from backendlab.processes import ProcessTree, die_with_orchestrator
 from backendlab.results import read_json, write_json
 
 JOB, RESULT, PROGRESS, LOG = "job.json", "result.json", "progress.json", "worker.log"
@@ -88,14 +95,14 @@ def run_worker(
     full_env = {**os.environ, **QUIET_ENV, **(env or {}), "KERAS_BACKEND": backend}
     start = time.perf_counter()
     with open(workdir / LOG, "wb") as log:
-        proc = subprocess.Popen(
+        tree = ProcessTree(
             launch_command(ALL_BACKENDS[backend], devices, module, [str(workdir / JOB)]),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=full_env,
-            start_new_session=True,  # its own process group: a timeout kills its children too
         )
+        proc = tree.proc
         timed_out = False
         try:
             while proc.poll() is None:
@@ -109,9 +116,8 @@ def run_worker(
                         pass
                 time.sleep(poll_s)
         finally:
-            if proc.poll() is None:  # timed out, or the orchestrator was interrupted
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            # Timed out, interrupted, or done: nothing the worker started (torchrun's ranks) lives on.
+            tree.kill()
     wall = time.perf_counter() - start
     rc = proc.returncode
     tail = _tail(workdir / LOG)
@@ -148,6 +154,7 @@ class Progress:
 
 def worker_main(handler: Callable[[dict, Path, Progress], dict]) -> int:
     """Entry point of a worker module: read the job, run ``handler``, write its result."""
+    die_with_orchestrator()
     job_path = Path(sys.argv[1])
     workdir = job_path.parent
     job = read_json(job_path)

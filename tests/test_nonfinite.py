@@ -80,9 +80,7 @@ def test_train_stops_at_the_first_nan_loss_exits_1_and_saves_nothing(loop, backe
 
 def test_train_json_records_the_run_up_to_the_nonfinite_step(backend, tmp_path):
     out = tmp_path / "run.json"
-    proc = run_cli(
-        "train", "--model", FAULTY, "--json", str(out), env={"BACKENDLAB_TEST_FAULTS": f"{backend}:nan"}
-    )
+    proc = run_cli("train", "--model", FAULTY, "--json", str(out), env={"BACKENDLAB_TEST_FAULTS": f"{backend}:nan"})
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip() == (
         f"backendlab: error: training loss became nan at step 1; stopped, model not saved; the run so far is in {out}"
@@ -139,21 +137,24 @@ def test_a_regression_that_blows_up_stops_at_its_first_nonfinite_step():
     losses = err.value.result.step_losses
     assert found.quantity == "loss" and found.step == len(losses) and found.value in ("nan", "inf")
     assert all(math.isfinite(v) for v in losses[:-1]) and not math.isfinite(losses[-1])
-    assert re.fullmatch(rf"training loss became {found.value} at step {found.step}( \(in '\w+_loss'\))?", str(err.value))
+    assert re.fullmatch(
+        rf"training loss became {found.value} at step {found.step}( \(in '\w+_loss'\))?", str(err.value)
+    )
 
 
 # --- compare, across worker processes --------------------------------------------------------
 
 
 @pytest.mark.cross
-def test_compare_reports_a_nonfinite_backend_and_writes_every_report_file(tmp_path):
+@pytest.mark.parametrize("faulty", ["tensorflow", "torch"])  # torch raises where the others compute a NaN
+def test_compare_reports_a_nonfinite_backend_and_writes_every_report_file(faulty, tmp_path):
     out, copy = tmp_path / "run", tmp_path / "copy.json"
     proc = run_cli(
         "compare",
         "--model",
         FAULTY,
         "--backends",
-        "jax,tensorflow",
+        f"jax,{faulty}",
         "--epochs",
         "1",
         "--no-portability",
@@ -161,23 +162,23 @@ def test_compare_reports_a_nonfinite_backend_and_writes_every_report_file(tmp_pa
         str(out),
         "--json",
         str(copy),
-        env={"BACKENDLAB_TEST_FAULTS": "tensorflow:nan"},
+        env={"BACKENDLAB_TEST_FAULTS": f"{faulty}:nan"},
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     report = _strict((out / "report.json").read_text())
     assert _strict(copy.read_text()) == report
     assert report["verdict"] == "failed"
-    tf = report["backends"]["tensorflow"]
-    assert tf["status"] == "nonfinite" and tf["nonfinite_step"] == 1
-    assert tf["nonfinite"] == {"step": 1, "quantity": "loss", "name": "loss", "value": "nan"}
-    assert tf["message"] == "training loss became nan at step 1"
-    assert tf["step_losses"] == [None] and tf["test"] == {}
+    bad = report["backends"][faulty]
+    assert bad["status"] == "nonfinite" and bad["nonfinite_step"] == 1
+    assert bad["nonfinite"] == {"step": 1, "quantity": "loss", "name": "loss", "value": "nan"}
+    assert bad["message"] == "training loss became nan at step 1"
+    assert bad["step_losses"] == [None] and bad["test"] == {}
     assert report["backends"]["jax"]["status"] == "ok"
     md = (out / "report.md").read_text()
     assert md.startswith("# backendlab compare: FAILED")
-    assert "| tensorflow | nonfinite | diverge |" in md
-    assert "- **tensorflow**: training loss became nan at step 1" in md
+    assert f"| {faulty} | nonfinite | diverge |" in md
+    assert f"- **{faulty}**: training loss became nan at step 1" in md
     assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not (out / "tensorflow" / "model.keras").exists()  # a broken model is not saved
-    assert "tensorflow: training loss became nan at step 1" in proc.stdout
+    assert not (out / faulty / "model.keras").exists()  # a broken model is not saved
+    assert f"{faulty}: training loss became nan at step 1" in proc.stdout

@@ -2,6 +2,9 @@
 
 ``devices()``            names of the devices the framework sees
 ``sync(tree)``           wait until every array in ``tree`` is computed
+``refuses_nan(exc)``     whether ``exc`` is the framework refusing a NaN where others compute
+                         one (torch's binary cross-entropy raises on NaN predictions), so
+                         training reports a NaN loss there as on every other backend
 ``make_train_step(model, loss_fn, optimizer)``
                          a function ``(x, y) -> (loss, y_pred)`` that takes one optimizer
                          step with the framework's own autodiff, compiled where the

@@ -24,6 +24,12 @@ def sync(tree=None) -> None:
         torch.cuda.synchronize()
 
 
+def refuses_nan(exc: BaseException) -> bool:
+    # Keras clips predictions into (0, 1) before torch's binary_cross_entropy, so only a NaN is left outside it;
+    # torch raises where the other backends return a NaN loss.
+    return isinstance(exc, RuntimeError) and "all elements of input should be between 0 and 1" in str(exc)
+
+
 def check_devices(devices: int) -> None:
     # Under torchrun on several hosts, each host must hold only its own share.
     local = int(os.environ.get("LOCAL_WORLD_SIZE", devices))
@@ -54,11 +60,22 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def _gather(shard):
-    """Every rank's share of the batch, in rank order: the global batch."""
-    parts = [torch.empty_like(shard) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, shard.contiguous())
-    return torch.cat(parts)
+def _shares(n: int, world: int) -> list[int]:
+    """How many of a batch's ``n`` samples each rank trains on: as even as can be, in rank order."""
+    return [(r + 1) * n // world - r * n // world for r in range(world)]
+
+
+def _gather(shard, shares: list[int]):
+    """Every rank's share of the batch, in rank order: the global batch.
+
+    all_gather moves equal sizes, so each shard travels padded to the largest share and is cut back.
+    """
+    size = max(shares)
+    if len(shard) < size:
+        shard = torch.cat([shard, shard.new_zeros((size - len(shard), *shard.shape[1:]))])
+    parts = [torch.empty_like(shard[:size]) for _ in shares]
+    dist.all_gather(parts, shard[:size].contiguous())
+    return torch.cat([part[:count] for part, count in zip(parts, shares)])
 
 
 def make_train_step(model, loss_fn, optimizer):
@@ -75,10 +92,16 @@ def make_train_step(model, loss_fn, optimizer):
         share = 1.0
         if world > 1:
             n = len(keras.tree.flatten(x)[0])
-            part = slice(rank * n // world, (rank + 1) * n // world)
+            shares = _shares(n, world)
+            start = sum(shares[:rank])
+            # DDP averages over ranks, each rank's loss being the mean over its share; weighting
+            # each by its share of the batch makes that the mean over the batch's samples, also
+            # when the shares differ (a last, partial batch).
+            share = shares[rank] * world / n
+            # A rank left without a sample (a batch smaller than the world) still takes part in
+            # DDP's all-reduce: it trains on a copy of the batch's first sample, weighted zero.
+            part = slice(start, start + shares[rank]) if shares[rank] else slice(0, 1)
             x, y = (keras.tree.map_structure(lambda a: a[part], t) for t in (x, y))
-            # DDP averages over ranks; weighting by the share makes that the global mean.
-            share = (part.stop - part.start) * world / n
         y_pred = net(x, training=True)
         loss = loss_fn(y, y_pred)
         for extra in model.losses:  # regularization, as fit adds it
@@ -93,7 +116,7 @@ def make_train_step(model, loss_fn, optimizer):
         if world > 1:  # report the global batch's loss and predictions, as one device would
             loss = loss * share / world
             dist.all_reduce(loss)
-            y_pred = keras.tree.map_structure(_gather, y_pred)
+            y_pred = keras.tree.map_structure(lambda t: _gather(t, shares), y_pred)
         return loss, y_pred
 
     return step

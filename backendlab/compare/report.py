@@ -49,7 +49,8 @@ def _rows(report, quantities: list[str]):
             for q in quantities
         ]
         test = ", ".join(f"{k}={_num(v, '.4f')}" for k, v in r.test.items())
-        time = f"{_num(r.train_time_s, '.2f')}s" if r.train_time_s is not None else "-"
+        time = _num(r.train_time_s, ".2f")
+        time = time + "s" if time[-1].isdigit() else "-"  # none measured (or none finite): no time
         yield r.backend, r.status, r.verdict or "-", r.initial_checksum or "-", time, test, diffs, r.message
 
 
@@ -154,7 +155,8 @@ def loss_curves_png(report) -> bytes | None:
     styles = ["-", "--", ":", "-."]
     for i, (backend, losses) in enumerate(runs.items()):
         shown = np.where(np.isfinite(losses), losses, np.nan)
-        top.plot(np.arange(1, len(losses) + 1), shown, styles[i % 4], label=backend, linewidth=1.4)
+        marker = "." if len(losses) < 50 else None  # a short run cut by a NaN may have no two points to join
+        top.plot(np.arange(1, len(losses) + 1), shown, styles[i % 4], marker=marker, label=backend, linewidth=1.4)
         step = report.backends[backend].nonfinite_step
         if step is not None:
             top.axvline(step, color="red", linestyle=styles[i % 4], linewidth=0.8, label=f"{backend}: non-finite")

@@ -91,5 +91,5 @@ class CompareReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> CompareReport:
-        """A report read back from ``report.json``; the terminal table, markdown and plot draw it as they drew the original."""
+        """A report read back from ``report.json``: the table, markdown and plot draw it as they drew the original."""
         return cls(**{**d, "backends": {k: BackendReport.from_dict(v) for k, v in d["backends"].items()}})

@@ -43,7 +43,7 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
-    from backendlab.training import predict, prepare, save_model, steps_per_epoch, train
+    from backendlab.training import predict, prepare, save_model, steps_per_epoch, train, trained_spec
 
     initial = Path(job["initial_weights"])
     progress(0, 1, "building")
@@ -74,7 +74,7 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
     if main:
         save_npz(workdir / "weights.npz", flatten(prep.model.get_weights(), "w"))
         save_npz(workdir / "predictions.npz", predictions)
-        save_model(prep.model, workdir / "model.keras")
+        save_model(prep.model, workdir / "model.keras", trained_spec(prep))
     return {**result.to_dict(), "initial_checksum": start_checksum}
 
 
@@ -82,6 +82,7 @@ def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
     import keras
 
     from backendlab.data import load_dataset
+    from backendlab.training import load_model
 
     spec = RunSpec.from_dict(job["run"])
     data = load_dataset(spec.data, spec.seed)
@@ -94,7 +95,7 @@ def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
     for i, (saver, path) in enumerate(todo.items()):
         progress(i, len(todo), f"loading {saver}'s model")
         try:
-            model = keras.saving.load_model(path)
+            model = load_model(path)
             y = model.predict(data.x_test, batch_size=spec.batch_size, verbose=0)
             save_npz(workdir / f"from-{saver}.npz", flatten(y))
             out[saver] = f"from-{saver}.npz"
