@@ -80,7 +80,7 @@ class RunSpec:
         "the global batch is split across them (default: 1)",
         type=positive_int,
     )
-    drop_remainder: bool = option(False, "leave out each epoch's last, partial batch (always on with --devices > 1)")
+    drop_remainder: bool = option(False, "leave out each epoch's last, partial batch, on one device or several")
     disable_stochastic: bool = option(
         False, "run Dropout, GaussianNoise, random augmentation, ... as in inference, for an exact comparison"
     )
