@@ -44,11 +44,14 @@ def test_a_flag_given_on_resume_overrides_and_a_data_that_does_not_fit_is_one_li
 @pytest.mark.cross
 def test_a_cnn_saved_on_one_backend_resumes_on_another_from_the_file_alone(tmp_path):
     first, last = BACKEND_NAMES[0], BACKEND_NAMES[-1]
-    saved, resumed = tmp_path / "cnn.keras", tmp_path / "resumed.json"
-    _train("--model", "cnn", "--optimizer", "adam", "--epochs", "2", "--save", str(saved), backend=first)
+    saved, before, resumed = tmp_path / "cnn.keras", tmp_path / "before.json", tmp_path / "resumed.json"
+    _train("--model", "cnn", "--optimizer", "adam", "--epochs", "2", "--save", str(saved), "--json", str(before),
+           backend=first)  # fmt: skip
     _train("--resume", str(saved), "--epochs", "1", "--json", str(resumed), backend=last)
     result = json.loads(resumed.read_text())
     assert result["backend"] == last
     config = result["config"]
     assert (config["model"], config["data"], config["initial_epoch"]) == ("cnn", "digits", 2)
-    assert result["test"]["accuracy"] > 0.5
+    assert (config["optimizer"], config["batch_size"]) == ("adam", 32)
+    # It went on from the saved weights and optimizer state, not from a fresh start.
+    assert result["history"]["loss"][0] < json.loads(before.read_text())["history"]["loss"][-1]
