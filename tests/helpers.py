@@ -46,3 +46,17 @@ def run_python(code: str, *, env: dict | None = None, timeout: float = 300) -> s
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """``backendlab ARGS``, as a user runs it."""
     return run([sys.executable, "-m", "backendlab", *args], env=env, timeout=timeout)
+
+
+def assert_file_passes_without_framework(test_file: str, guard: str) -> None:
+    """Every test of ``test_file`` but ``guard`` (the caller), in a fresh interpreter: all pass, no framework loads."""
+    code = (
+        "import sys, pytest\n"
+        f"rc = pytest.main(['-q', '-p', 'no:cacheprovider', {test_file!r}, '-k', 'not {guard}'])\n"
+        f"print('frameworks imported:', [m for m in {('keras', *FRAMEWORKS)!r} if m in sys.modules])\n"
+        "sys.exit(rc)\n"
+    )
+    done = run_python(code, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "frameworks imported: []" in done.stdout
+    assert " failed" not in done.stdout and " passed" in done.stdout

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import FRAMEWORKS, run_python
+from helpers import assert_file_passes_without_framework
 from rich.console import Console
 
 from backendlab import results
@@ -422,18 +422,7 @@ def test_bench_report_survives_a_json_round_trip():
 
 # --- the guard -------------------------------------------------------------------------
 
-GUARD = "test_units_import_no_framework"
-
 
 def test_units_import_no_framework():
     """Everything above, run again in a fresh interpreter, passes and imports no framework."""
-    code = (
-        "import sys, pytest\n"
-        f"rc = pytest.main(['-q', '-p', 'no:cacheprovider', {__file__!r}, '-k', 'not {GUARD}'])\n"
-        f"print('frameworks imported:', [m for m in {('keras', *FRAMEWORKS)!r} if m in sys.modules])\n"
-        "sys.exit(rc)\n"
-    )
-    done = run_python(code, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "frameworks imported: []" in done.stdout
-    assert " failed" not in done.stdout and " passed" in done.stdout
+    assert_file_passes_without_framework(__file__, "test_units_import_no_framework")
