@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from backendlab.backends import BACKEND_NAMES
 from backendlab.compare.results import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_STAT_RTOL, CompareOptions
@@ -65,17 +66,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args) -> CompareOptions:
-    return CompareOptions(
-        run=RunSpec.from_args(args),
-        backends=args.backends,
-        reference=args.reference,
-        rtol=args.rtol,
-        atol=args.atol,
-        stat_rtol=args.stat_rtol,
-        portability=args.portability,
-        timeout=args.timeout,
-        out=args.out,
-    )
+    """Every CompareOptions field from the flag of the same name; the run's own from RunSpec's flags."""
+    own = {f.name: getattr(args, f.name) for f in dataclasses.fields(CompareOptions) if f.name != "run"}
+    return CompareOptions(run=RunSpec.from_args(args), **own)
 
 
 def run_compare(args) -> int:
