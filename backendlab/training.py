@@ -500,8 +500,10 @@ def record_step_losses(model) -> bool:
     import keras
 
     tracker = getattr(model, "_loss_tracker", None)  # Keras 3's private name; absent: fall back
-    if tracker is None or type(tracker) is not keras.metrics.Mean:
-        return isinstance(tracker, keras.metrics.Mean) and hasattr(tracker, "last")
+    if isinstance(tracker, _step_loss_tracker_class()):
+        return True  # installed by an earlier run on this model
+    if type(tracker) is not keras.metrics.Mean:
+        return False  # absent, or a tracker of the user's own: left as it is
     # Set past Keras's attribute tracking, which refuses new state on a built model; Keras reads
     # the tracker from this attribute alone (``Trainer.metrics``), so nothing else must know of it.
     object.__setattr__(model, "_loss_tracker", _step_loss_tracker_class()(name=tracker.name))
