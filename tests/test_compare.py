@@ -25,6 +25,11 @@ def _report(folder: Path) -> dict:
     return json.loads((folder / "report.json").read_text())
 
 
+def _compare_with_faults(out: Path, faults: str, *args: str):
+    """``compare`` on the fault fixture, each backend doing what ``faults`` says (see faulty_models.py)."""
+    return run_cli("compare", "--model", FAULTY, *args, "--out", str(out), env={"BACKENDLAB_TEST_FAULTS": faults})
+
+
 @pytest.fixture(scope="module")
 def seed_compare(tmp_path_factory):
     """The seed example on all three backends, through the command line."""
@@ -98,19 +103,7 @@ def test_every_zoo_model_agrees_across_backends(model, tmp_path):
 
 @cross
 def test_a_layer_that_computes_differently_on_one_backend_diverges(tmp_path):
-    proc = run_cli(
-        "compare",
-        "--model",
-        FAULTY,
-        "--backends",
-        "jax,torch",
-        "--epochs",
-        "2",
-        "--no-portability",
-        "--out",
-        str(tmp_path),
-        env={"BACKENDLAB_TEST_FAULTS": "torch:drift"},
-    )
+    proc = _compare_with_faults(tmp_path, "torch:drift", "--backends", "jax,torch", "--epochs", "2", "--no-portability")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     report = _report(tmp_path)
     torch = report["backends"]["torch"]
@@ -127,17 +120,7 @@ def test_a_layer_that_computes_differently_on_one_backend_diverges(tmp_path):
 
 @cross
 def test_worker_that_raises_or_is_killed_is_reported_and_the_rest_kept(tmp_path):
-    proc = run_cli(
-        "compare",
-        "--model",
-        FAULTY,
-        "--epochs",
-        "2",
-        "--no-portability",
-        "--out",
-        str(tmp_path),
-        env={"BACKENDLAB_TEST_FAULTS": "tensorflow:raise,torch:crash"},
-    )
+    proc = _compare_with_faults(tmp_path, "tensorflow:raise,torch:crash", "--epochs", "2", "--no-portability")
     assert proc.returncode == 1
     report = _report(tmp_path)
     b = report["backends"]
@@ -155,19 +138,8 @@ def test_worker_that_raises_or_is_killed_is_reported_and_the_rest_kept(tmp_path)
 
 @cross
 def test_worker_that_hangs_times_out_and_nan_is_reported_with_its_step(tmp_path):
-    proc = run_cli(
-        "compare",
-        "--model",
-        FAULTY,
-        "--epochs",
-        "1",
-        "--no-portability",
-        "--timeout",
-        "25",
-        "--out",
-        str(tmp_path),
-        env={"BACKENDLAB_TEST_FAULTS": "torch:hang,tensorflow:nan"},
-    )
+    faults = "torch:hang,tensorflow:nan"
+    proc = _compare_with_faults(tmp_path, faults, "--epochs", "1", "--no-portability", "--timeout", "25")
     assert proc.returncode == 1
     b = _report(tmp_path)["backends"]
     assert b["jax"]["status"] == "ok"
@@ -296,18 +268,7 @@ def test_a_reused_out_never_reads_or_keeps_an_earlier_runs_files(tmp_path):
         (out / "torch" / name).write_bytes(b"stale")
     (out / "initial.weights.h5").write_bytes(b"stale weights")
     (out / "report.md").write_text("# backendlab compare: AGREE\n")
-    proc = run_cli(
-        "compare",
-        "--model",
-        FAULTY,
-        "--backends",
-        "jax,torch",
-        "--epochs",
-        "1",
-        "--out",
-        str(out),
-        env={"BACKENDLAB_TEST_FAULTS": "torch:raise"},
-    )
+    proc = _compare_with_faults(out, "torch:raise", "--backends", "jax,torch", "--epochs", "1")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     report = _report(out)
     assert report["backends"]["jax"]["status"] == "ok"  # it made fresh starting weights, not the stale file
