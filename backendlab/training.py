@@ -282,7 +282,7 @@ def stochastic_layers(model, sample) -> list:
     candidates = [layer for layer in _sublayers(model) if _holds_seed_generator(layer)]
     if not candidates:
         return []
-    saved = [np.array(v.numpy() if hasattr(v, "numpy") else v.value) for v in model.variables]
+    saved = [np.array(v.numpy()) for v in model.variables]
     found = []
     try:
         for layer in candidates:
