@@ -18,7 +18,7 @@ import nox
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from backendlab.backends import BACKEND_NAMES  # noqa: E402  (imports no framework)
+from backendlab.backends import BACKEND_NAMES, BACKENDS  # noqa: E402  (imports no framework)
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -26,8 +26,10 @@ nox.options.reuse_existing_virtualenvs = True
 CROSS = "all"  # the session with every backend, for tests marked `cross`
 
 
-def _install(session: nox.Session, extra: str) -> None:
-    session.install("-c", "constraints.txt", "-e", f".[{extra},test]")
+def _install(session: nox.Session, backend: str) -> None:
+    """The backend (or every backend), what exporting from it needs, and pytest."""
+    extras = "all,export" if backend == CROSS else f"{BACKENDS[backend].extra},export-{BACKENDS[backend].extra}"
+    session.install("-c", "constraints.txt", "-e", f".[{extras},test]")
 
 
 @nox.session
@@ -51,7 +53,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The quick benchmark preset on every backend (under 3 minutes on 2 cores)."""
-    _install(session, "all")
+    _install(session, CROSS)
     session.run(
         "python", "benchmarks/quick.py", "--out", "bench-out", *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "2"}
     )

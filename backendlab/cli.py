@@ -38,6 +38,7 @@ SUBCOMMANDS = {
     "train": ("backendlab.cli", "Train a model on the backend KERAS_BACKEND names (default: the seed's MLP)."),
     "compare": ("backendlab.compare.cli", "Train on every backend from the same weights and batches; compare."),
     "bench": ("backendlab.bench.cli", "Throughput of each backend against native loops and the matmul peak."),
+    "export": ("backendlab.export_cli", "Export a saved .keras model as ONNX or a SavedModel; --check runs it."),
 }
 
 

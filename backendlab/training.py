@@ -25,6 +25,7 @@ from backendlab.backends import ensure_backend, impl, request_devices
 from backendlab.data import Dataset, load_dataset
 from backendlab.errors import NonFiniteError, UsageError, one_line
 from backendlab.init import PortableStart, portable_init, weights_checksum
+from backendlab.keras_fixes import avoid_needless_tensorflow, set_random_seed
 from backendlab.models import build_model, check_compatible, default_data
 from backendlab.nonfinite import NonFiniteWatch
 from backendlab.results import BackendInfo, TrainResult, check_writable
@@ -387,8 +388,9 @@ def build_and_compile(
 
     backend = ensure_backend()
     scope = impl(backend).data_parallel(spec.devices) if spec.devices > 1 else contextlib.nullcontext()
+    avoid_needless_tensorflow()
     with scope:
-        keras.utils.set_random_seed(spec.seed)
+        set_random_seed(spec.seed)
         if resume is not None:
             saved = saved_run(resume)
             if saved is not None and is_callable_spec(saved.model):
@@ -462,6 +464,7 @@ def load_model(path: str | os.PathLike):
     if path.suffix != ".keras" or not path.is_file():
         raise UsageError(f"{str(path)!r} is not a saved .keras model file")
     config = _archive_config(path)
+    avoid_needless_tensorflow()
     try:
         model = keras.saving.load_model(path)
     except Exception as exc:  # a file from elsewhere can fail in any layer's from_config

@@ -15,6 +15,8 @@ leaves one writing into the output folder.
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import re
 import signal
@@ -31,6 +33,7 @@ from backendlab.backends import ALL_BACKENDS, is_main_process, launch_command
 from backendlab.errors import UsageError
 from backendlab.processes import ProcessTree, die_with_orchestrator
 from backendlab.results import read_json, write_json
+from backendlab.specs import load_callable
 
 JOB, RESULT, PROGRESS, LOG = "job.json", "result.json", "progress.json", "worker.log"
 USAGE_PREFIX = "backendlab: error: "
@@ -88,10 +91,7 @@ def run_worker(
 ) -> WorkerOutcome:
     """Run one worker to its end and say how it ended; never raises for the worker's faults."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name in (RESULT, PROGRESS):
-        (workdir / name).unlink(missing_ok=True)
-    write_json(workdir / JOB, job)
+    prepare_workdir(workdir, job)
     full_env = {**os.environ, **QUIET_ENV, **(env or {}), "KERAS_BACKEND": backend}
     start = time.perf_counter()
     with open(workdir / LOG, "wb") as log:
@@ -109,31 +109,57 @@ def run_worker(
                 if timeout is not None and time.perf_counter() - start > timeout:
                     timed_out = True
                     break
-                if on_progress and (workdir / PROGRESS).exists():
-                    try:
-                        on_progress(read_json(workdir / PROGRESS))
-                    except (OSError, ValueError):
-                        pass
+                pass_progress(workdir, on_progress)
                 time.sleep(poll_s)
         finally:
             # Timed out, interrupted, or done: nothing the worker started (torchrun's ranks) lives on.
             tree.kill()
-    wall = time.perf_counter() - start
-    rc = proc.returncode
-    tail = _tail(workdir / LOG)
-    if timed_out:
-        return WorkerOutcome(
-            backend, "timeout", rc, wall, None, f"no result after the {timeout:g}s timeout; killed", tail
-        )
-    if rc < 0:
-        name = signal.Signals(-rc).name
-        return WorkerOutcome(backend, "crashed", rc, wall, None, f"worker killed by signal {name}", tail)
-    if rc == 2 and USAGE_PREFIX in tail:
+    return job_outcome(backend, workdir, proc.returncode, time.perf_counter() - start, timeout if timed_out else None)
+
+
+def job_outcome(
+    backend: str,
+    workdir: Path,
+    code: int | None,
+    wall: float,
+    timed_out_after: float | None = None,
+    fallback_log: Path | None = None,
+) -> WorkerOutcome:
+    """How a job ended, from its exit code (negative: killed by that signal) and what its folder holds.
+
+    ``timed_out_after``: it was killed after that many seconds; ``fallback_log``: where to look for
+    the tail when the job's own log is empty (a worker that died before the job began).
+    """
+    tail = _tail(workdir / LOG) or (_tail(fallback_log) if fallback_log else "")
+    if timed_out_after is not None:
+        message = f"no result after the {timed_out_after:g}s timeout; killed"
+        return WorkerOutcome(backend, "timeout", code, wall, None, message, tail)
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return WorkerOutcome(backend, "crashed", code, wall, None, f"worker killed by signal {name}", tail)
+    if code == 2 and USAGE_PREFIX in tail:
         message = tail[tail.rindex(USAGE_PREFIX) + len(USAGE_PREFIX) :].splitlines()[0]
-        return WorkerOutcome(backend, "usage", rc, wall, None, message, tail)
-    if rc != 0 or not (workdir / RESULT).exists():
-        return WorkerOutcome(backend, "failed", rc, wall, None, _last_error_line(tail) or f"exit status {rc}", tail)
-    return WorkerOutcome(backend, "ok", rc, wall, read_json(workdir / RESULT), "", "")
+        return WorkerOutcome(backend, "usage", code, wall, None, message, tail)
+    if code != 0 or not (workdir / RESULT).exists():
+        return WorkerOutcome(backend, "failed", code, wall, None, _last_error_line(tail) or f"exit status {code}", tail)
+    return WorkerOutcome(backend, "ok", code, wall, read_json(workdir / RESULT), "", "")
+
+
+def pass_progress(workdir: Path, on_progress: Callable[[dict], None] | None) -> None:
+    """Hand the job's latest ``progress.json`` to ``on_progress``, if there is one yet."""
+    if on_progress and (workdir / PROGRESS).exists():
+        try:
+            on_progress(read_json(workdir / PROGRESS))
+        except (OSError, ValueError):  # being replaced just now
+            pass
+
+
+def prepare_workdir(workdir: Path, job: dict) -> None:
+    """A job's folder with its ``job.json``, and nothing an earlier job in it left that could pass for this one's."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in (RESULT, PROGRESS, LOG):
+        (workdir / name).unlink(missing_ok=True)
+    write_json(workdir / JOB, job)
 
 
 # --- the worker's side ----------------------------------------------------------------
@@ -153,9 +179,19 @@ class Progress:
 
 
 def worker_main(handler: Callable[[dict, Path, Progress], dict]) -> int:
-    """Entry point of a worker module: read the job, run ``handler``, write its result."""
+    """Entry point of a one-job worker module: read the job, run ``handler``, write its result."""
     die_with_orchestrator()
-    job_path = Path(sys.argv[1])
+    return _run_job(handler, Path(sys.argv[1]))
+
+
+# --- a warm worker: many jobs, one import ------------------------------------------------
+
+#: The environment variable that tells a warm worker which inherited file descriptor is its control channel.
+CONTROL_FD = "BACKENDLAB_CONTROL_FD"
+
+
+def _run_job(handler: Callable[[dict, Path, Progress], dict], job_path: Path) -> int:
+    """Run one job and write its result: 0 done, 2 bad input (one line on stderr), 1 failed (a traceback)."""
     workdir = job_path.parent
     job = read_json(job_path)
     try:
@@ -169,3 +205,57 @@ def worker_main(handler: Callable[[dict, Path, Progress], dict]) -> int:
     if is_main_process():  # under torchrun every rank computes the same result; one writes it
         write_json(workdir / RESULT, result)
     return 0
+
+
+def serve_main() -> int:
+    """A warm worker (``python -m backendlab.workers``): import the framework once, then run jobs until stdin closes.
+
+    Each stdin line is ``{"handler": "module:function", "job": "<folder>/job.json", "env": {...}}``
+    (or ``path/to/file.py:function``).
+    The job's output goes to ``<folder>/worker.log`` and its result to ``<folder>/result.json``, as a
+    one-job worker's would; after each job one line ``{"event": "done", "code": 0|1|2}`` goes to the
+    control channel, and :class:`~backendlab.isolation.Baseline` puts back the state the job changed.
+    """
+    die_with_orchestrator()
+    control = os.fdopen(int(os.environ.pop(CONTROL_FD)), "w", buffering=1)
+    jobs = os.fdopen(os.dup(0), "r")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # a job that reads stdin must not eat the next job
+    start = time.perf_counter()
+    backend = ALL_BACKENDS[os.environ["KERAS_BACKEND"]]
+    import keras  # noqa: F401  (and the framework with it: the cost every later job is spared)
+
+    if backend.trainable:
+        importlib.import_module(backend.module)
+        importlib.import_module("backendlab.training")  # and what it needs: scikit-learn's datasets, h5py
+    from backendlab.keras_fixes import avoid_needless_tensorflow
+
+    avoid_needless_tensorflow()
+    import_s = time.perf_counter() - start
+    from backendlab.isolation import Baseline
+
+    baseline = Baseline.take()
+    control.write(json.dumps({"event": "ready", "import_s": import_s}) + "\n")
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    for line in jobs:
+        request = json.loads(line)
+        job_path = Path(request["job"])
+        sys.stdout.flush(), sys.stderr.flush()
+        with open(job_path.parent / LOG, "ab") as log:
+            os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+        os.environ.update(request.get("env") or {})
+        try:
+            code = _run_job(load_callable(request["handler"], "job handler"), job_path)
+        except UsageError as exc:  # the handler could not even be found
+            print(f"{USAGE_PREFIX}{exc}", file=sys.stderr, flush=True)
+            code = 2
+        finally:
+            sys.stdout.flush(), sys.stderr.flush()
+            os.dup2(saved_out, 1), os.dup2(saved_err, 2)
+        baseline.restore()
+        control.write(json.dumps({"event": "done", "code": code}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(serve_main())

@@ -1,5 +1,6 @@
 """Shared fixtures. Per-backend sessions run on the backend KERAS_BACKEND names;
-the `all` session (tests marked `cross`) drives worker processes instead.
+the `all` session (tests marked `cross`) drives worker processes instead, kept warm for the
+whole session in one pool.
 
 Paths, constants and the subprocess runner live in ``helpers.py``."""
 
@@ -21,3 +22,12 @@ def seed_result():
     from backendlab.training import run_training
 
     return run_training()
+
+
+@pytest.fixture(scope="session")
+def pool():
+    """Warm workers, one per backend, for the whole session: each framework is imported once."""
+    from backendlab.pool import WorkerPool
+
+    with WorkerPool() as workers:
+        yield workers

@@ -12,13 +12,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from backendlab.backends import BACKENDS
+from backendlab.backends import BACKEND_NAMES, BACKENDS
 
 #: The modules a backend's framework is imported as (jax, tensorflow, torch).
 FRAMEWORKS = tuple(b.module for b in BACKENDS.values())
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 FIXTURES = HERE / "fixtures"
+
+#: Job handlers for warm workers that only tests use (``run_code`` runs a snippet on a backend).
+POOL_JOBS = FIXTURES / "pool_jobs.py"
 
 #: Quiets TensorFlow's start-up chatter, so a failing test's stderr shows the failure.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -60,3 +63,13 @@ def assert_file_passes_without_framework(test_file: str, guard: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "frameworks imported: []" in done.stdout
     assert " failed" not in done.stdout and " passed" in done.stdout
+
+
+def on_backends(pool, code: str, folder: Path, backends: Sequence[str] = BACKEND_NAMES) -> dict[str, object]:
+    """Run ``code`` on each backend's warm worker, one after another; what each left in ``result``."""
+    found = {}
+    for backend in backends:
+        done = pool.run(backend, f"{POOL_JOBS}:run_code", {"code": code}, Path(folder) / backend)
+        assert done.ok, f"{backend}: {done.message}\n{done.log_tail}"
+        found[backend] = done.result
+    return found

@@ -26,8 +26,15 @@ def _report(folder: Path) -> dict:
 
 
 def _compare_with_faults(out: Path, faults: str, *args: str):
-    """``compare`` on the fault fixture, each backend doing what ``faults`` says (see faulty_models.py)."""
+    """``backendlab compare`` on the fault fixture, each backend doing what ``faults`` says (see faulty_models.py)."""
     return run_cli("compare", "--model", FAULTY, *args, "--out", str(out), env={"BACKENDLAB_TEST_FAULTS": faults})
+
+
+def _faulty(pool, out: Path, faults: str, **options) -> dict:
+    """The same, in this process on the session's warm workers: report.json as written."""
+    report = compare(model=FAULTY, out=str(out), pool=pool, env={"BACKENDLAB_TEST_FAULTS": faults}, **options)
+    assert report.exit_code == 1
+    return _report(out)
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +91,9 @@ def test_seed_report_files_and_numpy_reference(seed_compare):
 
 @cross
 @pytest.mark.parametrize("model", ["cnn", "rnn", "transformer", "functional"])
-def test_every_zoo_model_agrees_across_backends(model, tmp_path):
+def test_every_zoo_model_agrees_across_backends(model, pool, tmp_path):
     report = compare(
+        pool=pool,
         model=model,
         epochs=2,
         batch_size=64,
@@ -102,10 +110,8 @@ def test_every_zoo_model_agrees_across_backends(model, tmp_path):
 
 
 @cross
-def test_a_layer_that_computes_differently_on_one_backend_diverges(tmp_path):
-    proc = _compare_with_faults(tmp_path, "torch:drift", "--backends", "jax,torch", "--epochs", "2", "--no-portability")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    report = _report(tmp_path)
+def test_a_layer_that_computes_differently_on_one_backend_diverges(pool, tmp_path):
+    report = _faulty(pool, tmp_path, "torch:drift", backends=["jax", "torch"], epochs=2, portability=False)
     torch = report["backends"]["torch"]
     assert report["verdict"] == "diverge"
     assert torch["status"] == "ok" and torch["verdict"] == "diverge"
@@ -137,11 +143,9 @@ def test_worker_that_raises_or_is_killed_is_reported_and_the_rest_kept(tmp_path)
 
 
 @cross
-def test_worker_that_hangs_times_out_and_nan_is_reported_with_its_step(tmp_path):
+def test_worker_that_hangs_times_out_and_nan_is_reported_with_its_step(pool, tmp_path):
     faults = "torch:hang,tensorflow:nan"
-    proc = _compare_with_faults(tmp_path, faults, "--epochs", "1", "--no-portability", "--timeout", "25")
-    assert proc.returncode == 1
-    b = _report(tmp_path)["backends"]
+    b = _faulty(pool, tmp_path, faults, epochs=1, portability=False, timeout=25)["backends"]
     assert b["jax"]["status"] == "ok"
     assert b["torch"]["status"] == "timeout" and b["torch"]["message"] == "no result after the 25s timeout; killed"
     assert b["tensorflow"]["status"] == "nonfinite" and b["tensorflow"]["nonfinite_step"] == 1
@@ -149,9 +153,11 @@ def test_worker_that_hangs_times_out_and_nan_is_reported_with_its_step(tmp_path)
 
 
 @cross
-def test_stochastic_layers_are_detected_and_compared_honestly(tmp_path):
+def test_stochastic_layers_are_detected_and_compared_honestly(pool, tmp_path):
     model = "tests/fixtures/user_models.py:with_dropout"
-    loose = compare(model=model, backends=["jax", "torch"], epochs=3, portability=False, out=str(tmp_path / "loose"))
+    loose = compare(
+        model=model, backends=["jax", "torch"], epochs=3, portability=False, out=str(tmp_path / "loose"), pool=pool
+    )
     assert loose.stochastic_layers and loose.criterion == "statistical"
     assert "draw from each backend's own random generator" in loose.notes[0]
     torch = loose.backends["torch"]
@@ -162,6 +168,7 @@ def test_stochastic_layers_are_detected_and_compared_honestly(tmp_path):
     assert torch.differences["final_metrics_statistical"].within and torch.verdict == "agree"
 
     exact = compare(
+        pool=pool,
         model=model,
         backends=["jax", "torch"],
         epochs=3,
@@ -245,9 +252,10 @@ def test_compare_unknown_model_exits_2(tmp_path, backend):
 
 
 @cross
-def test_a_subclassed_model_with_registered_custom_layers_agrees_everywhere(tmp_path):
+def test_a_subclassed_model_with_registered_custom_layers_agrees_everywhere(pool, tmp_path):
     """A user's model: registered layers built lazily in build(), compiled with Adam (a false DIVERGE before)."""
-    report = compare(model="tests/fixtures/registered_models.py:subclassed_registered", epochs=2, out=str(tmp_path))
+    model = "tests/fixtures/registered_models.py:subclassed_registered"
+    report = compare(model=model, epochs=2, out=str(tmp_path), pool=pool)
     details = {b: (r.status, r.verdict, r.message) for b, r in report.backends.items()}
     assert report.verdict == "agree" and report.criterion == "exact", details
     assert report.stochastic_layers == []
@@ -260,7 +268,7 @@ def test_a_subclassed_model_with_registered_custom_layers_agrees_everywhere(tmp_
 
 
 @cross
-def test_a_reused_out_never_reads_or_keeps_an_earlier_runs_files(tmp_path):
+def test_a_reused_out_never_reads_or_keeps_an_earlier_runs_files(pool, tmp_path):
     out = tmp_path / "run"
     # What an earlier run might have left: a torch model and predictions, starting weights, an AGREE report.
     (out / "torch").mkdir(parents=True)
@@ -268,9 +276,7 @@ def test_a_reused_out_never_reads_or_keeps_an_earlier_runs_files(tmp_path):
         (out / "torch" / name).write_bytes(b"stale")
     (out / "initial.weights.h5").write_bytes(b"stale weights")
     (out / "report.md").write_text("# backendlab compare: AGREE\n")
-    proc = _compare_with_faults(out, "torch:raise", "--backends", "jax,torch", "--epochs", "1")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    report = _report(out)
+    report = _faulty(pool, out, "torch:raise", backends=["jax", "torch"], epochs=1)
     assert report["backends"]["jax"]["status"] == "ok"  # it made fresh starting weights, not the stale file
     assert report["backends"]["torch"]["status"] == "failed"
     assert set(report["portability"]) == {"jax"}  # no stale torch model was loaded anywhere

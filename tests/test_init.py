@@ -6,7 +6,6 @@ runs every backend in its own process and asserts that they print the same check
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -16,6 +15,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import on_backends
 
 from backendlab.backends import BACKEND_NAMES
 from backendlab.data import load_dataset
@@ -317,7 +317,7 @@ def test_import_pulls_in_no_framework_and_exports_portable_init_lazily():
 # --- every backend, each in its own process -------------------------------------------------------------------------
 
 CHECKSUMS = f"""
-import json, sys
+import sys
 import keras
 sys.path.insert(0, {FIXTURES!r})
 from portable_models import BUILDERS
@@ -328,18 +328,14 @@ from backendlab.models import MODELS, build_model, default_data
 models = {{name: (lambda n=name: build_model(n, load_dataset(default_data(n), 0))) for name in MODELS}}
 starts = {{name: portable_init(build(), seed=7) for name, build in {{**models, **BUILDERS}}.items()}}
 printed = {{name: [start.checksum, start.note] for name, start in starts.items()}}
-print(json.dumps({{"backend": keras.backend.backend(), **printed}}))
+result = {{"backend": keras.backend.backend(), **printed}}
 """
 
 
 @pytest.mark.cross
-def test_every_backend_starts_every_model_from_the_same_weights():
-    printed = {}
+def test_every_backend_starts_every_model_from_the_same_weights(pool, tmp_path):
+    printed = on_backends(pool, CHECKSUMS, tmp_path)
     for backend in BACKEND_NAMES:
-        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        out = subprocess.run([sys.executable, "-c", CHECKSUMS], capture_output=True, text=True, env=env, timeout=600)
-        assert out.returncode == 0, out.stderr[-2000:]
-        printed[backend] = json.loads(out.stdout.strip().splitlines()[-1])
         assert printed[backend].pop("backend") == backend
     reference = printed[BACKEND_NAMES[0]]
     assert set(reference) == set(MODELS) | set(BUILDERS)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
-from helpers import ROOT, run_python
+from helpers import ROOT, on_backends, run_python
 
 from backendlab.backends import BACKEND_NAMES
 from backendlab.compare import DEFAULT_ATOL, DEFAULT_RTOL
 from backendlab.models import MODELS
 
-# Each backend in its own process, as a user switching KERAS_BACKEND and rerunning would.
+# Each backend in its own process (a warm worker), as a user switching KERAS_BACKEND and rerunning would.
 SCRIPT = """
-import json
 from backendlab.training import run_training
 from backendlab.models import MODELS
 out = {}
@@ -23,18 +21,13 @@ for name in MODELS:
     out[name] = {"start": r.start_checksum, "loss": r.history["loss"], "stochastic": r.stochastic_layers}
 seed = run_training(seed=0)
 out["seed"] = {"start": seed.start_checksum, "test_loss": seed.test["loss"], "note": seed.start_note}
-print(json.dumps(out))
+result = out
 """
 
 
 @pytest.fixture(scope="module")
-def runs() -> dict[str, dict]:
-    found = {}
-    for backend in BACKEND_NAMES:
-        done = run_python(SCRIPT, env={"KERAS_BACKEND": backend}, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        found[backend] = json.loads(done.stdout.strip().splitlines()[-1])
-    return found
+def runs(pool, tmp_path_factory) -> dict[str, dict]:
+    return on_backends(pool, SCRIPT, tmp_path_factory.mktemp("same-seed"))
 
 
 @pytest.mark.cross

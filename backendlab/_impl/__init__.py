@@ -10,6 +10,18 @@
                          step with the framework's own autodiff, compiled where the
                          framework compiles, on the model's and optimizer's real Keras state;
                          under torchrun it trains its rank's share of the global batch
+``fit_gradients(model, x, y)``
+                         one batch's ``(loss, gradients)`` as the backend's ``fit`` step
+                         computes them, before its update: the gradients exactly as the
+                         optimizer receives them (sparse ones stay sparse); the forward
+                         pass's non-trainable updates are written to the model
+``apply_gradients(optimizer, grads, variables)``
+                         one optimizer update, applied as the backend's ``fit`` step applies it
+``input_and_weight_gradients(layer, inputs, cotangent, training)``
+                         the gradients of ``sum(outputs * cotangent)`` with respect to each
+                         float leaf of ``inputs`` (None for integer leaves) and to each of
+                         ``layer.trainable_variables``, by the framework's own autodiff
+                         (``backendlab.testing``'s parity checks compare them across backends)
 ``check_devices(n)``     refuse more devices than the machine has
 ``data_parallel(n)``     set up the backend's own data-parallel engine on n devices and
                          return the scope in which the model is built and compiled

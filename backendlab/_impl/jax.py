@@ -83,3 +83,73 @@ def make_train_step(model, loss_fn, optimizer):
         return loss, y_pred
 
     return step
+
+
+def fit_gradients(model, x, y):
+    """One batch's loss and gradients as ``fit``'s jitted ``train_step`` computes them, before the update.
+
+    The trainer's own ``compute_loss_and_updates`` under ``jax.value_and_grad``; the forward
+    pass's non-trainable updates (BatchNorm statistics, seed states) are written to the model.
+    """
+    variables = [model.trainable_variables, model.non_trainable_variables, model.metrics_variables]
+    grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
+
+    @jax.jit
+    def compute(trainable, non_trainable, metrics, optimizer_variables, x, y):
+        return grad_fn(
+            trainable, non_trainable, metrics, x, y, None, training=True, optimizer_variables=optimizer_variables
+        )
+
+    (_, (loss, _, non_trainable, _)), grads = compute(
+        *([v.value for v in group] for group in variables), [v.value for v in model.optimizer.variables], x, y
+    )
+    for variable, value in zip(model.non_trainable_variables, non_trainable):
+        variable.assign(value)
+    return loss, grads
+
+
+def apply_gradients(optimizer, grads, variables) -> None:
+    """``optimizer.stateless_apply`` under ``jax.jit``, as ``fit``'s step applies it, written back to the variables."""
+    new_variables, new_slots = jax.jit(optimizer.stateless_apply)(
+        [v.value for v in optimizer.variables], grads, [v.value for v in variables]
+    )
+    for group, values in ((variables, new_variables), (optimizer.variables, new_slots)):
+        for variable, value in zip(group, values):
+            variable.assign(value)
+
+
+def input_and_weight_gradients(layer, inputs, cotangent, training):
+    """The gradients of ``sum(outputs * cotangent)`` by ``jax.grad``, the layer called in a ``StatelessScope``.
+
+    ``(input_grads, weight_grads)``: one per leaf of ``inputs`` (None where it is not a float),
+    one per ``layer.trainable_variables``. The layer is called as users call it (``layer(x)``, not
+    ``stateless_call``, which skips ``__call__``'s casting and ``training`` handling); the call's
+    non-trainable updates (BatchNorm's statistics in training mode) are written back, as on the
+    backends that update in place.
+    """
+    import keras
+
+    from backendlab.layer_check import differentiable, weighted_sum
+
+    leaves = keras.tree.flatten(inputs)
+    wrt = [i for i, x in enumerate(leaves) if differentiable(x)]
+    non_trainable = [(v, v.value) for v in layer.non_trainable_variables]
+
+    def objective(trainable, floats):
+        values = list(leaves)
+        for i, x in zip(wrt, floats):
+            values[i] = x
+        mapping = [*zip(layer.trainable_variables, trainable), *non_trainable]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = layer(keras.tree.pack_sequence_as(inputs, values), training=training)
+        return weighted_sum(outputs, cotangent), [scope.get_current_value(v) for v, _ in non_trainable]
+
+    (weight_grads, float_grads), updated = jax.grad(objective, argnums=(0, 1), has_aux=True)(
+        [v.value for v in layer.trainable_variables], [leaves[i] for i in wrt]
+    )
+    for (variable, _), value in zip(non_trainable, updated):
+        variable.assign(value)
+    input_grads = [None] * len(leaves)
+    for i, grad in zip(wrt, float_grads):
+        input_grads[i] = grad
+    return input_grads, list(weight_grads)

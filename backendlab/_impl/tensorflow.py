@@ -69,3 +69,49 @@ def make_train_step(model, loss_fn, optimizer):
         return loss, y_pred
 
     return step
+
+
+def fit_gradients(model, x, y):
+    """One batch's loss and gradients as ``fit``'s ``train_step`` computes them, before the update.
+
+    Gradients stay as the tape gives them (``tf.IndexedSlices`` for an Embedding), since that
+    is what the optimizer receives in ``fit``.
+    """
+    with tf.GradientTape() as tape:
+        y_pred = model(x, training=True)
+        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=True)
+        scaled = model.optimizer.scale_loss(loss)
+    return loss, tape.gradient(scaled, model.trainable_weights)
+
+
+def apply_gradients(optimizer, grads, variables) -> None:
+    """``optimizer.apply``, as ``fit``'s step calls it."""
+    optimizer.apply(grads, variables)
+
+
+def input_and_weight_gradients(layer, inputs, cotangent, training):
+    """The gradients of ``sum(outputs * cotangent)`` by ``tf.GradientTape``, eagerly.
+
+    ``(input_grads, weight_grads)``: one per leaf of ``inputs`` (None where it is not a float),
+    one per ``layer.trainable_variables``; a weight the outputs do not depend on gets zeros, and
+    an Embedding's sparse gradient comes back dense.
+    """
+    import keras
+
+    from backendlab.layer_check import differentiable, weighted_sum
+
+    leaves = [tf.convert_to_tensor(x) for x in keras.tree.flatten(inputs)]
+    wrt = [i for i, x in enumerate(leaves) if differentiable(x)]
+    weights = [v.value for v in layer.trainable_variables]
+    with tf.GradientTape() as tape:
+        tape.watch([leaves[i] for i in wrt])
+        outputs = layer(keras.tree.pack_sequence_as(inputs, leaves), training=training)
+        objective = weighted_sum(outputs, cotangent)
+    grads = tape.gradient(
+        objective, [leaves[i] for i in wrt] + weights, unconnected_gradients=tf.UnconnectedGradients.ZERO
+    )
+    grads = [tf.convert_to_tensor(g) for g in grads]  # IndexedSlices (an Embedding's) made dense
+    input_grads = [None] * len(leaves)
+    for i, grad in zip(wrt, grads):
+        input_grads[i] = grad
+    return input_grads, grads[len(wrt) :]

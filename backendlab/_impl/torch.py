@@ -120,3 +120,46 @@ def make_train_step(model, loss_fn, optimizer):
         return loss, y_pred
 
     return step
+
+
+def fit_gradients(model, x, y):
+    """One batch's loss and gradients as ``fit``'s ``train_step`` computes them, before the update."""
+    y_pred = model(x, training=True)
+    model.zero_grad()
+    loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=True)
+    model.optimizer.scale_loss(loss).backward()
+    return loss.detach(), [v.value.grad for v in model.trainable_weights]
+
+
+def apply_gradients(optimizer, grads, variables) -> None:
+    """``optimizer.apply`` under ``no_grad``, as ``fit``'s step calls it."""
+    with torch.no_grad():
+        optimizer.apply(grads, variables)
+
+
+def input_and_weight_gradients(layer, inputs, cotangent, training):
+    """The gradients of ``sum(outputs * cotangent)`` by ``torch.autograd.grad``.
+
+    ``(input_grads, weight_grads)``: one per leaf of ``inputs`` (None where it is not a float),
+    one per ``layer.trainable_variables``; a weight the outputs do not depend on gets zeros.
+    """
+    import keras
+
+    from backendlab.layer_check import differentiable, weighted_sum
+
+    leaves = [keras.ops.convert_to_tensor(x) for x in keras.tree.flatten(inputs)]
+    wrt = [i for i, x in enumerate(leaves) if differentiable(x)]
+    for i in wrt:
+        leaves[i] = leaves[i].detach().clone().requires_grad_(True)
+    sources = [leaves[i] for i in wrt] + [v.value for v in layer.trainable_variables]
+    outputs = layer(keras.tree.pack_sequence_as(inputs, leaves), training=training)
+    objective = weighted_sum(outputs, cotangent)
+    if objective.requires_grad:
+        grads = torch.autograd.grad(objective, sources, allow_unused=True)
+    else:  # nothing the outputs depend on can be differentiated
+        grads = [None] * len(sources)
+    grads = [torch.zeros_like(s) if g is None else g for s, g in zip(sources, grads)]
+    input_grads = [None] * len(leaves)
+    for i, grad in zip(wrt, grads):
+        input_grads[i] = grad
+    return input_grads, grads[len(wrt) :]

@@ -23,6 +23,7 @@ from backendlab.backends import BACKENDS, ensure_backend
 from backendlab.bench.flops import forward_flops, step_flops
 from backendlab.bench.results import BenchRow
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, SHAPES, synthetic_data
+from backendlab.keras_fixes import set_random_seed
 from backendlab.results import to_jsonable, write_json
 from backendlab.workers import worker_main
 
@@ -125,7 +126,7 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
     import keras
 
     keras.backend.clear_session()
-    keras.utils.set_random_seed(job["run"]["seed"])
+    set_random_seed(job["run"]["seed"])
     model, loss, x, y = build_keras(cell["model"], job, native)
     jit = {"auto": "auto", "true": True, "false": False}[cell["jit_compile"]]
     optimizer = keras.optimizers.Adam(LEARNING_RATE, **ADAM)

@@ -6,13 +6,31 @@ import argparse
 import dataclasses
 
 from backendlab.backends import BACKEND_NAMES
-from backendlab.compare.results import DEFAULT_ATOL, DEFAULT_RTOL, DEFAULT_STAT_RTOL, CompareOptions
+from backendlab.compare.results import (
+    DEFAULT_ATOL,
+    DEFAULT_EXPORT_ATOL,
+    DEFAULT_LOCATE_THRESHOLD,
+    DEFAULT_RTOL,
+    DEFAULT_STAT_RTOL,
+    EXPORT_FORMATS,
+    CompareOptions,
+)
 from backendlab.compare.run import Compare
 from backendlab.runspec import RunSpec, positive_float
 
 
 def _backend_list(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _export_list(text: str) -> list[str]:
+    names = [] if text.strip() == "none" else _backend_list(text)
+    unknown = [n for n in names if n not in EXPORT_FORMATS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown export format {unknown[0]!r}: use {', '.join(EXPORT_FORMATS)} or none"
+        )
+    return names
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +70,32 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip loading each saved .keras file on every other backend",
     )
     parser.add_argument(
+        "--locate",
+        action="store_true",
+        help="take apart the step where each backend parts from the reference, even one that agrees "
+        "(a diverging backend is always located)",
+    )
+    parser.add_argument(
+        "--locate-threshold",
+        type=positive_float,
+        default=DEFAULT_LOCATE_THRESHOLD,
+        help="relative difference from which the locator names a place "
+        f"(default: {DEFAULT_LOCATE_THRESHOLD:g}, about 100x float32 rounding)",
+    )
+    parser.add_argument(
+        "--exports",
+        type=_export_list,
+        default=[],
+        help=f"export each trained model in these formats ({','.join(EXPORT_FORMATS)}) and run each in its "
+        "runtime against the model (default: none; needs the export extra)",
+    )
+    parser.add_argument(
+        "--export-atol",
+        type=positive_float,
+        default=DEFAULT_EXPORT_ATOL,
+        help=f"how close an export must predict to its model (default: {DEFAULT_EXPORT_ATOL:g})",
+    )
+    parser.add_argument(
         "--timeout", type=positive_float, default=900.0, help="seconds each worker may take (default: 900)"
     )
     parser.add_argument(
@@ -75,7 +119,13 @@ def run_compare(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from backendlab.cli import console, out
-    from backendlab.compare.report import portability_lines, terminal_table
+    from backendlab.compare.report import (
+        divergence_lines,
+        export_line,
+        portability_lines,
+        terminal_table,
+        timing_line,
+    )
     from backendlab.results import check_writable, write_json
 
     if args.json is not None:
@@ -98,7 +148,7 @@ def run_compare(args) -> int:
             else next((k for k in reversed(tasks) if k[0] == backend), (backend, ""))
         )
         if stage == "start":
-            label = backend if info["kind"] == "train" else f"{backend} load"
+            label = {"train": backend, "import": f"{backend} import"}.get(info["kind"], f"{backend} load")
             tasks[key] = progress.add_task(label, total=None, stage="starting worker")
         elif stage == "progress" and key in tasks:
             progress.update(
@@ -119,6 +169,11 @@ def run_compare(args) -> int:
             out.print(f"{r.backend}: {r.message}", markup=False, highlight=False)
     for note in report.notes:
         out.print(f"note: {note}", markup=False, highlight=False)
+    for line in divergence_lines(report):
+        out.print(line, markup=False, highlight=False)
+    if report.export_verdict:
+        out.print(export_line(report), markup=False, highlight=False)
+    out.print(timing_line(report), markup=False, highlight=False)
     out.print(f"report: {runner.out / 'report.md'}, {runner.out / 'report.json'}, {runner.out / 'loss_curves.png'}")
     if args.json:
         write_json(args.json, report)

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.table import Table
 
 from backendlab.backends import REFERENCE_BACKENDS
+from backendlab.compare.results import EXPORT_FORMATS
 from backendlab.compare.verdict import QUANTITIES
 from backendlab.results import atomic_write_bytes, atomic_write_text
 
@@ -74,7 +75,7 @@ def portability_lines(report) -> list[str]:
         return []
     loaders = sorted(
         {loader for row in report.portability.values() for loader in row},
-        key=lambda n: (n in REFERENCE_BACKENDS, n),
+        key=lambda n: (n in EXPORT_FORMATS, n in REFERENCE_BACKENDS, n),
     )
     lines = ["| saved on \\ loaded on | " + " | ".join(loaders) + " |", "|---|" + "---|" * len(loaders)]
     for saver, row in report.portability.items():
@@ -87,6 +88,72 @@ def portability_lines(report) -> list[str]:
                 cells.append(f"{c.get('status', '-')}: {c.get('message', '')}".strip(": "))
         lines.append(f"| {saver} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _where(d: dict) -> str:
+    """``step 3 first differs in update of embedding (Embedding), ...: <explanation>``, or why nowhere."""
+    if not d["phase"]:
+        return f"step {d['step']}: {d['explanation']}"
+    where = d["phase"] + (f" of {d['layer']} ({d['layer_class']})" if d.get("layer") else "")
+    where += f", {d['variable']}" if d.get("variable") and d["variable"] != d.get("layer") else ""
+    return f"step {d['step']} first differs in {where}: {d['explanation']}"
+
+
+def divergence_lines(report) -> list[str]:
+    """One line per located backend: the step taken apart, and where in it (or why nowhere) it parts."""
+    return [f"{name}: {_where(r.divergence)}" for name, r in report.backends.items() if r.divergence]
+
+
+def _divergence_markdown(report) -> list[str]:
+    located = [r for r in report.backends.values() if r.divergence]
+    if not located:
+        return []
+    lines = [
+        "",
+        "## Where it first differs",
+        "",
+        f"Each step below was taken apart on {report.reference} and on the backend, both starting it from the "
+        "same replayed state: each layer's output (forward), the loss terms, every gradient, what one optimizer "
+        "step changes (update), and the non-trainable changes (state). The first phase and place that differs "
+        "while everything before it agrees is named.",
+    ]
+    for r in located:
+        lines += ["", f"**{r.backend}**: {_where(r.divergence)}", ""]
+        if r.divergence_phases:
+            lines += ["| phase | arrays | largest abs | largest rel | where |", "|---|---|---|---|---|"]
+            for row in r.divergence_phases:
+                lines.append(
+                    f"| {row['phase']} | {row['compared']} | {_fmt(row['max_abs'])} | {_fmt(row['max_rel'])} | "
+                    f"{row['worst'] or '-'} |"
+                )
+    return lines
+
+
+def export_line(report) -> str:
+    """The exports' verdict, apart from training's, with each export that did not agree."""
+    if report.export_verdict is None:
+        return ""
+    bad = [
+        f"{saver} as {fmt}: {cell['status']}" + (f" ({cell['message']})" if cell.get("message") else "")
+        for saver, row in report.portability.items()
+        for fmt, cell in row.items()
+        if fmt in EXPORT_FORMATS and cell["status"] != "agree"
+    ]
+    return f"exports: {report.export_verdict.upper()}" + ("; " + "; ".join(bad) if bad else "")
+
+
+def timing_line(report) -> str:
+    """Where the wall time went: imports (overlapping), training (one backend at a time), and the rest."""
+    t = report.timing
+    if not t:
+        return ""
+    imports = ", ".join(f"{b} {s:.1f}s" for b, s in t["import_s"].items())
+    train = ", ".join(f"{b} {s:.1f}s" for b, s in t["train_s"].items())
+    return (
+        f"time: {t['wall_s']:.1f}s in all: {t['imports_wall_s']:.1f}s until every worker had imported its "
+        f"framework ({imports}, overlapping), training {sum(t['train_s'].values()):.1f}s ({train}), "
+        f"and {t['overhead_s']:.1f}s besides (building, predicting, saving, loading)"
+    )
 
 
 def markdown(report) -> str:
@@ -113,18 +180,26 @@ def markdown(report) -> str:
         lines.append(
             f"| {backend} | {status} | {verdict} | `{checksum}` | {time} | {test} | " + " | ".join(diffs) + " |"
         )
+    if report.timing:
+        lines += ["", timing_line(report).replace("time: ", "Time: ", 1) + "."]
     messages = [(r.backend, r.message) for r in report.backends.values() if r.message]
     if messages:
         lines += ["", "## What went wrong or differs", ""] + [f"- **{b}**: {m}" for b, m in messages]
+    lines += _divergence_markdown(report)
     if report.portability:
         lines += [
             "",
-            "## Portability: each backend's `.keras` file loaded on every backend",
+            "## Portability: each backend's `.keras` file loaded on every backend, and its exports",
             "",
-            "Predictions on the test set against the saving backend's own (largest absolute difference).",
+            "Predictions on the test set against the saving backend's own (largest absolute difference). "
+            "Export columns: the model exported with Keras's `model.export` and run in the format's own runtime "
+            "(TensorFlow's SavedModel loader, onnxruntime) on one row and on every row; they have their own "
+            "verdict and do not decide training's.",
             "",
         ]
         lines += portability_lines(report)
+        if report.export_verdict:
+            lines += ["", export_line(report).replace("exports: ", "Exports: ", 1)]
     if report.numpy_reference:
         lines += ["", "## Keras's numpy backend as an independent reference for the starting predictions", ""]
         for backend, cell in report.numpy_reference.items():

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from backendlab.compare.diff import Diff
+from backendlab.compare.locate import DEFAULT_THRESHOLD as DEFAULT_LOCATE_THRESHOLD
 from backendlab.results import NonFinite
 from backendlab.runspec import RunSpec
 
@@ -18,6 +19,10 @@ DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-3
 #: With stochastic layers on, only final metrics can be compared, and loosely.
 DEFAULT_STAT_RTOL = 0.1
+#: The formats of Keras's ``model.export`` that backendlab checks, and how close an export must predict
+#: (Keras's own ONNX tests compare with onnxruntime at 1e-6, 1e-5 for LSTM).
+EXPORT_FORMATS = ("tf_saved_model", "onnx")
+DEFAULT_EXPORT_ATOL = 1e-5
 
 
 @dataclass
@@ -31,6 +36,12 @@ class CompareOptions:
     atol: float = DEFAULT_ATOL
     stat_rtol: float = DEFAULT_STAT_RTOL
     portability: bool = True  # load every saved .keras file on every backend
+    locate: bool = False  # locate where every backend parts from the reference, not only the diverging ones
+    locate_threshold: float = DEFAULT_LOCATE_THRESHOLD
+    # Export each trained model in these formats and run it in its runtime (with portability on). Off by
+    # default: the converters take tens of seconds (jax2onnx about 20 s on 2 cores), longer than the seed's training.
+    exports: list[str] = field(default_factory=list)
+    export_atol: float = DEFAULT_EXPORT_ATOL
     timeout: float = 900.0  # seconds per worker
     out: str = "compare-out"
 
@@ -56,6 +67,7 @@ class BackendReport:
     framework_version: str | None = None
     initial_checksum: str | None = None
     train_time_s: float | None = None
+    import_s: float | None = None  # its worker's import of Keras and the framework; 0 when it was warm already
     history: dict = field(default_factory=dict)
     step_losses: list = field(default_factory=list)
     test: dict = field(default_factory=dict)
@@ -64,6 +76,10 @@ class BackendReport:
     nonfinite_step: int | None = None
     log_tail: str = ""
     nonfinite: NonFinite | None = None  # what went NaN or inf first, when, and how; status nonfinite
+    # Where its training step first parts from the reference's (compare.locate.Divergence as a dict),
+    # and each phase's largest differences in that step; None where it was not located.
+    divergence: dict | None = None
+    divergence_phases: list = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, d: dict) -> BackendReport:
@@ -82,8 +98,13 @@ class CompareReport:
     notes: list[str]
     keras_version: str | None
     backends: dict[str, BackendReport]
-    portability: dict[str, dict[str, dict]]  # saver -> loader -> {"status", "max_abs", ...}
+    # saver -> loader (a backend, or an export format) -> {"status", "max_abs", ...}
+    portability: dict[str, dict[str, dict]]
     numpy_reference: dict[str, dict]  # backend -> Diff of its starting predictions vs numpy
+    # wall_s; import_s and train_s per backend; imports_wall_s; overhead_s: see Compare.timing
+    timing: dict = field(default_factory=dict)
+    # The exports' own verdict (agree, diverge, failed), apart from training's; None when none was checked.
+    export_verdict: str | None = None
 
     @property
     def exit_code(self) -> int:

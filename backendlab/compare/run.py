@@ -1,36 +1,49 @@
 """``backendlab compare``: train one model on every backend from the same start, and compare.
 
-The orchestrator (this module) imports no framework. It runs one worker per backend,
-one after another so that each has the machine to itself and its timing is honest:
+The orchestrator (this module) imports no framework. It keeps one warm worker per backend
+(:class:`~backendlab.pool.WorkerPool`) for every job of the run:
 
-1. the first worker builds the model, saves the starting weights (``initial.weights.h5``)
-   and trains; every later worker loads those weights, and every worker sees the same
-   batches in the same order (backendlab's seeded NumPy generator);
-2. each backend then loads every backend's saved ``.keras`` file and predicts (the
-   portability matrix); Keras's numpy backend, where it can run the model, predicts
-   with the starting weights as an independent reference;
-3. everything is compared against the reference backend and written, atomically,
-   after every worker: a Ctrl-C leaves every finished backend's results readable.
+0. every worker imports its framework at once (the imports overlap), and training waits
+   until all are ready, so that each backend trains with the machine to itself;
+1. one after another, each trains: the first builds the model and saves the starting
+   weights (``initial.weights.h5``), every later one loads them, and every one sees the
+   same batches in the same order (backendlab's seeded NumPy generator);
+2. where a backend diverges (or everywhere, with ``locate``), the step where it parts is
+   taken apart on it and on the reference, from the same replayed state, phase by phase
+   (:mod:`backendlab.probe`, :func:`backendlab.compare.locate.locate`);
+3. side by side, each then loads every backend's saved ``.keras`` file and predicts (the
+   portability matrix); Keras's numpy backend, where it can run the model, predicts with
+   the starting weights as an independent reference;
+4. everything is compared against the reference backend and written, atomically, after
+   every step: a Ctrl-C leaves every finished backend's results readable.
+
+PyTorch with ``--devices N`` trains under torchrun, in processes of its own for that job.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from backendlab.backends import BACKEND_NAMES, BACKENDS, REFERENCE_BACKENDS, installed_backends
+from backendlab.backends import ALL_BACKENDS, BACKEND_NAMES, BACKENDS, REFERENCE_BACKENDS, installed_backends
+from backendlab.compare.locate import Divergence, locate, phases_table
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
 from backendlab.compare.verdict import TRAIN_ARRAYS, LoadedRun, TrainedRun, build_report
 from backendlab.errors import UsageError
 from backendlab.models import default_data
+from backendlab.pool import Task, WorkerPool
 from backendlab.results import check_writable, read_json, write_json
 from backendlab.workers import RESULT, WorkerOutcome, run_worker
 
 WORKER_MODULE = "backendlab.compare.worker"
+#: The job handlers a warm worker runs for compare: training and loading; replaying and probing a step.
+HANDLER = f"{WORKER_MODULE}:handle"
+LOCATOR = "backendlab.probe:handle"
 INITIAL_WEIGHTS = "initial.weights.h5"
 
 
@@ -65,6 +78,8 @@ def train_job(opts: CompareOptions, initial: Path, make_initial: bool) -> dict:
         "run": opts.run.to_dict(),
         "initial_weights": str(initial.resolve()),
         "make_initial": make_initial,
+        "exports": opts.exports if opts.portability else [],
+        "export_atol": opts.export_atol,
     }
 
 
@@ -87,21 +102,35 @@ def _arrays(folder: Path, names) -> dict[str, dict[str, np.ndarray]]:
     return {name: _load_npz(folder / f"{name}.npz") for name in names if (folder / f"{name}.npz").exists()}
 
 
+def _not_located(step: int, why: str) -> tuple[dict, list]:
+    return Divergence(step, None, None, None, None, 0.0, 0.0, 0.0, f"not located: {why}").to_dict(), []
+
+
 # --- the run --------------------------------------------------------------------------
 
 
 class Compare:
     """One compare run; ``run()`` returns the report and leaves it, and the files, in ``out``.
 
-    It imports no framework. One worker per backend trains, one after the other so each
-    has the machine to itself and its timing is honest; then each loads every saved model.
+    It imports no framework. ``pool``: warm workers to run the jobs on, kept warm after the
+    run (a test session's, or :func:`~backendlab.pool.shared_pool`); None starts a pool for
+    this run and stops it at the end. ``env``: environment variables every job of this run
+    sees, read while it runs (not those a framework reads once at import, such as XLA_FLAGS).
     """
 
-    def __init__(self, opts: CompareOptions, on_event: Callable[[str, str, dict], None] | None = None):
+    def __init__(
+        self,
+        opts: CompareOptions,
+        on_event: Callable[[str, str, dict], None] | None = None,
+        pool: WorkerPool | None = None,
+        env: dict[str, str] | None = None,
+    ):
         run = opts.run.replace(data=opts.run.data or default_data(opts.run.model)).check()
         self.opts = dataclasses.replace(opts, run=run)
         self.out = Path(opts.out)
         self.on_event = on_event or (lambda backend, stage, info: None)
+        self.pool = pool
+        self.env = dict(env or {})
         self.runnable, self.skipped, self.named_skip = plan_backends(opts.backends)
         if opts.reference is not None and opts.reference not in self.runnable:
             raise UsageError(
@@ -110,37 +139,145 @@ class Compare:
         self.reference = opts.reference or self.runnable[0]
         # The reference runs first: it makes the starting weights everyone loads.
         self.runnable.sort(key=lambda n: n != self.reference)
+        self.loaders = [*self.runnable, *REFERENCE_BACKENDS] if opts.portability else []
         self.trained: dict[str, TrainedRun] = {}
         self.loaded: dict[str, LoadedRun] = {}
+        self.located: dict[str, tuple[dict, list]] = {}  # backend -> (Divergence as a dict, phases table)
+        self.import_s: dict[str, float | None] = {}
+        self.imports_wall_s = 0.0  # from the start until every worker was ready: the imports, overlapping
         self.interrupted = False
+        self.started = time.perf_counter()
         check_writable(self.out, "--out", folder=True)  # before any worker starts
 
-    def _run(self, backend: str, job: dict, folder: Path) -> WorkerOutcome:
+    def _devices(self, backend: str) -> int:
+        """The devices a backend's warm worker has: the run's, except where a launcher starts the processes."""
+        return 1 if ALL_BACKENDS[backend].launcher else self.opts.run.devices
+
+    def _task(self, backend: str, job: dict, folder: Path, handler: str = HANDLER) -> Task:
         self.on_event(backend, "start", {"kind": job["kind"]})
-        outcome = run_worker(
-            WORKER_MODULE,
+        return Task(
             backend,
+            handler,
             job,
             folder,
-            timeout=self.opts.timeout,
-            devices=self.opts.run.devices if job["kind"] == "train" else 1,
+            self.opts.timeout,
             on_progress=lambda p: self.on_event(backend, "progress", p),
+            env=self.env,
         )
-        self.on_event(backend, "end", {"status": outcome.status, "message": outcome.message})
+
+    def _ended(self, outcome: WorkerOutcome) -> WorkerOutcome:
+        self.on_event(outcome.backend, "end", {"status": outcome.status, "message": outcome.message})
         if outcome.status == "usage" and not any(t.outcome.ok for t in self.trained.values()):
             # The first backend to try found the model or data wrong: that is bad input, not a backend's fault.
             raise UsageError(outcome.message)
         return outcome
 
+    def start_workers(self) -> None:
+        """Start every worker the run needs, all at once, and wait until each has imported its framework."""
+        wanted = list(dict.fromkeys([*self.runnable, *self.loaders]))
+        fresh = {b for b in wanted if not self._warm(b)}
+        for backend in wanted:
+            self.pool.start([backend], self._devices(backend))
+        for backend in wanted:
+            self.on_event(backend, "start", {"kind": "import"})
+        for backend in wanted:
+            ready = self.pool.wait_ready([backend], self._devices(backend))[backend]
+            self.import_s[backend] = ready if backend in fresh else 0.0
+            self.on_event(backend, "end", {"status": "ready" if ready is not None else "failed", "message": ""})
+        self.imports_wall_s = time.perf_counter() - self.started
+
+    def _warm(self, backend: str) -> bool:
+        worker = self.pool.workers.get((backend, self._devices(backend)))
+        return worker is not None and worker.alive and worker.import_s is not None
+
     def train_all(self) -> None:
         initial = self.out / INITIAL_WEIGHTS
         for backend in self.runnable:
             job = train_job(self.opts, initial, make_initial=not initial.exists())
-            outcome = self._run(backend, job, self.out / backend)
-            self.trained[backend] = TrainedRun(outcome, _arrays(self.out / backend, TRAIN_ARRAYS))
+            folder = self.out / backend
+            if self._devices(backend) != self.opts.run.devices:  # torchrun's ranks: processes of their own
+                self.on_event(backend, "start", {"kind": "train"})
+                outcome = run_worker(
+                    WORKER_MODULE,
+                    backend,
+                    job,
+                    folder,
+                    timeout=self.opts.timeout,
+                    env=self.env,
+                    devices=self.opts.run.devices,
+                    on_progress=lambda p, b=backend: self.on_event(b, "progress", p),
+                )
+            else:
+                outcome = self.pool.run_many([self._task(backend, job, folder)], self._devices(backend))[0]
+            self.trained[backend] = TrainedRun(self._ended(outcome), _arrays(folder, TRAIN_ARRAYS))
             self.write()
 
+    def locate_targets(self) -> dict[str, int]:
+        """backend -> the training step to take apart: where its losses first left the tolerance, or the first."""
+        report = self.report()
+        ref = report.backends.get(self.reference)
+        if ref is None or ref.status != "ok" or self.opts.run.devices > 1:
+            return {}
+        exact = report.criterion == "exact"
+        return {
+            name: r.first_divergent_step or 1
+            for name, r in report.backends.items()
+            if name != self.reference and r.status == "ok" and (self.opts.locate or (exact and r.verdict == "diverge"))
+        }
+
+    def locate_all(self) -> None:
+        """Take apart, on the reference and on each backend to locate, the step where it parts.
+
+        The state just before that step is replayed once on the reference and loaded everywhere:
+        both sides start the step from the same numbers, so what differs is that step's doing.
+        The step probed is the one before the losses left the tolerance (its update made the
+        weights they were computed from), or the first step.
+        """
+        by_step: dict[int, list[str]] = {}
+        for name, step in self.locate_targets().items():
+            by_step.setdefault(max(step - 1, 1), []).append(name)
+        for step, names in by_step.items():
+            folder = self.out / "locate" / f"step-{step}"
+            state = folder / "state.npz"
+            replay = {
+                "kind": "replay",
+                "run": self.opts.run.to_dict(),
+                "initial_weights": str((self.out / INITIAL_WEIGHTS).resolve()),
+                "steps": step - 1,
+                "state": str(state.resolve()),
+            }
+            done = self._ended(self.pool.run_many([self._task(self.reference, replay, folder / "replay", LOCATOR)])[0])
+            if not done.ok:
+                for name in names:
+                    self.located[name] = _not_located(step, f"replaying {step - 1} steps failed: {done.message}")
+                continue
+            probe = {"kind": "probe", "run": self.opts.run.to_dict(), "state": str(state.resolve()), "step": step - 1}
+            tasks = [self._task(b, probe, folder / b, LOCATOR) for b in [self.reference, *names]]
+            outcomes = {o.backend: self._ended(o) for o in self.pool.run_many(tasks)}
+            ref = outcomes[self.reference]
+            for name in names:
+                mine = outcomes[name]
+                if not (ref.ok and mine.ok):
+                    why = next(o.message for o in (ref, mine) if not o.ok)
+                    self.located[name] = _not_located(step, f"probing step {step} failed: {why}")
+                    continue
+                ref_arrays, mine_arrays = (
+                    _load_npz(folder / self.reference / "probe.npz"),
+                    _load_npz(folder / name / "probe.npz"),
+                )
+                found = locate(
+                    ref_arrays,
+                    ref.result,
+                    mine_arrays,
+                    mine.result,
+                    step=step,
+                    threshold_rel=self.opts.locate_threshold,
+                )
+                self.located[name] = (found.to_dict(), phases_table(ref_arrays, mine_arrays))
+        self.write()
+
     def portability_all(self) -> None:
+        """Every loader loads every saved model, side by side: this is not timed."""
         saved = {
             n: str((self.out / n / "model.keras").resolve())
             for n, t in self.trained.items()
@@ -148,18 +285,24 @@ class Compare:
         }
         if not saved:
             return
-        loaders = [n for n in self.runnable if n in self.trained and self.trained[n].outcome.ok]
-        for loader in [*loaders, *REFERENCE_BACKENDS]:
+        trained_ok = [n for n, t in self.trained.items() if t.outcome.ok]
+        loaders = [n for n in self.loaders if n in REFERENCE_BACKENDS or n in trained_ok]
+        tasks = []
+        for loader in loaders:
             # Only a reference-only backend predicts from the shared start: it is the independent one.
             initial = self.out / INITIAL_WEIGHTS if loader in REFERENCE_BACKENDS else None
-            folder = self.out / "portability" / loader
-            outcome = self._run(loader, predict_job(self.opts, saved, initial), folder)
-            predictions = {}
-            if outcome.ok:
-                files = outcome.result["predictions"]
-                predictions = {saver: _load_npz(folder / name) for saver, name in files.items()}
-            self.loaded[loader] = LoadedRun(outcome, predictions)
-            self.write()
+            tasks.append(self._task(loader, predict_job(self.opts, saved, initial), self.out / "portability" / loader))
+        by_devices: dict[int, list[Task]] = {}
+        for task in tasks:
+            by_devices.setdefault(self._devices(task.backend), []).append(task)
+        for devices, group in by_devices.items():
+            for task, outcome in zip(group, self.pool.run_many(group, devices), strict=True):
+                predictions = {}
+                if self._ended(outcome).ok:
+                    files = outcome.result["predictions"]
+                    predictions = {saver: _load_npz(task.workdir / name) for saver, name in files.items()}
+                self.loaded[task.backend] = LoadedRun(outcome, predictions)
+        self.write()
 
     def _collect_finished(self) -> None:
         """After Ctrl-C: a worker that wrote its result finished, even if we had not read it yet."""
@@ -169,8 +312,29 @@ class Compare:
                 outcome = WorkerOutcome(backend, "ok", 0, 0.0, read_json(result), "", "")
                 self.trained[backend] = TrainedRun(outcome, _arrays(self.out / backend, TRAIN_ARRAYS))
 
+    def timing(self) -> dict:
+        """Where the run's time went: each backend's import and training, and what compare added besides.
+
+        The imports overlap, so ``overhead_s`` is the wall time after every worker was ready
+        (``imports_wall_s``) that training does not explain: building, predicting, saving, loading.
+        """
+        imports = {b: s for b, s in self.import_s.items() if s is not None}
+        train = {
+            b: t.outcome.result["train_time_s"]
+            for b, t in self.trained.items()
+            if t.outcome.ok and t.outcome.result.get("train_time_s") is not None
+        }
+        wall = time.perf_counter() - self.started
+        return {
+            "wall_s": wall,
+            "import_s": imports,
+            "imports_wall_s": self.imports_wall_s,
+            "train_s": train,
+            "overhead_s": wall - self.imports_wall_s - sum(train.values()),
+        }
+
     def report(self) -> CompareReport:
-        return build_report(
+        report = build_report(
             self.opts,
             data=self.opts.run.data,
             reference=self.reference,
@@ -182,6 +346,13 @@ class Compare:
             references=REFERENCE_BACKENDS,
             interrupted=self.interrupted,
         )
+        report.timing = self.timing()
+        for name, (divergence, phases) in self.located.items():
+            report.backends[name].divergence, report.backends[name].divergence_phases = divergence, phases
+        for name, seconds in self.import_s.items():
+            if name in report.backends:
+                report.backends[name].import_s = seconds
+        return report
 
     def write(self) -> CompareReport:
         report = self.report()
@@ -196,10 +367,15 @@ class Compare:
             (self.out / name).unlink(missing_ok=True)
 
     def run(self) -> CompareReport:
+        self.started = time.perf_counter()
         self.out.mkdir(parents=True, exist_ok=True)
         self._clear()
+        owned = self.pool is None
+        self.pool = self.pool or WorkerPool()
         try:
+            self.start_workers()
             self.train_all()
+            self.locate_all()
             if self.opts.portability:
                 self.portability_all()
         except KeyboardInterrupt:
@@ -207,6 +383,10 @@ class Compare:
             self._collect_finished()
             self.write()
             raise
+        finally:
+            if owned:
+                self.pool.close()
+                self.pool = None
         report = self.write()
         from backendlab.compare.report import write_outputs
 
@@ -214,9 +394,11 @@ class Compare:
         return report
 
 
-def compare(**options) -> CompareReport:
+def compare(*, pool: WorkerPool | None = None, env: dict[str, str] | None = None, **options) -> CompareReport:
     """Python entry point: ``backendlab.compare.compare(model="cnn", epochs=3, out="runs/cnn")``.
 
     Options are :class:`~backendlab.runspec.RunSpec` fields and :class:`CompareOptions` fields.
+    ``pool``: warm workers to run on (e.g. :func:`~backendlab.pool.shared_pool`), kept warm afterwards;
+    ``env``: environment variables the run's jobs see (see :class:`Compare`).
     """
-    return Compare(CompareOptions.from_keywords(**options)).run()
+    return Compare(CompareOptions.from_keywords(**options), pool=pool, env=env).run()

@@ -195,12 +195,30 @@ def _notes(opts: CompareOptions, stochastic: list[str], criterion: str, skipped:
     return notes
 
 
-def _overall(reports: dict[str, BackendReport], portability: dict, references: tuple, named_skip: bool, interrupted):
+def export_cells(trained: dict[str, TrainedRun], planned: list[str]) -> dict[str, dict[str, dict]]:
+    """saver -> format -> the cell its worker measured: its export run in the format's runtime."""
+    return {
+        n: dict(trained[n].outcome.result.get("exports") or {})
+        for n in planned
+        if n in trained and trained[n].outcome.ok and trained[n].outcome.result.get("exports")
+    }
+
+
+def export_verdict(exports: dict[str, dict[str, dict]]) -> str | None:
+    """The exports' own verdict: failed if any export failed, diverge if any predicted otherwise, else agree."""
+    statuses = {cell["status"] for row in exports.values() for cell in row.values()}
+    if not statuses:
+        return None
+    return "failed" if "failed" in statuses else "diverge" if "diverge" in statuses else "agree"
+
+
+def _overall(reports: dict[str, BackendReport], portability: dict, skip: set, named_skip: bool, interrupted):
+    """Training's verdict: the backends and the cells of backends loading each other's files (``skip``: others)."""
     statuses = {r.status for r in reports.values()}
     failed = statuses & {"failed", "crashed", "timeout", "not run", "nonfinite"} or (
         named_skip and "skipped" in statuses
     )
-    cells = [c for row in portability.values() for loader, c in row.items() if loader not in references]
+    cells = [c for row in portability.values() for loader, c in row.items() if loader not in skip]
     if interrupted:
         return "incomplete"
     if failed:
@@ -256,9 +274,13 @@ def build_report(
             portability.setdefault(saver, {})[loader] = cell
         if loader in references:
             numpy_cells = numpy_reference(run, {n: trained[n] for n in planned if n in trained}, opts)
+    exports = export_cells(trained, planned)
+    for saver, cells in exports.items():
+        portability.setdefault(saver, {}).update(cells)
+    skip = set(references) | {fmt for row in exports.values() for fmt in row}
     settings = {**opts.settings(), "data": data, "backends": list(reports)}
     return CompareReport(
-        verdict=_overall(reports, portability, references, named_skip, interrupted),
+        verdict=_overall(reports, portability, skip, named_skip, interrupted),
         reference=reference,
         settings=settings,
         criterion=criterion,
@@ -268,4 +290,5 @@ def build_report(
         backends=reports,
         portability=portability,
         numpy_reference=numpy_cells,
+        export_verdict=export_verdict(exports),
     )

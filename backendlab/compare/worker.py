@@ -4,7 +4,8 @@ Jobs:
 
 ``train``    build the model, load the shared starting weights (or make them, for the
              first worker), predict with them, train on backendlab's batch order, then
-             save final weights, test predictions and the ``.keras`` model.
+             save final weights, test predictions and the ``.keras`` model, and export it
+             in each format asked for, checking each export in its runtime.
 ``predict``  load each listed ``.keras`` file (saved on any backend) and predict on the
              test split; optionally also predict with the starting weights (the numpy
              backend does this as an independent reference).
@@ -75,7 +76,13 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
         save_npz(workdir / "weights.npz", flatten(prep.model.get_weights(), "w"))
         save_npz(workdir / "predictions.npz", predictions)
         save_model(prep.model, workdir / "model.keras", trained_spec(prep))
-    return {**result.to_dict(), "initial_checksum": start_checksum}
+    exports = {}
+    if main and job.get("exports"):
+        from backendlab.export import check_exports
+
+        progress(total, total, "exporting", force=True)
+        exports = check_exports(prep.model, prep.data.x_test, workdir / "exports", job["exports"], job["export_atol"])
+    return {**result.to_dict(), "initial_checksum": start_checksum, "exports": exports}
 
 
 def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
