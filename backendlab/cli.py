@@ -1,4 +1,4 @@
-"""The ``backendlab`` command: info, train, compare, bench.
+"""The ``backendlab`` command: info, train, compare, bench, export, check-layer.
 
 Bad usage prints one line, ``backendlab: error: ...``, and exits 2, with no traceback; so does
 training that goes NaN or inf, which exits 1 (the input was fine, the run failed).
@@ -39,6 +39,7 @@ SUBCOMMANDS = {
     "compare": ("backendlab.compare.cli", "Train on every backend from the same weights and batches; compare."),
     "bench": ("backendlab.bench.cli", "Throughput of each backend against native loops and the matmul peak."),
     "export": ("backendlab.export_cli", "Export a saved .keras model as ONNX or a SavedModel; --check runs it."),
+    "check-layer": ("backendlab.check_layer_cli", "Check that a layer computes the same on every backend."),
 }
 
 
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(importlib.import_module(module), f"add_{name}_arguments")(p)
+        getattr(importlib.import_module(module), f"add_{name.replace('-', '_')}_arguments")(p)
     return parser
 
 
@@ -237,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         die_with_orchestrator()
     module = importlib.import_module(SUBCOMMANDS[command][0])
     try:
-        return getattr(module, f"run_{command}")(args)
+        return getattr(module, f"run_{command.replace('-', '_')}")(args)
     except NonFiniteError as exc:  # the run itself failed, not its input: exit 1, as compare does
         if is_main_process():
             console.print(f"backendlab: error: {exc}", markup=False, highlight=False, soft_wrap=True)

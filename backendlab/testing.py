@@ -103,7 +103,9 @@ class ParityReport:
     def lines(self) -> list[str]:
         """One line per check, then the training-vs-inference gaps and what was skipped."""
         out = [f"{'ok  ' if c.ok else 'FAIL'}  {c.line(self.rtol, self.atol)}" for c in self.checks]
-        out += [f"info  {b}: training vs inference mode, max abs {gap:.3g}" for b, gap in self.training_vs_inference.items()]
+        out += [
+            f"info  {b}: training vs inference mode, max abs {gap:.3g}" for b, gap in self.training_vs_inference.items()
+        ]
         out += [f"note  {b}: {note}" for b, notes in self.notes.items() for note in notes]
         return out
 
@@ -113,6 +115,14 @@ class ParityReport:
             f"(layer {self.factory}, reference {self.reference}, rtol={self.rtol:g}, atol={self.atol:g}):"
         )
         return "\n".join([head, *(c.line(self.rtol, self.atol) for c in self.failures)])
+
+
+class BackendsDisagree(AssertionError):
+    """Raised by :func:`assert_backends_agree` when a check fails; ``report`` holds every check."""
+
+    def __init__(self, report: ParityReport):
+        super().__init__(report.message())
+        self.report = report
 
 
 # --- what the caller gave --------------------------------------------------------------------
@@ -197,7 +207,9 @@ def write_inputs(inputs, path: Path) -> dict:
     arrays = {key: np.asarray(value) for key, value in named.items()}
     for key, array in arrays.items():
         if array.dtype.kind not in "biuf" or array.ndim == 0:
-            raise TypeError(f"inputs must be NumPy arrays of numbers with a batch axis; {key} is {array.dtype} {array.shape}")
+            raise TypeError(
+                f"inputs must be NumPy arrays of numbers with a batch axis; {key} is {array.dtype} {array.shape}"
+            )
     np.savez(path, **arrays)
     return {"kind": kind, "keys": list(arrays)}
 
@@ -327,7 +339,9 @@ def run_checks(
         raise error
     results = {o.backend: o.result for o in (first, *rest)}
     arrays = {b: _load(folder / b / ARRAYS) for b in names}
-    report = ParityReport(shown_spec(spec), reference, names, rtol, atol, notes={b: r["notes"] for b, r in results.items()})
+    report = ParityReport(
+        shown_spec(spec), reference, names, rtol, atol, notes={b: r["notes"] for b, r in results.items()}
+    )
     for backend in others:
         report.checks += tensor_checks(backend, reference, results, arrays, layout, rtol, atol)
     if training:
@@ -341,7 +355,9 @@ def saving_checks(names, pool, job, results, arrays, folder: Path, rtol, atol) -
     """Every backend loads every backend's ``.keras``; its outputs against the saver's."""
     models = {b: results[b]["model"] for b in names}
     load = {key: job[key] for key in ("factory", "inputs", "layout")}
-    tasks = [Task(b, HANDLER, {**load, "kind": "load", "models": models}, folder / f"load-{b}", JOB_TIMEOUT_S) for b in names]
+    tasks = [
+        Task(b, HANDLER, {**load, "kind": "load", "models": models}, folder / f"load-{b}", JOB_TIMEOUT_S) for b in names
+    ]
     outcomes = pool.run_many(tasks)
     if (error := _failed(outcomes, names[0])) is not None:
         raise error
@@ -401,7 +417,7 @@ def assert_backends_agree(
             seed=seed,
         )
     if report.failures:
-        raise AssertionError(report.message())
+        raise BackendsDisagree(report)
     return report
 
 
