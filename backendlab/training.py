@@ -453,6 +453,24 @@ def _lambda_layers(config) -> list[str]:
     return own + [name for value in config.values() for name in _lambda_layers(value)]
 
 
+def _foreign_optimizer(config: dict) -> dict:
+    """``custom_objects`` that load an optimizer Keras recorded under one backend's own module.
+
+    Keras 3.15 saves an optimizer compiled on PyTorch as ``keras.src.backend.torch.optimizers...``:
+    loading the file on another backend imports torch for it (seconds), and where torch is not
+    installed it fails ("Could not deserialize class 'SGD' because its parent module
+    keras.src.backend.torch.optimizers.torch_sgd cannot be imported"). The public optimizer of the
+    same name is that optimizer on every backend.
+    """
+    import keras
+
+    optimizer = (config.get("compile_config") or {}).get("optimizer")
+    if not isinstance(optimizer, dict) or not str(optimizer.get("module", "")).startswith("keras.src.backend."):
+        return {}
+    public = getattr(keras.optimizers, str(optimizer.get("class_name")), None)
+    return {optimizer.get("registered_name") or optimizer["class_name"]: public} if public else {}
+
+
 def load_model(path: str | os.PathLike):
     """A ``.keras`` file, saved on any backend, with its compile settings and optimizer state.
 
@@ -466,7 +484,7 @@ def load_model(path: str | os.PathLike):
     config = _archive_config(path)
     avoid_needless_tensorflow()
     try:
-        model = keras.saving.load_model(path)
+        model = keras.saving.load_model(path, custom_objects=_foreign_optimizer(config) or None)
     except Exception as exc:  # a file from elsewhere can fail in any layer's from_config
         chain = [exc]  # Keras wraps the cause ("Could not locate class 'Fault'") in a generic message
         while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import zipfile
 
 import pytest
-from helpers import run_cli
+from helpers import FIXTURES, run_cli
 
 from backendlab.errors import UsageError
 from backendlab.results import check_writable
@@ -154,3 +154,23 @@ def test_resume_from_a_model_with_an_unknown_class_exits_2_naming_it(backend, tm
     line = proc.stderr.strip()
     assert "\n" not in line and "Traceback" not in line
     assert line.startswith(f"backendlab: error: '{path}' cannot be loaded: TypeError: Could not locate class 'Fault'.")
+
+
+# --- a .keras file saved on PyTorch, loaded on this backend -----------------------------------------------------------
+
+SAVED_ON_TORCH = FIXTURES / "saved_on_torch.keras"  # the seed's MLP, model.save() under torch after 2 SGD steps
+
+
+def test_a_model_compiled_and_saved_on_torch_loads_here_with_its_optimizer(backend):
+    import keras
+
+    from backendlab.training import load_model
+
+    model = load_model(SAVED_ON_TORCH)
+    optimizer = model.optimizer
+    assert type(optimizer).__name__ == "SGD" and optimizer.nesterov and optimizer.momentum == 0.9
+    assert int(keras.ops.convert_to_numpy(optimizer.iterations)) == 2  # its state came with it
+    if backend != "torch":
+        # Keras alone records the optimizer under torch's own module, and cannot load it without torch.
+        with pytest.raises(TypeError, match="keras.src.backend.torch.optimizers.torch_sgd cannot be imported"):
+            keras.saving.load_model(SAVED_ON_TORCH)
