@@ -39,7 +39,7 @@ def tests(session: nox.Session, backend: str) -> None:
     _install(session, backend)
     env = {"KERAS_BACKEND": BACKEND_NAMES[0] if backend == CROSS else backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
     marker = "cross" if backend == CROSS else "not cross"
-    session.run("pytest", "-m", marker, "-p", "no:cacheprovider", *session.posargs, env=env)
+    session.run("pytest", "-m", marker, "-p", "no:cacheprovider", "--durations=10", *session.posargs, env=env)
 
 
 @nox.session

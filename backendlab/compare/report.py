@@ -119,6 +119,14 @@ def _divergence_markdown(report) -> list[str]:
     ]
     for r in located:
         lines += ["", f"**{r.backend}**: {_where(r.divergence)}", ""]
+        reached = r.divergence_layers.get("reached", [])
+        missed = r.divergence_layers.get("not_reached", [])
+        if reached or missed:
+            lines.append(
+                f"Layer outputs recorded: {len(reached)}"
+                + (f"; not reachable by the probe: {', '.join(m['name'] for m in missed)}" if missed else "")
+                + ".\n"
+            )
         if r.divergence_phases:
             lines += ["| phase | arrays | largest abs | largest rel | where |", "|---|---|---|---|---|"]
             for row in r.divergence_phases:

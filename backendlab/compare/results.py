@@ -80,6 +80,8 @@ class BackendReport:
     # and each phase's largest differences in that step; None where it was not located.
     divergence: dict | None = None
     divergence_phases: list = field(default_factory=list)
+    # The layers whose outputs the probe recorded, and those it could not reach (a recurrent layer's cell).
+    divergence_layers: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> BackendReport:

@@ -102,8 +102,8 @@ def _arrays(folder: Path, names) -> dict[str, dict[str, np.ndarray]]:
     return {name: _load_npz(folder / f"{name}.npz") for name in names if (folder / f"{name}.npz").exists()}
 
 
-def _not_located(step: int, why: str) -> tuple[dict, list]:
-    return Divergence(step, None, None, None, None, 0.0, 0.0, 0.0, f"not located: {why}").to_dict(), []
+def _not_located(step: int, why: str) -> tuple[dict, list, dict]:
+    return Divergence(step, None, None, None, None, 0.0, 0.0, 0.0, f"not located: {why}").to_dict(), [], {}
 
 
 # --- the run --------------------------------------------------------------------------
@@ -142,7 +142,8 @@ class Compare:
         self.loaders = [*self.runnable, *REFERENCE_BACKENDS] if opts.portability else []
         self.trained: dict[str, TrainedRun] = {}
         self.loaded: dict[str, LoadedRun] = {}
-        self.located: dict[str, tuple[dict, list]] = {}  # backend -> (Divergence as a dict, phases table)
+        # backend -> (Divergence as a dict, phases table, the layers the probe reached and did not)
+        self.located: dict[str, tuple[dict, list, dict]] = {}
         self.import_s: dict[str, float | None] = {}
         self.imports_wall_s = 0.0  # from the start until every worker was ready: the imports, overlapping
         self.interrupted = False
@@ -273,7 +274,7 @@ class Compare:
                     step=step,
                     threshold_rel=self.opts.locate_threshold,
                 )
-                self.located[name] = (found.to_dict(), phases_table(ref_arrays, mine_arrays))
+                self.located[name] = (found.to_dict(), phases_table(ref_arrays, mine_arrays), mine.result["layers"])
         self.write()
 
     def portability_all(self) -> None:
@@ -347,8 +348,9 @@ class Compare:
             interrupted=self.interrupted,
         )
         report.timing = self.timing()
-        for name, (divergence, phases) in self.located.items():
-            report.backends[name].divergence, report.backends[name].divergence_phases = divergence, phases
+        for name, (divergence, phases, layers) in self.located.items():
+            located = report.backends[name]
+            located.divergence, located.divergence_phases, located.divergence_layers = divergence, phases, layers
         for name, seconds in self.import_s.items():
             if name in report.backends:
                 report.backends[name].import_s = seconds
