@@ -114,7 +114,7 @@ def _wait_gone(pids: set[int], timeout: float = _GONE_S) -> None:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Ctrl-C and SIGTERM wait for the block's end: a process stopped to be killed must not stay stopped."""
     held = {signal.SIGINT, signal.SIGTERM}
     mask = getattr(signal, "pthread_sigmask", None)
@@ -181,7 +181,7 @@ class ProcessTree:
 
     def kill(self) -> None:
         """SIGKILL the process and every process it started; return once they are gone."""
-        with _signals_held():
+        with signals_held():
             stopped: set[int] = set()
             for _ in range(100):  # each is stopped before its children are listed: a stopped process starts none
                 found = self._members(_processes()) - stopped

@@ -126,6 +126,7 @@ def run_compare(args) -> int:
         terminal_table,
         timing_line,
     )
+    from backendlab.processes import signals_held
     from backendlab.results import check_writable, write_json
 
     if args.json is not None:
@@ -142,6 +143,11 @@ def run_compare(args) -> int:
     tasks: dict[tuple[str, str], int] = {}
 
     def on_event(backend: str, stage: str, info: dict) -> None:
+        # A Ctrl-C waits until the display is updated: raised inside rich's lock, it could leave it held.
+        with signals_held():
+            show(backend, stage, info)
+
+    def show(backend: str, stage: str, info: dict) -> None:
         key = (
             (backend, info.get("kind", ""))
             if stage == "start"
