@@ -62,7 +62,6 @@ class WarmWorker:
         if devices > 1 and ALL_BACKENDS[backend].host_devices_flag:
             variable, flag = ALL_BACKENDS[backend].host_devices_flag
             full_env[variable] = f"{full_env.get(variable, '')} {flag.format(devices=devices)}".strip()
-        self.started = time.perf_counter()
         with open(log, "ab") as out:
             self.tree = ProcessTree(
                 [sys.executable, "-m", "backendlab.workers"],
@@ -129,7 +128,7 @@ class WorkerPool:
         self.env, self.poll_s = env or {}, poll_s
         self.workers: dict[tuple[str, int], WarmWorker] = {}
         self.folder = Path(tempfile.mkdtemp(prefix="backendlab-pool-"))
-        self.started_fresh: set[tuple[str, int]] = set()
+        self.started = 0  # workers started so far, replacements included: each logs to a file of its own
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -143,9 +142,9 @@ class WorkerPool:
         if current is None or not current.alive:
             if current is not None:
                 current.kill()
-            log = self.folder / f"{backend}-{devices}-{len(self.started_fresh)}.log"
+            log = self.folder / f"{backend}-{devices}-{self.started}.log"
             self.workers[key] = WarmWorker(backend, log, devices, self.env)
-            self.started_fresh.add(key)
+            self.started += 1
         return self.workers[key]
 
     def start(self, backends: Iterable[str], devices: int = 1) -> None:

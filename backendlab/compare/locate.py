@@ -70,6 +70,11 @@ class Divergence:
     upstream_max_rel: float  # the largest relative difference anywhere upstream of it
     explanation: str  # one sentence for a person
 
+    @classmethod
+    def nowhere(cls, step: int | None, gap: float, rel: float, explanation: str) -> Divergence:
+        """No place stands out: ``gap`` and ``rel`` are the largest differences anywhere, and why none is named."""
+        return cls(step, None, None, None, None, gap, rel, rel, explanation)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -211,30 +216,20 @@ def locate(
         upstream = max(upstream, rel)
         seen_upstream = True
     if compared == 0:
-        return Divergence(step, None, None, None, None, 0.0, 0.0, 0.0, "the two probes have no place in common")
+        return Divergence.nowhere(step, 0.0, 0.0, "the two probes have no place in common")
     place, gap, rel = worst
     if first_over is None:
-        return Divergence(
+        return Divergence.nowhere(
             step,
-            None,
-            None,
-            None,
-            None,
             gap,
-            rel,
             rel,
             f"no place differs by more than {threshold_rel:.0e} relative: the largest difference, "
             f"{rel:.1e} in {_what(place)}, is float32 rounding spread over the whole step",
         )
     start, start_gap, start_rel = first_over
-    return Divergence(
+    return Divergence.nowhere(
         step,
-        None,
-        None,
-        None,
-        None,
         gap,
-        rel,
         rel,
         f"no single place stands out: differences grow gradually from {start_rel:.1e} in {_what(start)} "
         f"to {rel:.1e} in {_what(place)}, as rounding amplified through the step",

@@ -103,7 +103,7 @@ def _arrays(folder: Path, names) -> dict[str, dict[str, np.ndarray]]:
 
 
 def _not_located(step: int, why: str) -> tuple[dict, list, dict]:
-    return Divergence(step, None, None, None, None, 0.0, 0.0, 0.0, f"not located: {why}").to_dict(), [], {}
+    return Divergence.nowhere(step, 0.0, 0.0, f"not located: {why}").to_dict(), [], {}
 
 
 # --- the run --------------------------------------------------------------------------
