@@ -44,6 +44,11 @@ class Backend:
     # (environment variable, flag with ``{devices}``), or None where it is done after import
     # (TensorFlow's logical CPUs, in _impl) or by the launcher (torchrun's processes).
     host_devices_flag: tuple[str, str] | None = None
+    # What ``compile(jit_compile="auto")`` resolves to for a model that can be compiled.
+    jit_by_default: bool = True
+    # The lines that set a process's intra-op and inter-op thread counts ({intra}, {inter}),
+    # for tune's snippets; what the framework allows, before it starts.
+    threads_snippet: str = ""
 
     @property
     def installed(self) -> bool:
@@ -80,6 +85,8 @@ ALL_BACKENDS: dict[str, Backend] = {
             None,
             # XLA's flag splits the host into virtual devices; it does nothing on GPUs.
             host_devices_flag=("XLA_FLAGS", "--xla_force_host_platform_device_count={devices}"),
+            threads_snippet='os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false '
+            'intra_op_parallelism_threads=1"  # before JAX starts: one thread (JAX has no other count)',
         ),
         Backend(
             "tensorflow",
@@ -91,6 +98,8 @@ ALL_BACKENDS: dict[str, Backend] = {
             True,
             "tf.distribute.MirroredStrategy",
             None,
+            threads_snippet="tf.config.threading.set_intra_op_parallelism_threads({intra})\n"
+            "tf.config.threading.set_inter_op_parallelism_threads({inter})  # before TensorFlow's first op",
         ),
         Backend(
             "torch",
@@ -102,6 +111,8 @@ ALL_BACKENDS: dict[str, Backend] = {
             False,
             "DistributedDataParallel (gloo on CPU, nccl on GPU)",
             "torch.distributed.run",
+            jit_by_default=False,  # Keras leaves PyTorch eager until torch.compile is reliable
+            threads_snippet="torch.set_num_threads({intra})\ntorch.set_num_interop_threads({inter})  # before any work",
         ),
         Backend("numpy", "numpy", "numpy", "all", "NumPy", "none", False, "none", None, trainable=False),
     )

@@ -1,4 +1,4 @@
-"""The ``backendlab`` command: info, train, compare, bench, export, check-layer.
+"""The ``backendlab`` command: info, train, compare, bench, tune, export, check-layer.
 
 Bad usage prints one line, ``backendlab: error: ...``, and exits 2, with no traceback; so does
 training that goes NaN or inf, which exits 1 (the input was fine, the run failed).
@@ -38,6 +38,7 @@ SUBCOMMANDS = {
     "train": ("backendlab.cli", "Train a model on the backend KERAS_BACKEND names (default: the seed's MLP)."),
     "compare": ("backendlab.compare.cli", "Train on every backend from the same weights and batches; compare."),
     "bench": ("backendlab.bench.cli", "Throughput of each backend against native loops and the matmul peak."),
+    "tune": ("backendlab.tune.cli", "The fastest settings per backend for a model, each proven to train the same."),
     "export": ("backendlab.export_cli", "Export a saved .keras model as ONNX or a SavedModel; --check runs it."),
     "check-layer": ("backendlab.check_layer_cli", "Check that a layer computes the same on every backend."),
 }

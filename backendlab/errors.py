@@ -1,5 +1,7 @@
 """backendlab's own errors: each carries one line that says what was wrong and what to do."""
 
+import re
+
 
 class BackendlabError(Exception):
     """Base class; the command line prints the message alone, without a traceback."""
@@ -23,7 +25,26 @@ class NonFiniteError(BackendlabError):
         self.result = result
 
 
+def first_line(message: str) -> str:
+    """The line of an error message that says what went wrong.
+
+    Keras wraps an error raised in a layer's ``call`` as "Exception encountered when calling
+    X.call()." followed by the original message in bold (ANSI) and the arguments; the original's
+    last paragraph is what a reader needs, so it is taken from there, with the layer named.
+    """
+    text = message.strip()
+    if text.startswith("Exception encountered when calling"):
+        head = text.splitlines()[0].removeprefix("Exception encountered when calling ").rstrip(".")
+        bold = re.search(r"\x1b\[1m(.*?)\x1b\[0m", text, re.S)
+        if bold:
+            inner = [p.strip() for p in bold.group(1).split("\n\n") if p.strip()]
+            if inner:
+                return f"{head}: {inner[-1].splitlines()[0]}"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    lines = text.splitlines()
+    return lines[0] if lines else ""
+
+
 def one_line(exc: BaseException) -> str:
     """``TypeName: first line of the message``, for reports that quote an exception."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return f"{type(exc).__name__}: {first_line(str(exc))}".rstrip(": ")

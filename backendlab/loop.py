@@ -88,9 +88,14 @@ class TrainStep:
     ``metrics`` are Keras metric objects or names, computed on that batch alone.
     Calling it again continues from the current weights and optimizer state, which
     is what incremental learning needs.
+
+    ``jit_compile``: None (the default) compiles as each backend usually does (``jax.jit``,
+    ``tf.function``, eager PyTorch); True adds XLA on TensorFlow and ``torch.compile`` on PyTorch;
+    False runs JAX op by op. ``run`` returns tensors without waiting for them: a loop that calls
+    it and reads the loss only now and then never stops the device once per step.
     """
 
-    def __init__(self, model, loss, optimizer, metrics=()):
+    def __init__(self, model, loss, optimizer, metrics=(), jit_compile=None):
         import keras
 
         ensure_backend()
@@ -101,7 +106,8 @@ class TrainStep:
         self.optimizer = optimizer
         self.loss_fn = resolve_loss(loss)
         self.metrics = [keras.metrics.get(m) if isinstance(m, str) else m for m in metrics]
-        self._step = impl().make_train_step(model, self.loss_fn, optimizer)
+        self.jit_compile = jit_compile
+        self._step = impl().make_train_step(model, self.loss_fn, optimizer, jit_compile)
 
     def run(self, x, y):
         """One step; returns ``(x, y, loss, y_pred)`` as backend tensors, for callers that need the predictions."""
@@ -116,6 +122,20 @@ class TrainStep:
                 f"model {self.model.name!r} failed on a batch of shape {_shapes(x)} -> {_shapes(y)}: {one_line(exc)}"
             ) from exc
         return x, y, loss, y_pred
+
+    def run_batches(self, batches) -> list:
+        """One step per ``(x, y)`` of ``batches`` (tensors already on the device, or arrays); returns
+        the losses as tensors, read back by nobody: the loop never waits for the device."""
+        import keras
+
+        batches = [
+            tuple(keras.tree.map_structure(keras.ops.convert_to_tensor, part) for part in batch) for batch in batches
+        ]
+        losses = []
+        for x, y in batches:
+            loss, _ = self._step(x, y)
+            losses.append(loss)
+        return losses
 
     def __call__(self, x, y) -> dict[str, float]:
         import keras

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from backendlab.errors import UsageError
+from backendlab.errors import UsageError, one_line
 
 
 def is_callable_spec(spec: str) -> bool:
@@ -101,4 +101,4 @@ def call_user(func: Callable[..., Any], spec: str, what: str, *args: Any) -> Any
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"{what} {spec!r} raised {type(exc).__name__}: {exc}") from exc
+        raise UsageError(f"{what} {spec!r} raised {one_line(exc)}") from exc

@@ -5,10 +5,13 @@
 ``refuses_nan(exc)``     whether ``exc`` is the framework refusing a NaN where others compute
                          one (torch's binary cross-entropy raises on NaN predictions), so
                          training reports a NaN loss there as on every other backend
-``make_train_step(model, loss_fn, optimizer)``
+``make_train_step(model, loss_fn, optimizer, jit_compile=None)``
                          a function ``(x, y) -> (loss, y_pred)`` that takes one optimizer
                          step with the framework's own autodiff, compiled where the
-                         framework compiles, on the model's and optimizer's real Keras state;
+                         framework compiles (``jit_compile``: True for XLA on TensorFlow
+                         and torch.compile on PyTorch, False for JAX without jax.jit, None
+                         for each one's usual: jax.jit, tf.function, eager), on the model's
+                         and optimizer's real Keras state;
                          under torchrun it trains its rank's share of the global batch
 ``fit_gradients(model, x, y)``
                          one batch's ``(loss, gradients)`` as the backend's ``fit`` step
@@ -22,6 +25,10 @@
                          float leaf of ``inputs`` (None for integer leaves) and to each of
                          ``layer.trainable_variables``, by the framework's own autodiff
                          (``backendlab.testing``'s parity checks compare them across backends)
+``profile_phases(model, loss_fn, optimizer, x, y, repeats)``
+                         the median milliseconds of one step's forward pass, loss and
+                         backward, and optimizer update, each timed alone the way the
+                         backend runs it (``tune``'s per-step profile)
 ``check_devices(n)``     refuse more devices than the machine has
 ``data_parallel(n)``     set up the backend's own data-parallel engine on n devices and
                          return the scope in which the model is built and compiled

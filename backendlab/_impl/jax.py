@@ -43,7 +43,8 @@ def data_parallel(devices: int):
     return contextlib.nullcontext()
 
 
-def make_train_step(model, loss_fn, optimizer):
+def make_train_step(model, loss_fn, optimizer, jit_compile=None):
+    """``jit_compile``: None or True run the step under ``jax.jit``; False runs it op by op (for debugging)."""
     optimizer.build(model.trainable_variables)
 
     def compute_loss(trainable, non_trainable, x, y):
@@ -57,11 +58,12 @@ def make_train_step(model, loss_fn, optimizer):
 
     grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
 
-    @jax.jit
-    def jitted(trainable, non_trainable, opt_vars, x, y):
+    def update(trainable, non_trainable, opt_vars, x, y):
         (loss, (y_pred, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y)
         trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
         return loss, y_pred, trainable, non_trainable, opt_vars
+
+    jitted = update if jit_compile is False else jax.jit(update)
 
     def step(x, y):
         loss, y_pred, trainable, non_trainable, opt_vars = jitted(
@@ -153,3 +155,38 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
     for i, grad in zip(wrt, float_grads):
         input_grads[i] = grad
     return input_grads, list(weight_grads)
+
+
+def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, float]:
+    """Median ms of a step's forward pass, loss and backward, and optimizer update, each its own jax.jit."""
+    import time
+
+    def timed(fn) -> float:
+        sync(fn())
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sync(fn())
+            times.append(time.perf_counter() - start)
+        times.sort()
+        return 1000 * times[len(times) // 2]
+
+    optimizer.build(model.trainable_variables)
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    opt_vars = [v.value for v in optimizer.variables]
+
+    def compute_loss(trainable):
+        y_pred, _ = model.stateless_call(trainable, non_trainable, x, training=True)
+        return loss_fn(y, y_pred)
+
+    forward = jax.jit(lambda t: model.stateless_call(t, non_trainable, x, training=True)[0])
+    grad = jax.jit(jax.value_and_grad(compute_loss))
+    _, grads = grad(trainable)
+    update = jax.jit(lambda o, t: optimizer.stateless_apply(o, grads, t))
+    forward_ms = timed(lambda: forward(trainable))
+    return {
+        "forward_ms": forward_ms,
+        "loss_and_backward_ms": timed(lambda: grad(trainable)) - forward_ms,
+        "optimizer_ms": timed(lambda: update(opt_vars, trainable)),
+    }

@@ -53,11 +53,12 @@ def data_parallel(devices: int):
     return tf.distribute.MirroredStrategy(names[:devices]).scope()
 
 
-def make_train_step(model, loss_fn, optimizer):
+def make_train_step(model, loss_fn, optimizer, jit_compile=None):
+    """``jit_compile``: True compiles the graph with XLA; None or False run it as a plain tf.function graph."""
     # Build the optimizer's slots eagerly: tf.function must not create variables.
     optimizer.build(model.trainable_variables)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=bool(jit_compile))
     def step(x, y):
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
@@ -115,3 +116,36 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
     for i, grad in zip(wrt, grads):
         input_grads[i] = grad
     return input_grads, grads[len(wrt) :]
+
+
+def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, float]:
+    """Median ms of a step's forward pass, loss and backward, and optimizer update, each its own tf.function."""
+    import time
+
+    def timed(fn) -> float:
+        sync(fn())
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sync(fn())
+            times.append(time.perf_counter() - start)
+        times.sort()
+        return 1000 * times[len(times) // 2]
+
+    optimizer.build(model.trainable_variables)
+    forward = tf.function(lambda: model(x, training=True))
+
+    @tf.function
+    def gradients():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return tape.gradient(loss, model.trainable_weights)
+
+    grads = gradients()
+    update = tf.function(lambda: optimizer.apply(grads, model.trainable_weights))
+    forward_ms = timed(forward)
+    return {
+        "forward_ms": forward_ms,
+        "loss_and_backward_ms": timed(gradients) - forward_ms,
+        "optimizer_ms": timed(lambda: (update(), optimizer.iterations)[1]),
+    }

@@ -78,7 +78,9 @@ def _gather(shard, shares: list[int]):
     return torch.cat([part[:count] for part, count in zip(parts, shares)])
 
 
-def make_train_step(model, loss_fn, optimizer):
+def make_train_step(model, loss_fn, optimizer, jit_compile=None):
+    """``jit_compile=True`` runs the forward pass and the loss under ``torch.compile`` (its backward
+    compiled with them by AOTAutograd); None or False run eagerly."""
     import keras
     from torch.nn.parallel import DistributedDataParallel
 
@@ -87,6 +89,16 @@ def make_train_step(model, loss_fn, optimizer):
     # Under torchrun every rank holds the same global batch and trains on its share;
     # DDP averages the gradients across ranks during backward().
     net = DistributedDataParallel(model) if world > 1 else model
+
+    def forward_loss(x, y):
+        y_pred = net(x, training=True)
+        loss = loss_fn(y, y_pred)
+        for extra in model.losses:  # regularization, as fit adds it
+            loss = loss + extra
+        return loss, y_pred
+
+    if jit_compile:
+        forward_loss = torch.compile(forward_loss)
 
     def step(x, y):
         share = 1.0
@@ -102,10 +114,7 @@ def make_train_step(model, loss_fn, optimizer):
             # DDP's all-reduce: it trains on a copy of the batch's first sample, weighted zero.
             part = slice(start, start + shares[rank]) if shares[rank] else slice(0, 1)
             x, y = (keras.tree.map_structure(lambda a: a[part], t) for t in (x, y))
-        y_pred = net(x, training=True)
-        loss = loss_fn(y, y_pred)
-        for extra in model.losses:  # regularization, as fit adds it
-            loss = loss + extra
+        loss, y_pred = forward_loss(x, y)
         model.zero_grad()
         (loss * share).backward()
         grads = [v.value.grad for v in model.trainable_weights]
@@ -163,3 +172,34 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
     for i, grad in zip(wrt, grads):
         input_grads[i] = grad
     return input_grads, grads[len(wrt) :]
+
+
+def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, float]:
+    """Median ms of an eager step's forward pass, loss and backward, and optimizer update, each timed alone."""
+    import time
+
+    def timed(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - start)
+        times.sort()
+        return 1000 * times[len(times) // 2]
+
+    forward = timed(lambda: model(x, training=True))
+
+    def loss_and_backward():
+        model.zero_grad()
+        loss_fn(y, model(x, training=True)).backward()
+
+    backward = timed(loss_and_backward) - forward
+    grads = [v.value.grad for v in model.trainable_weights]
+
+    def update():
+        with torch.no_grad():
+            optimizer.apply(grads, model.trainable_weights)
+
+    return {"forward_ms": forward, "loss_and_backward_ms": backward, "optimizer_ms": timed(update)}

@@ -104,6 +104,21 @@ def check_backends(names: tuple[str, ...]) -> None:
             )
 
 
+def machine_for(backends, matmul: dict, devices: dict, keras_version: str | None = None) -> Machine:
+    """This machine, the framework versions of ``backends`` and the matmul peaks measured on it."""
+    return Machine(
+        cpu=cpu_model(),
+        cores=os.cpu_count(),
+        platform=platform.platform(),
+        python=platform.python_version(),
+        keras=keras_version or _version("keras"),
+        frameworks={name: BACKENDS[name].framework_version for name in backends},
+        matmul_peak_gflops=max((m["gflops"] for m in matmul.values()), default=None),
+        matmul_peak_by_backend=matmul,
+        devices=devices,
+    )
+
+
 def finish_rows(rows: list[BenchRow], peak: float | None) -> None:
     """Fill in what needs every row: the fraction of the machine's peak and the native ratio."""
     natives = {(r.backend, r.model, r.mode, r.batch_size): r for r in rows if r.impl == "native" and r.ok}
@@ -166,17 +181,7 @@ def run_preset(
                 progress.update(task, stage=f"[red]{outcome.status}: {outcome.message[:60]}")
     peak = max((m["gflops"] for m in matmul.values()), default=None)
     finish_rows(rows, peak)
-    machine = Machine(
-        cpu=cpu_model(),
-        cores=os.cpu_count(),
-        platform=platform.platform(),
-        python=platform.python_version(),
-        keras=keras_version,
-        frameworks={name: BACKENDS[name].framework_version for name in preset.backends},
-        matmul_peak_gflops=peak,
-        matmul_peak_by_backend=matmul,
-        devices=devices,
-    )
+    machine = machine_for(preset.backends, matmul, devices, keras_version)
     report = BenchReport(preset.name, machine, rows, failures, wall_s=time.perf_counter() - start)
     write_outputs(report, out_dir, json_path)
     return report

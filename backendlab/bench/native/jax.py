@@ -14,13 +14,27 @@ from backendlab.bench.shapes import ADAM, LEARNING_RATE, BenchShape
 COMPILER = "jax.jit"
 
 
-def set_threads(n: int) -> None:
-    # XLA's CPU thread pool is sized when JAX starts; it cannot be changed from here.
-    raise ValueError("JAX's CPU thread count is fixed at start-up (XLA_FLAGS); --threads does not apply")
+#: XLA's CPU client runs each op on every core, or on one with this flag; it has no other count.
+SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def set_threads(n: int, inter: int | None = None) -> None:
+    """One intra-op thread, set before JAX starts its CPU client (the flag is read then); inter-op has no knob."""
+    import os
+
+    from jax._src import xla_bridge
+
+    if n != 1:
+        raise ValueError(f"JAX's CPU client uses every core or one (XLA_FLAGS); {n} intra-op threads do not apply")
+    if xla_bridge.backends_are_initialized():
+        raise ValueError("JAX's CPU thread count is fixed once it has started; set threads in a fresh process")
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SINGLE_THREAD_FLAGS}".strip()
 
 
 def threads() -> int | None:
-    return None
+    import os
+
+    return 1 if SINGLE_THREAD_FLAGS in os.environ.get("XLA_FLAGS", "") else None
 
 
 def matmul_gflops(n: int, repeats: int = 10) -> tuple[float, str]:

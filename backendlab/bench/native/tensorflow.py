@@ -13,8 +13,14 @@ from backendlab.bench.shapes import ADAM, LEARNING_RATE, BenchShape
 COMPILER = "tf.function"
 
 
-def set_threads(n: int) -> None:
-    tf.config.threading.set_intra_op_parallelism_threads(n)
+def set_threads(n: int, inter: int | None = None) -> None:
+    """Before TensorFlow runs its first op (it raises RuntimeError after)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        if inter is not None:
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError as exc:
+        raise ValueError(f"TensorFlow's thread counts are fixed once it has started: {exc}") from None
 
 
 def threads() -> int | None:

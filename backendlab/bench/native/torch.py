@@ -17,8 +17,13 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def set_threads(n: int) -> None:
+def set_threads(n: int, inter: int | None = None) -> None:
     torch.set_num_threads(n)
+    if inter is not None:
+        try:
+            torch.set_num_interop_threads(inter)  # only before the first inter-op parallel work
+        except RuntimeError as exc:
+            raise ValueError(f"PyTorch's inter-op thread count is fixed once used: {exc}") from None
 
 
 def threads() -> int | None:

@@ -1,0 +1,396 @@
+"""The tune worker: one backend and one thread setting per process, started by ``backendlab.tune.run``.
+
+For each model and batch size it times the native loop (where the model has one), then each
+setting of its job: a fresh model from the same portable starting weights, trained first for
+the parity steps (which also gives the time to the first step), then timed like ``bench`` (median
+of repeats after warm-up, ``time.perf_counter`` around work that has finished). The weights
+after the parity steps go to an ``.npz`` and are judged against the default setting's in this
+process, or against the file the job names (a worker with other thread counts). With
+``search``, the fastest value of each axis that kept parity is then tried in combination.
+A setting that raises is a ``failed`` row with its error line; the rows so far are written after
+each setting, so a worker that dies keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from backendlab.backends import ensure_backend
+from backendlab.bench.shapes import ADAM, LEARNING_RATE, SHAPES
+from backendlab.bench.worker import EpochTimer, build_keras, native_cell, peak_rss_mb, steps_for
+from backendlab.compare.diff import Diff, combine
+from backendlab.errors import one_line
+from backendlab.keras_fixes import set_random_seed
+from backendlab.results import to_jsonable, write_json
+from backendlab.tune.grid import Setting, applicable
+from backendlab.tune.grid import combine as combine_settings
+from backendlab.tune.results import DIFFERS, REFERENCE, SAME, NativeRow, Parity, Profile, TuneRow
+from backendlab.workers import worker_main
+
+PARTIAL = "partial.json"
+PROFILE_STEPS = 10
+
+
+# --- one setting -------------------------------------------------------------------------
+
+
+def build(cell: dict, job: dict, native, setting: Setting):
+    """A fresh model under the setting's dtype policy, from the portable starting weights, and its data."""
+    import keras
+
+    from backendlab.init import portable_init
+
+    keras.backend.clear_session()
+    set_random_seed(job["run"]["seed"])
+    keras.config.set_dtype_policy(setting.dtype_policy)
+    try:
+        model, loss, x, y = build_keras(cell["model"], job, native)
+        if not model.built:
+            model(x[:1])
+    finally:
+        keras.config.set_dtype_policy("float32")
+    portable_init(model, job["run"]["seed"])
+    optimizer = keras.optimizers.Adam(LEARNING_RATE, **ADAM)
+    if setting.dtype_policy == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return model, loss, optimizer, x, y
+
+
+class FitLoop:
+    """``model.fit`` with the setting's ``jit_compile`` and ``steps_per_execution``."""
+
+    def __init__(self, model, loss, optimizer, setting: Setting, native):
+        model.compile(
+            optimizer=optimizer,
+            loss=loss,
+            jit_compile=setting.jit_compile,
+            steps_per_execution=setting.steps_per_execution,
+        )
+        self.model, self.native, self.spe = model, native, setting.steps_per_execution
+        self.jit_resolved = str(model.jit_compile)
+
+    def wait(self, model, logs=None):
+        for value in (logs or {}).values():
+            float(np.asarray(value))
+        self.native.sync([v.value for v in model.trainable_variables])
+
+    def train(self, x, y, batch_size: int) -> tuple[float, float]:
+        """One epoch over ``x``; returns (its mean loss, seconds to the first execution's end)."""
+        import keras
+
+        start, first = time.perf_counter(), []
+
+        class First(keras.callbacks.Callback):
+            def on_train_batch_end(cb, batch, logs=None):
+                if not first:
+                    self.wait(cb.model, logs)
+                    first.append(time.perf_counter() - start)
+
+        history = self.model.fit(
+            x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[First()]
+        ).history
+        return float(history["loss"][-1]), first[0]
+
+    def time(self, x, y, batch_size: int, passes: int) -> list[float]:
+        timer = EpochTimer(self.wait)
+        self.model.fit(x, y, batch_size=batch_size, epochs=passes, shuffle=False, verbose=0, callbacks=[timer])
+        return timer.times
+
+
+class StepLoop:
+    """backendlab's ``TrainStep``: one call per batch, the batches on the device beforehand, no sync per step."""
+
+    def __init__(self, model, loss, optimizer, setting: Setting, native):
+        from backendlab.loop import TrainStep
+
+        self.step = TrainStep(model, loss, optimizer, jit_compile=setting.jit_compile)
+        self.model, self.native = model, native
+        self.jit_resolved = str(setting.jit_compile)
+
+    def batches(self, x, y, batch_size: int) -> list:
+        import keras
+
+        t = keras.ops.convert_to_tensor
+        return [(t(x[i : i + batch_size]), t(y[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+
+    def train(self, x, y, batch_size: int) -> tuple[float, float]:
+        import keras
+
+        batches = self.batches(x, y, batch_size)
+        start = time.perf_counter()
+        losses = self.step.run_batches(batches[:1])
+        self.native.sync(losses)
+        first = time.perf_counter() - start
+        losses += self.step.run_batches(batches[1:])
+        return float(np.mean([keras.ops.convert_to_numpy(v) for v in losses])), first
+
+    def time(self, x, y, batch_size: int, passes: int) -> list[float]:
+        batches = self.batches(x, y, batch_size)
+        times = []
+        for _ in range(passes):
+            start = time.perf_counter()
+            losses = self.step.run_batches(batches)
+            self.native.sync([losses[-1], [v.value for v in self.model.trainable_variables]])
+            times.append(time.perf_counter() - start)
+        return times
+
+
+def weights_of(model) -> dict[str, np.ndarray]:
+    import keras
+
+    return {v.path: np.asarray(keras.ops.convert_to_numpy(v), dtype=np.float64) for v in model.weights}
+
+
+def judge(mine: dict, reference: dict | None, setting: Setting, steps: int) -> Parity:
+    """The setting's loss, predictions and weights after ``steps`` steps against the default's.
+
+    Each number is held to ``|a - r| <= atol + rtol |r|`` with the setting's dtype tolerance, the
+    predictions to ``atol + rtol max|r|`` (a logit near zero carries the rounding of its whole sum).
+    Mixed precision is judged on the loss and the predictions: the model computes the same
+    function within its dtype's rounding. Its weights are reported, not judged, since an Adam
+    update that rounds the other way moves a weight by a whole learning rate.
+    """
+    rtol, atol = setting.tolerance
+    if reference is None:
+        return Parity(REFERENCE, steps, rtol, atol, message="the default settings: what the others are held to")
+    keys = sorted(k for k in reference if k.startswith("w:"))
+    if sorted(k for k in mine if k.startswith("w:")) != keys:
+        return Parity(DIFFERS, steps, rtol, atol, message="the model's variables differ from the default's")
+    loss = Diff.of(mine["loss"], reference["loss"], rtol, atol)
+    # Outputs are held to their own scale: a logit near zero carries the rounding of the whole sum.
+    scale = float(np.nanmax(np.abs(reference["predictions"]), initial=0.0))
+    predictions = Diff.of(mine["predictions"], reference["predictions"], 0.0, atol + rtol * scale)
+    weights = combine([Diff.of(mine[k], reference[k], rtol, atol) for k in keys]) or Diff(0.0, 0.0, True, 0)
+    judged = setting.dtype_policy == "float32"
+    checks = {"loss": loss, "predictions": predictions} | ({"weights": weights} if judged else {})
+    outside = [name for name, diff in checks.items() if not diff.within]
+    if outside:
+        verdict = DIFFERS
+        message = f"outside rtol={rtol:g}, atol={atol:g} after {steps} steps in " + ", ".join(
+            f"{name} ({checks[name].max_rel:.2g} relative)" for name in outside
+        )
+    else:
+        verdict = SAME
+        message = f"within rtol={rtol:g}, atol={atol:g} after {steps} steps"
+        message += "" if judged else " (loss, predictions)"
+    return Parity(
+        verdict,
+        steps,
+        rtol,
+        atol,
+        loss_max_rel=loss.max_rel,
+        predictions_max_rel=predictions.max_rel,
+        weights_max_abs=weights.max_abs,
+        weights_max_rel=weights.max_rel,
+        weights_judged=judged,
+        message=message,
+    )
+
+
+def run_setting(cell: dict, job: dict, native, setting: Setting, row: TuneRow, reference: dict | None, save: Path):
+    """Train, judge and time one setting, filling ``row``; returns the parity arrays."""
+    model, loss, optimizer, x, y = build(cell, job, native, setting)
+    loop_class = FitLoop if setting.loop == "fit" else StepLoop
+    loop = loop_class(model, loss, optimizer, setting, native)
+    row.jit_resolved = loop.jit_resolved
+    batch, steps = cell["batch_size"], job["parity_steps"]
+    epoch_loss, row.first_step_s = loop.train(x[: steps * batch], y[: steps * batch], batch)
+    predictions = model.predict(x[:batch], batch_size=batch, verbose=0)
+    arrays = {"loss": np.asarray([epoch_loss]), "predictions": np.asarray(predictions, dtype=np.float64)}
+    arrays |= {f"w:{k}": v for k, v in weights_of(model).items()}
+    np.savez(save, **arrays)
+    row.parity = judge(arrays, reference, setting, steps)
+    timed = steps_for(job["samples_per_repeat"], batch, setting.steps_per_execution)
+    n = timed * batch
+    times = loop.time(x[:n], y[:n], batch, job["warmup"] + job["repeats"])[job["warmup"] :]
+    rates = [n / t for t in times]
+    row.samples_per_sec = statistics.median(rates)
+    row.samples_per_sec_min, row.samples_per_sec_max = min(rates), max(rates)
+    row.ms_per_step = 1000 * statistics.median(times) / timed
+    return arrays
+
+
+# --- the per-step profile ------------------------------------------------------------------
+
+
+def profile_cell(cell: dict, job: dict, native, backend: str) -> Profile:
+    """Each phase of an eager-dispatched step timed alone, beside the native loop's forward pass and step."""
+    import keras
+
+    from backendlab.backends import impl
+
+    setting = Setting(jit_compile=False)
+    model, loss, optimizer, x, y = build(cell, job, native, setting)
+    model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
+    batch = cell["batch_size"]
+    xb, yb = keras.ops.convert_to_tensor(x[:batch]), keras.ops.convert_to_tensor(y[:batch])
+    phases = impl().profile_phases(model, loss, optimizer, xb, yb, PROFILE_STEPS)
+    y_pred = model(xb)
+    metrics_ms = median_ms(lambda: model.compute_metrics(xb, yb, y_pred, sample_weight=None), native)
+    loss_value = keras.ops.mean(y_pred)
+    native.sync(loss_value)
+    host_ms = median_ms(lambda: float(keras.ops.convert_to_numpy(loss_value)), native)
+    profile = Profile(backend, cell["model"], batch, **phases, metrics_ms=metrics_ms, host_sync_ms=host_ms)
+    if cell["model"] in SHAPES and SHAPES[cell["model"]].native:
+        shape = SHAPES[cell["model"]]
+        net = getattr(native, f"build_{cell['model']}")(shape, job["run"]["seed"])
+        (nx, ny), *_ = native.as_batches(x[:batch], y[:batch], batch)
+        predict, train = native.make_predict_step(net), native.make_train_step(net)
+        profile.native_forward_ms = median_ms(lambda: predict(nx), native)
+        profile.native_step_ms = median_ms(lambda: train(nx, ny), native)
+    return profile
+
+
+def median_ms(fn, native, repeats: int = PROFILE_STEPS) -> float:
+    native.sync(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        native.sync(fn())
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+# --- the job -------------------------------------------------------------------------------
+
+
+def winners(rows: list[TuneRow], default: Setting) -> list[Setting]:
+    """Per axis, the fastest setting that changes only that axis, kept parity and beat the default."""
+    base = next(r for r in rows if r.is_default)
+    best: dict[str, TuneRow] = {}
+    for row in rows:
+        if not (row.ok and row.parity and row.parity.kept) or row.is_default:
+            continue
+        changed = [k for k, v in row.settings.items() if v != getattr(default, k)]
+        if len(changed) != 1 or row.samples_per_sec <= (base.samples_per_sec or 0):
+            continue
+        if changed[0] not in best or row.samples_per_sec > best[changed[0]].samples_per_sec:
+            best[changed[0]] = row
+    fastest = sorted(best.values(), key=lambda r: -r.samples_per_sec)
+    return [Setting.from_dict(r.settings) for r in fastest]
+
+
+class Tuner:
+    """One worker's settings on each cell in turn, keeping what it measured in ``partial.json`` as it goes."""
+
+    def __init__(self, job: dict, workdir: Path, progress, native, backend: str, thread_error: str):
+        self.job, self.workdir, self.progress, self.native = job, workdir, progress, native
+        self.backend, self.thread_error = backend, thread_error
+        self.device_kind = "gpu" if any(d.split(":")[0].lower() in ("gpu", "cuda") for d in native.devices()) else "cpu"
+        self.rows: list[TuneRow] = []
+        self.natives: list[NativeRow] = []
+        self.profiles: list[Profile] = []
+        self.start = time.perf_counter()
+        self.total = len(job["cells"]) * (len(job["settings"]) + 2)
+        self.done = 0
+        (workdir / "parity").mkdir(exist_ok=True)
+
+    def stage(self, text: str) -> None:
+        self.progress(self.done, self.total, stage=text, force=True)
+
+    def save(self) -> None:
+        write_json(self.workdir / PARTIAL, {"rows": self.rows, "native": self.natives, "profiles": self.profiles})
+
+    def over_budget(self) -> bool:
+        return bool(self.job["budget_s"]) and time.perf_counter() - self.start > self.job["budget_s"]
+
+    def measure(
+        self, ci: int, cell: dict, setting: Setting, reference: dict | None, index: int
+    ) -> tuple[TuneRow, dict]:
+        """One setting's row; its parity arrays (empty when it did not train)."""
+        job, backend = self.job, self.backend
+        row = TuneRow(backend, cell["model"], cell["batch_size"], setting.to_dict(), setting.label)
+        row.is_default = index == 0 and not job.get("references")
+        arrays: dict = {}
+        why_not = applicable(setting, backend, self.device_kind) or self.thread_error
+        if why_not:
+            row.status, row.note = "not_applicable", why_not
+        elif self.over_budget() and not row.is_default:
+            row.status, row.note = "skipped", f"over the budget of {job['budget_s']:g} s for this backend"
+        else:
+            self.stage(f"{cell['model']} bs={cell['batch_size']}: {setting.label}")
+            path = self.workdir / "parity" / f"cell{ci}_{index}.npz"
+            try:
+                arrays = run_setting(cell, job, self.native, setting, row, reference, path)
+            except Exception as exc:  # one setting's failure must not lose the others
+                row.status, row.note = "failed", one_line(exc)
+        row.threads = self.native.threads()
+        row.peak_rss_mb = peak_rss_mb()
+        row.device_peak_mb = self.native.device_peak_mb()
+        self.rows.append(row)
+        self.done += 1
+        self.save()
+        return row, arrays
+
+    def cell(self, ci: int, cell: dict) -> None:
+        job = self.job
+        if job["native"] and cell["model"] in SHAPES and SHAPES[cell["model"]].native:
+            self.stage(f"{cell['model']} bs={cell['batch_size']}: native loop")
+            self.natives.append(run_native(cell, job, self.native))
+        reference = None
+        if job.get("references"):
+            with np.load(job["references"][ci]) as f:
+                reference = dict(f)
+        settings = [Setting.from_dict(s) for s in job["settings"]]
+        cell_rows = []
+        for index, setting in enumerate(settings):
+            row, arrays = self.measure(ci, cell, setting, reference, index)
+            cell_rows.append(row)
+            if row.is_default and arrays:
+                reference = arrays
+        if job["search"] and cell_rows[0].ok:
+            chosen = winners(cell_rows, settings[0])
+            together = combine_settings(settings[0], chosen, self.backend, self.device_kind)
+            if together not in settings:
+                self.measure(ci, cell, together, reference, len(settings))
+        if job["profile"] and not self.thread_error:
+            self.stage(f"{cell['model']} bs={cell['batch_size']}: per-step profile")
+            try:
+                self.profiles.append(profile_cell(cell, job, self.native, self.backend))
+            except Exception as exc:  # the profile explains; its failure must not lose the timings
+                self.stage(f"profile failed: {one_line(exc)}")
+            self.save()
+        self.done = (ci + 1) * (len(job["settings"]) + 2)
+
+
+def handle(job: dict, workdir: Path, progress) -> dict:
+    backend = ensure_backend()
+    native = importlib.import_module(f"backendlab.bench.native.{backend.name}")  # torch before tensorflow
+    thread_error = ""
+    intra, inter = job.get("threads") or (None, None)
+    if intra is not None:
+        try:
+            native.set_threads(intra, inter)
+        except ValueError as exc:
+            thread_error = str(exc)
+    import keras  # noqa: F401  (after the thread counts are set)
+
+    tuner = Tuner(job, workdir, progress, native, backend.name, thread_error)
+    for ci, cell in enumerate(job["cells"]):
+        tuner.cell(ci, cell)
+    progress(tuner.total, tuner.total, stage="done", force=True)
+    return to_jsonable({"rows": tuner.rows, "native": tuner.natives, "profiles": tuner.profiles})
+
+
+def run_native(cell: dict, job: dict, native) -> NativeRow:
+    from backendlab.bench.results import BenchRow
+
+    bench = BenchRow(ensure_backend().name, "native", cell["model"], "fit", cell["batch_size"], "native", 1, None)
+    out = NativeRow(bench.backend, cell["model"], cell["batch_size"], native.COMPILER)
+    try:
+        bench = native_cell({**cell, "mode": "fit"}, job, native, bench)
+    except Exception as exc:
+        out.status, out.note = "failed", one_line(exc)
+        return out
+    out.samples_per_sec, out.ms_per_step = bench.samples_per_sec, bench.ms_per_step
+    out.samples_per_sec_min, out.samples_per_sec_max = bench.samples_per_sec_min, bench.samples_per_sec_max
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main(handle))
