@@ -44,8 +44,6 @@ class Backend:
     # (environment variable, flag with ``{devices}``), or None where it is done after import
     # (TensorFlow's logical CPUs, in _impl) or by the launcher (torchrun's processes).
     host_devices_flag: tuple[str, str] | None = None
-    # What ``compile(jit_compile="auto")`` resolves to for a model that can be compiled.
-    jit_by_default: bool = True
     # The lines that set a process's intra-op and inter-op thread counts ({intra}, {inter}),
     # for tune's snippets; what the framework allows, before it starts.
     threads_snippet: str = ""
@@ -111,7 +109,6 @@ ALL_BACKENDS: dict[str, Backend] = {
             False,
             "DistributedDataParallel (gloo on CPU, nccl on GPU)",
             "torch.distributed.run",
-            jit_by_default=False,  # Keras leaves PyTorch eager until torch.compile is reliable
             threads_snippet="torch.set_num_threads({intra})\ntorch.set_num_interop_threads({inter})  # before any work",
         ),
         Backend("numpy", "numpy", "numpy", "all", "NumPy", "none", False, "none", None, trainable=False),

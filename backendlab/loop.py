@@ -131,11 +131,7 @@ class TrainStep:
         batches = [
             tuple(keras.tree.map_structure(keras.ops.convert_to_tensor, part) for part in batch) for batch in batches
         ]
-        losses = []
-        for x, y in batches:
-            loss, _ = self._step(x, y)
-            losses.append(loss)
-        return losses
+        return self._step.run_many(batches)
 
     def __call__(self, x, y) -> dict[str, float]:
         import keras

@@ -188,3 +188,50 @@ def test_readme_custom_loop_example_runs(backend):
     assert "after reload: optimizer step 46," in proc.stdout  # 3 epochs of 15 steps, then one more
     accuracy = float(re.search(rf"{backend}: test accuracy ([0-9.]+)", proc.stdout).group(1))
     assert accuracy > 0.9
+
+
+def test_run_batches_trains_as_one_call_per_batch_and_leaves_the_weights_in_keras(backend):
+    """The fast path (no read-back per step; on JAX the state carried in arrays) changes nothing but speed."""
+    import keras
+
+    from backendlab import TrainStep
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 8)).astype("float32")
+    y = rng.integers(0, 3, size=96)
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 96, 32)]
+
+    def fresh():
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return model, TrainStep(model, loss, keras.optimizers.Adam(1e-2))
+
+    one, step = fresh()
+    per_batch = [step(xb, yb)["loss"] for xb, yb in batches]
+    many, fast = fresh()
+    losses = fast.run_batches(batches)
+    np.testing.assert_allclose([float(keras.ops.convert_to_numpy(v)) for v in losses], per_batch, rtol=1e-6)
+    _assert_weights_close(_weights(many), _weights(one), tol=1e-6)
+    assert int(keras.ops.convert_to_numpy(fast.optimizer.iterations)) == 3  # optimizer state went back too
+    # and the model predicts with them
+    np.testing.assert_allclose(many.predict(x, verbose=0), one.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_train_step_compiled_or_not_trains_as_the_default(backend, jit_compile):
+    """jit_compile=True: XLA on TensorFlow, torch.compile on PyTorch; False: JAX op by op."""
+    import keras
+
+    from backendlab import TrainStep
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(64, 5)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+    results = []
+    for jit in (None, jit_compile):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="tanh"), keras.layers.Dense(1)])
+        step = TrainStep(model, "mse", keras.optimizers.SGD(0.05, momentum=0.9), jit_compile=jit)
+        results.append(([step(x[i : i + 16], y[i : i + 16])["loss"] for i in range(0, 64, 16)], _weights(model)))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
+    _assert_weights_close(results[1][1], results[0][1], tol=1e-5)

@@ -18,7 +18,7 @@ from backendlab.errors import UsageError
 from backendlab.results import read_json
 from backendlab.runspec import RunSpec
 from backendlab.tune.cli import add_tune_arguments, options_from_args
-from backendlab.tune.grid import Grid, Setting, default_setting
+from backendlab.tune.grid import Grid, Setting
 from backendlab.tune.report import snippet
 
 MODELS = FIXTURES / "tune_models.py"
@@ -41,7 +41,7 @@ def tuned(backend, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("tune")
     # torch.compile takes tens of seconds per model here: the PyTorch session tries eager only.
-    jit = (BACKENDS[backend].jit_by_default,) if backend == "torch" else (True, False)
+    jit = (False,) if backend == "torch" else (True, False)
     opts = TuneOptions(
         models=(READINGS, STRICT),
         backends=(backend,),
@@ -69,10 +69,15 @@ def rows_of(report, model):
     return {row.label: row for row in report.rows if row.model == model}
 
 
+def default_of(report, model) -> Setting:
+    """The default settings as the worker resolved them (jit_compile="auto" depends on backend and device)."""
+    return Setting.from_dict(next(r for r in report.rows if r.model == model and r.is_default).settings)
+
+
 def test_every_float32_setting_trains_the_same_as_the_default(tuned, backend):
     report, _ = tuned
     rows = rows_of(report, READINGS)
-    default = default_setting(backend).label
+    default = default_of(report, READINGS).label
     assert rows[default].is_default and rows[default].parity.verdict == "reference"
     float32 = [r for r in rows.values() if r.settings["dtype_policy"] == "float32" and r.ok and not r.is_default]
     assert {r.label.split(" ", 1)[-1] for r in float32} >= {"trainstep"}
@@ -84,7 +89,7 @@ def test_every_float32_setting_trains_the_same_as_the_default(tuned, backend):
 
 def test_parity_catches_bfloat16_rounding_away_the_inputs_signal(tuned, backend):
     report, _ = tuned
-    row = rows_of(report, READINGS)[Setting(BACKENDS[backend].jit_by_default, dtype_policy="mixed_bfloat16").label]
+    row = rows_of(report, READINGS)[default_of(report, READINGS).replace(dtype_policy="mixed_bfloat16").label]
     assert row.ok and row.parity.verdict == "differs"
     assert row.parity.rtol == 1.6e-2
     assert row.parity.predictions_max_rel > 1.6e-2
@@ -95,13 +100,13 @@ def test_parity_catches_bfloat16_rounding_away_the_inputs_signal(tuned, backend)
 def test_a_setting_that_crashes_is_a_failed_row_and_the_others_go_on(tuned, backend):
     report, _ = tuned
     rows = rows_of(report, STRICT)
-    row = rows[Setting(BACKENDS[backend].jit_by_default, dtype_policy="mixed_bfloat16").label]
+    default = default_of(report, STRICT)
+    row = rows[default.replace(dtype_policy="mixed_bfloat16").label]
     assert row.status == "failed"
     assert row.note == (
         f"UsageError: model '{STRICT}' raised TypeError: Float32Only.call(): "
         "Float32Only expects float32 inputs, got bfloat16"
     )
-    default = default_setting(backend)
     assert rows[default.label].ok and rows[default.replace(loop="trainstep").label].ok
 
 

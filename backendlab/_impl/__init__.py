@@ -11,7 +11,9 @@
                          framework compiles (``jit_compile``: True for XLA on TensorFlow
                          and torch.compile on PyTorch, False for JAX without jax.jit, None
                          for each one's usual: jax.jit, tf.function, eager), on the model's
-                         and optimizer's real Keras state;
+                         and optimizer's real Keras state; its ``run_many(batches)`` takes
+                         a step per ``(x, y)`` and returns the losses, unread (JAX carries
+                         the state in arrays and writes it back to Keras once, at the end);
                          under torchrun it trains its rank's share of the global batch
 ``fit_gradients(model, x, y)``
                          one batch's ``(loss, gradients)`` as the backend's ``fit`` step

@@ -65,16 +65,16 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
 
     jitted = update if jit_compile is False else jax.jit(update)
 
-    def step(x, y):
-        loss, y_pred, trainable, non_trainable, opt_vars = jitted(
+    def state() -> tuple[list, list, list]:
+        return (
             [v.value for v in model.trainable_variables],
             [v.value for v in model.non_trainable_variables],
             [v.value for v in optimizer.variables],
-            x,
-            y,
         )
-        # Write the new state back into the Keras variables, so predict, evaluate
-        # and save see the trained weights and the optimizer carries its state over.
+
+    def write_back(trainable, non_trainable, opt_vars) -> None:
+        # Into the Keras variables, so predict, evaluate and save see the trained weights
+        # and the optimizer carries its state over.
         for variables, values in (
             (model.trainable_variables, trainable),
             (model.non_trainable_variables, non_trainable),
@@ -82,8 +82,22 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
         ):
             for variable, value in zip(variables, values):
                 variable.assign(value)
+
+    def step(x, y):
+        loss, y_pred, *new_state = jitted(*state(), x, y)
+        write_back(*new_state)
         return loss, y_pred
 
+    def run_many(batches) -> list:
+        """The state stays in JAX arrays from step to step and goes back into Keras once, at the end."""
+        current, losses = state(), []
+        for x, y in batches:
+            loss, _, *current = jitted(*current, x, y)
+            losses.append(loss)
+        write_back(*current)
+        return losses
+
+    step.run_many = run_many
     return step
 
 

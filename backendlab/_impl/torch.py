@@ -128,6 +128,10 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
             y_pred = keras.tree.map_structure(lambda t: _gather(t, shares), y_pred)
         return loss, y_pred
 
+    def run_many(batches) -> list:
+        return [step(x, y)[0] for x, y in batches]
+
+    step.run_many = run_many
     return step
 
 

@@ -33,7 +33,7 @@ TOLERANCES: dict[str, tuple[float, float]] = {
 class Setting:
     """One way of training; None for threads means the framework's own default."""
 
-    jit_compile: bool
+    jit_compile: bool | str  # True, False, or "auto" (the default's, until the worker resolves it)
     steps_per_execution: int = 1
     loop: str = "fit"
     intra_threads: int | None = None
@@ -42,7 +42,8 @@ class Setting:
 
     @property
     def label(self) -> str:
-        parts = [f"jit={'on' if self.jit_compile else 'off'}"]
+        jit = "auto" if self.jit_compile == "auto" else "on" if self.jit_compile else "off"
+        parts = [f"jit={jit}"]
         if self.steps_per_execution > 1:
             parts.append(f"spe={self.steps_per_execution}")
         if self.loop != "fit":
@@ -72,9 +73,15 @@ class Setting:
         return replace(self, **changes)
 
 
-def default_setting(backend: str) -> Setting:
-    """What ``model.compile()`` gives: jit_compile="auto" resolves to XLA on JAX and TensorFlow, eager on PyTorch."""
-    return Setting(jit_compile=BACKENDS[backend].jit_by_default)
+def default_setting() -> Setting:
+    """What ``model.compile()`` gives. Keras resolves ``jit_compile="auto"`` per backend, device and model
+    (XLA on JAX; on TensorFlow only with an accelerator; eager PyTorch); the worker asks it."""
+    return Setting(jit_compile="auto")
+
+
+def resolved(settings: list[Setting], jit: bool) -> list[Setting]:
+    """``settings`` with "auto" replaced by what Keras resolved it to, each setting once."""
+    return list(dict.fromkeys(s.replace(jit_compile=jit) if s.jit_compile == "auto" else s for s in settings))
 
 
 @dataclass(frozen=True)
@@ -88,9 +95,9 @@ class Grid:
     dtype_policies: tuple[str, ...] = ("float32", "mixed_bfloat16")
 
 
-def single_axis_settings(backend: str, grid: Grid) -> list[Setting]:
-    """The default, then each axis changed alone, in process (threads need their own process: see thread_settings)."""
-    default = default_setting(backend)
+def single_axis_settings(grid: Grid) -> list[Setting]:
+    """The default, then each axis changed alone (threads apart: a framework sizes its pools when it starts)."""
+    default = default_setting()
     settings = [default]
 
     def add(setting: Setting) -> None:

@@ -50,9 +50,15 @@ class TuneOptions:
     run: RunSpec = field(default_factory=RunSpec)  # the seed, and a user model's data
     input_shape: tuple[int, ...] | None = None
     timeout_s: float = 1200.0  # per worker
+    # (model, batch size) pairs to tune instead of every model at every batch size.
+    cells: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def pairs(self) -> list[tuple[str, int]]:
+        return list(self.cells) or [(m, b) for m in self.models for b in self.batch_sizes]
 
     def check(self) -> TuneOptions:
-        for model in self.models:
+        for model, _ in self.pairs:
             if model not in SHAPES and ":" not in model:
                 raise UsageError(f"unknown model {model!r}: use {', '.join(SHAPES)} or path/to/file.py:build")
         for policy in self.grid.dtype_policies:
@@ -69,10 +75,11 @@ class TuneOptions:
 
 def make_job(opts: TuneOptions, settings: list[Setting], **extra) -> dict:
     steps = opts.steps
-    largest = max(opts.batch_sizes) * max(opts.grid.steps_per_execution)
-    samples = max(-(-opts.samples_per_repeat // largest) * largest + largest, steps * max(opts.batch_sizes))
+    batch = max(b for _, b in opts.pairs)
+    largest = batch * max(opts.grid.steps_per_execution)
+    samples = max(-(-opts.samples_per_repeat // largest) * largest + largest, steps * batch)
     return {
-        "cells": [{"model": m, "batch_size": b} for m in opts.models for b in opts.batch_sizes],
+        "cells": [{"model": m, "batch_size": b} for m, b in opts.pairs],
         "settings": [s.to_dict() for s in settings],
         "repeats": opts.repeats,
         "warmup": opts.warmup,
@@ -151,7 +158,7 @@ def run_tune(
     with Progress(*columns, console=console, transient=False) as progress:
         for backend in opts.backends:
             first_dir = out_dir / "workers" / backend
-            job = make_job(opts, single_axis_settings(backend, opts.grid))
+            job = make_job(opts, single_axis_settings(opts.grid))
             got = collect(run_one(progress, backend, backend, job, first_dir))
             cells = len(job["cells"])
             references = [str(first_dir / "parity" / f"cell{i}_0.npz") for i in range(cells)]
@@ -160,7 +167,7 @@ def run_tune(
             for intra, inter in opts.grid.threads:
                 if intra is None and inter is None:
                     continue
-                candidates = [default_setting(backend), *best_so_far(got)]
+                candidates = [default_setting(), *best_so_far(got)]
                 settings = list(dict.fromkeys(s.replace(intra_threads=intra, inter_threads=inter) for s in candidates))
                 job = make_job(
                     opts,

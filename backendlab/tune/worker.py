@@ -27,7 +27,7 @@ from backendlab.compare.diff import Diff, combine
 from backendlab.errors import one_line
 from backendlab.keras_fixes import set_random_seed
 from backendlab.results import to_jsonable, write_json
-from backendlab.tune.grid import Setting, applicable
+from backendlab.tune.grid import Setting, applicable, resolved
 from backendlab.tune.grid import combine as combine_settings
 from backendlab.tune.results import DIFFERS, REFERENCE, SAME, NativeRow, Parity, Profile, TuneRow
 from backendlab.workers import worker_main
@@ -327,6 +327,16 @@ class Tuner:
         self.save()
         return row, arrays
 
+    def auto_jit(self, cell: dict) -> bool:
+        """What ``compile(jit_compile="auto")`` makes of this model on this backend and device."""
+        default = Setting(jit_compile="auto")
+        try:
+            model, loss, optimizer, _, _ = build(cell, self.job, self.native, default)
+            model.compile(optimizer=optimizer, loss=loss, jit_compile="auto")
+            return bool(model.jit_compile)
+        except Exception:  # the default's own row will say what is wrong with the model
+            return False
+
     def cell(self, ci: int, cell: dict) -> None:
         job = self.job
         if job["native"] and cell["model"] in SHAPES and SHAPES[cell["model"]].native:
@@ -337,6 +347,7 @@ class Tuner:
             with np.load(job["references"][ci]) as f:
                 reference = dict(f)
         settings = [Setting.from_dict(s) for s in job["settings"]]
+        settings = resolved(settings, self.auto_jit(cell))
         cell_rows = []
         for index, setting in enumerate(settings):
             row, arrays = self.measure(ci, cell, setting, reference, index)
