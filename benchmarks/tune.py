@@ -26,9 +26,8 @@ if __name__ == "__main__":
     parser.add_argument("--backends", default=None, help="comma-separated (default: every installed one)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    options = TuneOptions(cells=CELLS, repeats=args.repeats, samples_per_repeat=4096)
-    if args.backends:
-        options = TuneOptions(cells=CELLS, repeats=args.repeats, backends=tuple(args.backends.split(",")))
+    chosen = {"backends": tuple(args.backends.split(","))} if args.backends else {}
+    options = TuneOptions(cells=CELLS, repeats=args.repeats, samples_per_repeat=4096, **chosen)
     report = run_tune(options, args.out, console=Console(stderr=True))
     console = Console(width=160)
     console.print(rich_table(report))

@@ -48,7 +48,7 @@ COMMANDS = _commands()
 
 def test_the_readme_has_the_commands_it_documents():
     kinds = {c.split()[0] for c in COMMANDS if c}
-    assert {"compare", "train", "bench", "export", "check-layer"} <= kinds, kinds
+    assert {"compare", "train", "bench", "tune", "export", "check-layer"} <= kinds, kinds
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -8,7 +8,6 @@ from pathlib import Path
 from rich.table import Table
 
 from backendlab.backends import BACKENDS
-from backendlab.bench.report import machine_line
 from backendlab.results import atomic_write_bytes, atomic_write_text, write_json
 from backendlab.tune.grid import Setting
 from backendlab.tune.results import Profile, TuneReport, TuneRow
@@ -29,6 +28,12 @@ HEADERS = (
     "RSS MB",
     "parity",
 )
+
+
+def machine_line(report: TuneReport) -> str:
+    m = report.machine
+    versions = ", ".join(f"{k} {v}" for k, v in m.frameworks.items())
+    return f"{m.cpu}, {m.cores} cores; Python {m.python}, Keras {m.keras}, {versions}"
 
 
 def _num(value, fmt: str = "{:,.0f}") -> str:
@@ -135,17 +140,19 @@ def reasons(report: TuneReport) -> list[str]:
     return [f"{reason} ({'; '.join(where)})" for reason, where in found.items()]
 
 
-def profile_table(profiles: list[Profile]) -> list[str]:
+def profile_table(profiles: list[Profile], best: list) -> list[str]:
     head = (
-        "| backend | model | batch | forward | of it, layer calls | loss + backward | optimizer | metrics | "
-        "host sync | native forward | native step |"
+        "| backend | model | batch | forward | less native forward | loss + backward | optimizer | metrics | "
+        "host sync | native forward | native step | best setting's step |"
     )
-    lines = [head, "|" + "|".join("---" for _ in range(11)) + "|"]
+    lines = [head, "|" + "|".join("---" for _ in range(12)) + "|"]
     for p in profiles:
+        won = next((b for b in best if (b.backend, b.model, b.batch_size) == (p.backend, p.model, p.batch_size)), None)
+        step = 1000 * p.batch_size / won.samples_per_sec if won else None
         lines.append(
-            f"| {p.backend} | {p.model} | {p.batch_size} | {p.forward_ms:.2f} | {_num(p.layer_call_ms, '{:.2f}')} | "
+            f"| {p.backend} | {p.model} | {p.batch_size} | {p.forward_ms:.2f} | {_num(p.layer_call_ms, '{:+.2f}')} | "
             f"{p.loss_and_backward_ms:.2f} | {p.optimizer_ms:.2f} | {p.metrics_ms:.2f} | {p.host_sync_ms:.3f} | "
-            f"{_num(p.native_forward_ms, '{:.2f}')} | {_num(p.native_step_ms, '{:.2f}')} |"
+            f"{_num(p.native_forward_ms, '{:.2f}')} | {_num(p.native_step_ms, '{:.2f}')} | {_num(step, '{:.2f}')} |"
         )
     return lines
 
@@ -185,13 +192,16 @@ def markdown_report(report: TuneReport) -> str:
             "",
             "## Per-step profile",
             "",
-            "Milliseconds per step, median, each phase timed alone on one batch (so they need not add up to a "
-            "step). *Layer calls* is the Keras forward pass less the native loop's on the same layers.",
+            "Milliseconds per step, median, each phase of a step timed alone on one batch the way the backend "
+            "runs it (JAX: each phase its own `jax.jit`; TensorFlow: its own `tf.function`; PyTorch: eager), so "
+            "they need not add up to a step. *Less native forward* is the Keras forward pass less the native "
+            "loop's forward pass on the same layers: what calling through Keras's layers costs. The last column "
+            "is the best setting's whole step, for comparison with the native step.",
         ]
         if short:
             names = ", ".join(f"{b.backend} {b.model} batch {b.batch_size} ({b.native_ratio:.2f})" for b in short)
             parts += ["", f"Below {NATIVE_GOAL}x the native loop: {names}."]
-        parts += [""] + profile_table(report.profiles)
+        parts += [""] + profile_table(report.profiles, report.best)
     parts += [
         "",
         "## Every setting tried",
