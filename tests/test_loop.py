@@ -235,3 +235,28 @@ def test_train_step_compiled_or_not_trains_as_the_default(backend, jit_compile):
         results.append(([step(x[i : i + 16], y[i : i + 16])["loss"] for i in range(0, 64, 16)], _weights(model)))
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-5)
     _assert_weights_close(results[1][1], results[0][1], tol=1e-5)
+
+
+def test_train_step_trains_a_subclassed_model_whose_call_takes_no_training_flag(backend):
+    """Keras's fit leaves ``training`` out for such a model; so must TrainStep (JAX's stateless_call passes it on)."""
+    import keras
+
+    from backendlab import TrainStep
+
+    class Plain(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.out = keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)
+
+        def call(self, x):  # no `training` argument
+            return self.out(self.hidden(x))
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 2, size=32)
+    model = Plain()
+    model(x[:1])
+    step = TrainStep(model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), "sgd")
+    first = step(x, y)["loss"]
+    for _ in range(20):
+        last = step(x, y)["loss"]
+    assert np.isfinite(first) and last < first

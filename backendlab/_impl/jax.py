@@ -43,13 +43,20 @@ def data_parallel(devices: int):
     return contextlib.nullcontext()
 
 
+def _training(model) -> dict:
+    """``training=True`` for a model whose ``call`` takes it; ``stateless_call`` passes it on regardless
+    (Keras's own JAX trainer asks the same question)."""
+    return {"training": True} if getattr(model, "_call_has_training_arg", True) else {}
+
+
 def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     """``jit_compile``: None or True run the step under ``jax.jit``; False runs it op by op (for debugging)."""
     optimizer.build(model.trainable_variables)
+    training = _training(model)
 
     def compute_loss(trainable, non_trainable, x, y):
         y_pred, non_trainable, losses = model.stateless_call(
-            trainable, non_trainable, x, training=True, return_losses=True
+            trainable, non_trainable, x, return_losses=True, **training
         )
         loss = loss_fn(y, y_pred)
         for extra in losses:  # regularization, as fit adds it
@@ -191,10 +198,10 @@ def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, f
     opt_vars = [v.value for v in optimizer.variables]
 
     def compute_loss(trainable):
-        y_pred, _ = model.stateless_call(trainable, non_trainable, x, training=True)
+        y_pred, _ = model.stateless_call(trainable, non_trainable, x, **_training(model))
         return loss_fn(y, y_pred)
 
-    forward = jax.jit(lambda t: model.stateless_call(t, non_trainable, x, training=True)[0])
+    forward = jax.jit(lambda t: model.stateless_call(t, non_trainable, x, **_training(model))[0])
     grad = jax.jit(jax.value_and_grad(compute_loss))
     _, grads = grad(trainable)
     update = jax.jit(lambda o, t: optimizer.stateless_apply(o, grads, t))

@@ -29,7 +29,7 @@ from backendlab.keras_fixes import set_random_seed
 from backendlab.results import to_jsonable, write_json
 from backendlab.tune.grid import Setting, applicable, resolved
 from backendlab.tune.grid import combine as combine_settings
-from backendlab.tune.results import DIFFERS, REFERENCE, SAME, NativeRow, Parity, Profile, TuneRow
+from backendlab.tune.results import DIFFERS, NOT_CHECKED, REFERENCE, SAME, NativeRow, Parity, Profile, TuneRow
 from backendlab.workers import worker_main
 
 PARTIAL = "partial.json"
@@ -157,7 +157,7 @@ def judge(mine: dict, reference: dict | None, setting: Setting, steps: int) -> P
     """
     rtol, atol = setting.tolerance
     if reference is None:
-        return Parity(REFERENCE, steps, rtol, atol, message="the default settings: what the others are held to")
+        return Parity(NOT_CHECKED, steps, rtol, atol, message="the default settings did not train: nothing to hold to")
     keys = sorted(k for k in reference if k.startswith("w:"))
     if sorted(k for k in mine if k.startswith("w:")) != keys:
         return Parity(DIFFERS, steps, rtol, atol, message="the model's variables differ from the default's")
@@ -204,7 +204,14 @@ def run_setting(cell: dict, job: dict, native, setting: Setting, row: TuneRow, r
     arrays = {"loss": np.asarray([epoch_loss]), "predictions": np.asarray(predictions, dtype=np.float64)}
     arrays |= {f"w:{k}": v for k, v in weights_of(model).items()}
     np.savez(save, **arrays)
-    row.parity = judge(arrays, reference, setting, steps)
+    if not np.isfinite(epoch_loss):
+        raise FloatingPointError(f"the loss is {epoch_loss} after {steps} steps: training blew up")
+    if row.is_default:
+        row.parity = Parity(
+            REFERENCE, steps, *setting.tolerance, message="the default settings: what others are held to"
+        )
+    else:
+        row.parity = judge(arrays, reference, setting, steps)
     timed = steps_for(job["samples_per_repeat"], batch, setting.steps_per_execution)
     n = timed * batch
     times = loop.time(x[:n], y[:n], batch, job["warmup"] + job["repeats"])[job["warmup"] :]
