@@ -32,6 +32,16 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
     return func
 
 
+def check_spec(spec: str, what: str) -> None:
+    """Before any worker starts: a ``file.py:function`` names a file that exists. Imports nothing
+    (the file may import a framework); ``module:function`` is checked where it is imported."""
+    target, _, func_name = spec.rpartition(":")
+    if not target or not func_name:
+        raise UsageError(f"{what} {spec!r} must look like path/to/file.py:function or package.module:function")
+    if target.endswith(".py") and not Path(target).is_file():
+        raise UsageError(f"{what} file {target!r} does not exist")
+
+
 def _import_file(target: str, what: str) -> ModuleType:
     path = Path(target)
     if not path.is_file():

@@ -188,6 +188,8 @@ def parse(*argv):
             "unknown dtype policy 'float64': valid are float32, mixed_bfloat16, mixed_float16",
         ),
         (("--backends", "mxnet"), "unknown backend 'mxnet': valid backends are jax, tensorflow, torch"),
+        (("--models", "nothere.py:build"), "model file 'nothere.py' does not exist"),
+        (("--models", "mlp", "--data", "gone/data.py:load"), "data file 'gone/data.py' does not exist"),
     ],
 )
 def test_bad_tune_options_are_one_line_errors(argv, message):
@@ -200,3 +202,17 @@ def test_bad_thread_counts_are_refused_by_the_parser():
     with pytest.raises(argparse.ArgumentError, match="threads are default or INTRA/INTER counts like 1/1, got '0/1'"):
         parse("--threads", "default,0/1")
     assert parse("--threads", "default,2/1,1").threads == ((None, None), (2, 1), (1, 1))
+
+
+def test_the_tune_command_refuses_a_missing_model_file_in_one_line_and_imports_no_framework(tmp_path):
+    from helpers import run_cli, run_python
+
+    done = run_cli("tune", "--models", "nothere.py:build", "--out", str(tmp_path / "out"), timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "backendlab: error: model file 'nothere.py' does not exist"
+    assert not (tmp_path / "out").exists()
+    code = (
+        "import sys; import backendlab.tune.run, backendlab.tune.cli, backendlab.tune.report; "
+        "print([m for m in ('keras', 'jax', 'tensorflow', 'torch') if m in sys.modules])"
+    )
+    assert run_python(code, timeout=60).stdout.strip() == "[]"

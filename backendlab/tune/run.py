@@ -26,6 +26,7 @@ from backendlab.bench.shapes import SHAPES
 from backendlab.errors import UsageError
 from backendlab.results import read_json
 from backendlab.runspec import RunSpec
+from backendlab.specs import check_spec
 from backendlab.tune.grid import TOLERANCES, Grid, Setting, default_setting, single_axis_settings
 from backendlab.tune.report import snippet, write_outputs
 from backendlab.tune.results import Best, NativeRow, Profile, TuneReport, TuneRow
@@ -61,6 +62,10 @@ class TuneOptions:
         for model, _ in self.pairs:
             if model not in SHAPES and ":" not in model:
                 raise UsageError(f"unknown model {model!r}: use {', '.join(SHAPES)} or path/to/file.py:build")
+            if ":" in model:
+                check_spec(model, "model")
+        if self.run.data and ":" in self.run.data:
+            check_spec(self.run.data, "data")
         for policy in self.grid.dtype_policies:
             if policy not in TOLERANCES:
                 raise UsageError(f"unknown dtype policy {policy!r}: valid are {', '.join(TOLERANCES)}")
