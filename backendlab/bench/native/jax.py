@@ -15,7 +15,7 @@ COMPILER = "jax.jit"
 
 
 #: XLA's CPU client runs each op on every core, or on one with this flag; it has no other count.
-SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+_SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def set_threads(n: int, inter: int | None = None) -> None:
@@ -28,13 +28,13 @@ def set_threads(n: int, inter: int | None = None) -> None:
         raise ValueError(f"JAX's CPU client uses every core or one (XLA_FLAGS); {n} intra-op threads do not apply")
     if xla_bridge.backends_are_initialized():
         raise ValueError("JAX's CPU thread count is fixed once it has started; set threads in a fresh process")
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {SINGLE_THREAD_FLAGS}".strip()
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SINGLE_THREAD_FLAGS}".strip()
 
 
 def threads() -> int | None:
     import os
 
-    return 1 if SINGLE_THREAD_FLAGS in os.environ.get("XLA_FLAGS", "") else None
+    return 1 if _SINGLE_THREAD_FLAGS in os.environ.get("XLA_FLAGS", "") else None
 
 
 def matmul_gflops(n: int, repeats: int = 10) -> tuple[float, str]:
