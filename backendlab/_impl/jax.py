@@ -8,6 +8,7 @@ import jax
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
+from backendlab.timing import median_ms
 
 
 def devices() -> list[str]:
@@ -180,18 +181,6 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
 
 def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, float]:
     """Median ms of a step's forward pass, loss and backward, and optimizer update, each its own jax.jit."""
-    import time
-
-    def timed(fn) -> float:
-        sync(fn())
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            sync(fn())
-            times.append(time.perf_counter() - start)
-        times.sort()
-        return 1000 * times[len(times) // 2]
-
     optimizer.build(model.trainable_variables)
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
@@ -205,9 +194,9 @@ def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, f
     grad = jax.jit(jax.value_and_grad(compute_loss))
     _, grads = grad(trainable)
     update = jax.jit(lambda o, t: optimizer.stateless_apply(o, grads, t))
-    forward_ms = timed(lambda: forward(trainable))
+    forward_ms = median_ms(lambda: forward(trainable), sync, repeats)
     return {
         "forward_ms": forward_ms,
-        "loss_and_backward_ms": timed(lambda: grad(trainable)) - forward_ms,
-        "optimizer_ms": timed(lambda: update(opt_vars, trainable)),
+        "loss_and_backward_ms": median_ms(lambda: grad(trainable), sync, repeats) - forward_ms,
+        "optimizer_ms": median_ms(lambda: update(opt_vars, trainable), sync, repeats),
     }

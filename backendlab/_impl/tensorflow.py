@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
+from backendlab.timing import median_ms
 
 
 def devices() -> list[str]:
@@ -124,18 +125,6 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
 
 def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, float]:
     """Median ms of a step's forward pass, loss and backward, and optimizer update, each its own tf.function."""
-    import time
-
-    def timed(fn) -> float:
-        sync(fn())
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            sync(fn())
-            times.append(time.perf_counter() - start)
-        times.sort()
-        return 1000 * times[len(times) // 2]
-
     optimizer.build(model.trainable_variables)
     forward = tf.function(lambda: model(x, training=True))
 
@@ -147,9 +136,9 @@ def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, f
 
     grads = gradients()
     update = tf.function(lambda: optimizer.apply(grads, model.trainable_weights))
-    forward_ms = timed(forward)
+    forward_ms = median_ms(forward, sync, repeats)
     return {
         "forward_ms": forward_ms,
-        "loss_and_backward_ms": timed(gradients) - forward_ms,
-        "optimizer_ms": timed(lambda: (update(), optimizer.iterations)[1]),
+        "loss_and_backward_ms": median_ms(gradients, sync, repeats) - forward_ms,
+        "optimizer_ms": median_ms(lambda: (update(), optimizer.iterations)[1], sync, repeats),
     }

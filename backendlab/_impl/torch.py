@@ -10,6 +10,7 @@ import torch.distributed as dist
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
+from backendlab.timing import median_ms
 
 
 def devices() -> list[str]:
@@ -180,30 +181,17 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
 
 def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, float]:
     """Median ms of an eager step's forward pass, loss and backward, and optimizer update, each timed alone."""
-    import time
-
-    def timed(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - start)
-        times.sort()
-        return 1000 * times[len(times) // 2]
-
-    forward = timed(lambda: model(x, training=True))
+    forward = median_ms(lambda: model(x, training=True), sync, repeats)
 
     def loss_and_backward():
         model.zero_grad()
         loss_fn(y, model(x, training=True)).backward()
 
-    backward = timed(loss_and_backward) - forward
+    backward = median_ms(loss_and_backward, sync, repeats) - forward
     grads = [v.value.grad for v in model.trainable_weights]
 
     def update():
         with torch.no_grad():
             optimizer.apply(grads, model.trainable_weights)
 
-    return {"forward_ms": forward, "loss_and_backward_ms": backward, "optimizer_ms": timed(update)}
+    return {"forward_ms": forward, "loss_and_backward_ms": backward, "optimizer_ms": median_ms(update, sync, repeats)}

@@ -27,6 +27,7 @@ from backendlab.compare.diff import Diff, combine
 from backendlab.errors import one_line
 from backendlab.keras_fixes import set_random_seed
 from backendlab.results import to_jsonable, write_json
+from backendlab.timing import median_ms
 from backendlab.tune.grid import Setting, applicable, resolved
 from backendlab.tune.grid import combine as combine_settings
 from backendlab.tune.results import DIFFERS, NOT_CHECKED, REFERENCE, SAME, NativeRow, Parity, Profile, TuneRow
@@ -238,29 +239,21 @@ def profile_cell(cell: dict, job: dict, native, backend: str) -> Profile:
     xb, yb = keras.ops.convert_to_tensor(x[:batch]), keras.ops.convert_to_tensor(y[:batch])
     phases = impl().profile_phases(model, loss, optimizer, xb, yb, PROFILE_STEPS)
     y_pred = model(xb)
-    metrics_ms = median_ms(lambda: model.compute_metrics(xb, yb, y_pred, sample_weight=None), native)
+    metrics_ms = median_ms(
+        lambda: model.compute_metrics(xb, yb, y_pred, sample_weight=None), native.sync, PROFILE_STEPS
+    )
     loss_value = keras.ops.mean(y_pred)
     native.sync(loss_value)
-    host_ms = median_ms(lambda: float(keras.ops.convert_to_numpy(loss_value)), native)
+    host_ms = median_ms(lambda: float(keras.ops.convert_to_numpy(loss_value)), native.sync, PROFILE_STEPS)
     profile = Profile(backend, cell["model"], batch, **phases, metrics_ms=metrics_ms, host_sync_ms=host_ms)
     if cell["model"] in SHAPES and SHAPES[cell["model"]].native:
         shape = SHAPES[cell["model"]]
         net = getattr(native, f"build_{cell['model']}")(shape, job["run"]["seed"])
         (nx, ny), *_ = native.as_batches(x[:batch], y[:batch], batch)
         predict, train = native.make_predict_step(net), native.make_train_step(net)
-        profile.native_forward_ms = median_ms(lambda: predict(nx), native)
-        profile.native_step_ms = median_ms(lambda: train(nx, ny), native)
+        profile.native_forward_ms = median_ms(lambda: predict(nx), native.sync, PROFILE_STEPS)
+        profile.native_step_ms = median_ms(lambda: train(nx, ny), native.sync, PROFILE_STEPS)
     return profile
-
-
-def median_ms(fn, native, repeats: int = PROFILE_STEPS) -> float:
-    native.sync(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        native.sync(fn())
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 # --- the job -------------------------------------------------------------------------------
