@@ -179,11 +179,53 @@ def pairs(seed: int = 0, n: int = 640, features: int = 12) -> Dataset:
     return Dataset("pairs", xtr, ytr, xte, yte, {"label": Target("multiclass", 3), "score": Target("regression", 1)})
 
 
+def images(seed: int = 0, n: int = 160, side: int = 32, classes: int = 4) -> Dataset:
+    """Seeded 32x32 RGB images in [0, 1]; the class is the colour channel lifted in a centred square (or none)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 0.6, size=(n, side, side, 3)).astype("float32")
+    y = rng.integers(0, classes, size=n)
+    lo, hi = side // 4, 3 * side // 4
+    for c in range(3):
+        x[y == c, lo:hi, lo:hi, c] += 0.4
+    y = y.astype("int32")
+    x_train, x_test, y_train, y_test = _split(x, y, seed, stratify=y)
+    return Dataset("images", x_train, y_train, x_test, y_test, Target("multiclass", classes))
+
+
+#: The token data's vocabulary and sequence length (the bert and gpt models are sized from the data).
+VOCABULARY, SEQUENCE = 64, 16
+
+
+def tokens(seed: int = 0, n: int = 160) -> Dataset:
+    """Seeded token-id sequences for a text classifier: the class is whether token 1 occurs more often than token 2."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(3, VOCABULARY, size=(n, SEQUENCE))
+    y = rng.integers(0, 2, size=n)
+    x[np.arange(n), rng.integers(0, SEQUENCE, size=n)] = np.where(y == 1, 1, 2)  # plant the signal
+    x_train, x_test, y_train, y_test = _split(x.astype("int32"), y.astype("int32"), seed, stratify=y)
+    return Dataset("tokens", x_train, y_train, x_test, y_test, Target("binary", 1))
+
+
+def next_tokens(seed: int = 0, n: int = 160) -> Dataset:
+    """Seeded sequences for a causal language model: y is x shifted by one; each sequence counts up modulo
+    the vocabulary from a random start, with random tokens mixed in, so the next token is mostly predictable."""
+    rng = np.random.default_rng(seed)
+    start = rng.integers(0, VOCABULARY, size=(n, 1))
+    seq = (start + np.arange(SEQUENCE + 1)) % VOCABULARY
+    noise = rng.random(size=seq.shape) < 0.1
+    seq = np.where(noise, rng.integers(0, VOCABULARY, size=seq.shape), seq).astype("int32")
+    x_train, x_test, y_train, y_test = _split(seq[:, :-1], seq[:, 1:], seed)
+    return Dataset("next_tokens", x_train, y_train, x_test, y_test, Target("multiclass", VOCABULARY))
+
+
 DATASETS: dict[str, Callable[[int], Dataset]] = {
     "breast_cancer": breast_cancer,
     "digits": digits,
     "sequences": sequences,
     "pairs": pairs,
+    "images": images,
+    "tokens": tokens,
+    "next_tokens": next_tokens,
 }
 
 

@@ -503,6 +503,10 @@ def load_model(path: str | os.PathLike):
     if path.suffix != ".keras" or not path.is_file():
         raise UsageError(f"{str(path)!r} is not a saved .keras model file")
     config = _archive_config(path)
+    if '"module": "keras_hub' in json.dumps(config):
+        # keras_hub registers its layers (BertBackbone, ...) with Keras when imported, and only then.
+        with contextlib.suppress(ImportError):
+            import keras_hub  # noqa: F401
     avoid_needless_tensorflow()
     try:
         model = keras.saving.load_model(path, custom_objects=_foreign_optimizer(config) or None)

@@ -42,7 +42,9 @@ def test_compare_agrees_on_each_pipeline_with_identical_batches(pool, tmp_path, 
 def test_an_unseeded_shuffle_is_caught_before_any_verdict(pool, tmp_path):
     from backendlab.compare import compare
 
-    report = compare(model="mlp", data=data("tfdata_unseeded"), epochs=1, portability=False, out=str(tmp_path), pool=pool)
+    report = compare(
+        model="mlp", data=data("tfdata_unseeded"), epochs=1, portability=False, out=str(tmp_path), pool=pool
+    )
     assert report.verdict == "nondeterministic" and report.exit_code == 1
     batches = json.loads((tmp_path / "report.json").read_text())["batches"]
     assert batches["identical"] is False and batches["first_differing_step"] == 1
