@@ -223,3 +223,47 @@ def concat(trees: list) -> Any:
     if isinstance(trees[0], tuple):
         return tuple(concat([t[i] for t in trees]) for i in range(len(trees[0])))
     return np.concatenate(trees)
+
+
+def make_pipeline(kind: str, x: np.ndarray, y: np.ndarray, batch_size: int) -> Any:
+    """Arrays as a pipeline of ``kind``, in batches of ``batch_size``, in order (bench's inputs).
+
+    Imports the pipeline's framework: call it in a worker.
+    """
+    if kind == "tf.data":
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    if kind == "DataLoader":
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        return DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=batch_size)
+    if kind == "PyDataset":
+        return _array_batches_class()(x, y, batch_size)
+    if kind == "generator":
+
+        def batches():
+            for start in range(0, len(x), batch_size):
+                yield x[start : start + batch_size], y[start : start + batch_size]
+
+        return batches
+    raise UsageError(f"unknown pipeline {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def _array_batches_class():
+    import keras
+
+    class ArrayBatches(keras.utils.PyDataset):
+        def __init__(self, x, y, batch_size):
+            super().__init__()
+            self.x, self.y, self.batch_size = x, y, batch_size
+
+        def __len__(self):
+            return -(-len(self.x) // self.batch_size)
+
+        def __getitem__(self, index):
+            part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+            return self.x[part], self.y[part]
+
+    return ArrayBatches

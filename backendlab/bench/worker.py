@@ -47,7 +47,7 @@ def build_keras(name: str, job: dict, native):
     """The Keras model for ``name``, its loss, and the (x, y) arrays it runs on."""
     import keras
 
-    from backendlab.data import from_arrays
+    from backendlab.data import from_arrays, load_dataset
     from backendlab.models import MODELS
 
     samples = job["max_samples"]
@@ -63,6 +63,12 @@ def build_keras(name: str, job: dict, native):
         model = keras.Sequential(layers + [keras.layers.Dense(shape.classes)], name=name)
         x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["run"]["seed"])
         return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), x, y
+    if name in MODELS and name not in SHAPES:
+        # The real architectures train on their own seeded data (images, token ids), repeated.
+        data = load_dataset(MODELS[name].default_data, job["run"]["seed"])
+        reps = -(-samples // data.num_train)
+        x, y = (np.concatenate([a] * reps)[:samples] for a in (data.x_train, data.y_train))
+        return MODELS[name].build(data), data.loss(), x, y
     if name in MODELS:
         shape = SHAPES[name]
         x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["run"]["seed"])
@@ -143,7 +149,10 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
             float(np.asarray(value))
         native.sync([v.value for v in model.trainable_variables])
 
-    if cell["mode"] == "fit":
+    if cell["mode"] == "fit" and cell.get("pipeline", "arrays") != "arrays":
+        row.first_step_s = _first_step(model, x[:first], y[:first], batch, wait)
+        times = _pipeline_fit(model, cell["pipeline"], x[:n], y[:n], row, passes, job["warmup"], wait)
+    elif cell["mode"] == "fit":
         start = time.perf_counter()
         model.fit(x[:first], y[:first], batch_size=batch, epochs=1, shuffle=False, verbose=0)
         wait(model)
@@ -165,6 +174,31 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
     if unknown:
         row.note = f"FLOPs leave out {', '.join(unknown)}"
     return summarize(row, times, steps, flops)
+
+
+def _first_step(model, x, y, batch, wait) -> float:
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    wait(model)
+    return time.perf_counter() - start
+
+
+def _pipeline_fit(model, kind: str, x, y, row: BenchRow, passes: int, warmup: int, wait) -> list[float]:
+    """Each pass one ``fit`` epoch over a ``kind`` pipeline of ``x, y``; sets ``row.input_stall``."""
+    from backendlab.pipelines import InputRecorder, make_pipeline
+
+    source = make_pipeline(kind, x, y, row.batch_size)
+    steps = -(-len(x) // row.batch_size)
+    times, waits = [], []
+    for _ in range(passes):
+        recorder = InputRecorder(record=False)
+        start = time.perf_counter()
+        model.fit(recorder.epoch(kind, source, steps), steps_per_epoch=steps, epochs=1, verbose=0)
+        wait(model)
+        times.append(time.perf_counter() - start)
+        waits.append(recorder.wait_s)
+    row.input_stall = sum(waits[warmup:]) / sum(times[warmup:])
+    return times[warmup:]
 
 
 class EpochTimer:
@@ -245,6 +279,7 @@ def handle(job: dict, workdir: Path, progress) -> dict:
             cell["steps_per_execution"],
             native.threads(),
             note=thread_note,
+            pipeline=cell.get("pipeline", "arrays"),
         )
         if cell["impl"] == "keras" and row.steps_per_execution > 1 and not backend.steps_per_execution:
             row.status, row.note = (
