@@ -407,8 +407,8 @@ def _splits(name: str, result: Any) -> tuple[Any, Any]:
     """``(train, test)`` from what a data function returned; each is (x, y) or a pipeline."""
     try:
         train, test = result
-        for split in (train, test):
-            if pipeline_kind(split, f"data {name!r}") is None and len(split) != 2:
+        for part, split in (("train", train), ("test", test)):
+            if pipeline_kind(split, f"data {name!r}: {part}") is None and len(split) != 2:
                 raise ValueError
     except (TypeError, ValueError):
         raise UsageError(

@@ -51,3 +51,53 @@ def test_an_unseeded_shuffle_is_caught_before_any_verdict(pool, tmp_path):
     assert batches["kind"] == "tf.data"
     assert batches["message"].startswith("the tf.data input is not deterministic: at step 1, jax:")
     assert (tmp_path / "report.md").read_text().startswith("# backendlab compare: NONDETERMINISTIC")
+
+
+def test_a_generator_object_is_refused_with_what_to_return_instead(backend):
+    from backendlab.errors import UsageError
+    from backendlab.training import prepare
+
+    with pytest.raises(UsageError, match=r"train is a generator, which can be read only once: return the function"):
+        prepare("mlp", data("generator_object"))
+
+
+def test_batch_size_with_a_pipeline_is_a_one_line_error(backend):
+    from backendlab.errors import UsageError
+    from backendlab.training import prepare
+
+    with pytest.raises(UsageError) as caught:
+        prepare("mlp", data("generator"), batch_size=8)
+    assert str(caught.value) == (
+        f"--batch-size 8 does not apply: data {data('generator')!r} is a generator pipeline, "
+        "which fixes its own batches; batch it in the pipeline instead"
+    )
+
+
+def test_a_generator_pipeline_trains_here_with_its_own_batches(backend):
+    from backendlab.training import run_training
+
+    result = run_training("mlp", data("generator"), epochs=2, loop="custom")
+    assert result.input_kind == "generator" and result.repeat_differs_at is None
+    assert len(result.batch_checksums) == 8 and result.batch_checksums[:4] == result.batch_checksums[4:]
+    assert 0.0 <= result.input_wait_s <= result.train_time_s
+
+
+@pytest.mark.cross
+def test_bench_has_an_input_stall_for_each_pipeline_kind(tmp_path):
+    from rich.console import Console
+
+    from backendlab.bench.presets import PRESETS
+    from backendlab.bench.run import run_preset
+
+    preset = PRESETS["tiny"].with_options(
+        models=("mlp",), modes=("fit",), pipelines=tuple(PIPELINES.values()), native=False, samples_per_repeat=128
+    )
+    report = run_preset(preset, tmp_path, console=Console(file=open(tmp_path / "progress.txt", "w")))
+    rows = {(r.backend, r.pipeline): r for r in report.rows}
+    assert len(rows) == 15 and all(r.ok for r in rows.values())
+    for (backend, kind), row in rows.items():
+        if kind == "arrays":
+            assert row.input_stall is None  # Keras slices the arrays itself: nothing to time
+        else:
+            assert 0.0 < row.input_stall < 1.0, (backend, kind, row.input_stall)
+    assert "input=tf.data" in (tmp_path / "bench.md").read_text()

@@ -53,3 +53,22 @@ def test_compare_agrees_with_stochastic_layers_disabled(pool, tmp_path, model):
     # Every backend's saved .keras file loads on every backend and predicts the same.
     cells = [cell for row in report.portability.values() for loader, cell in row.items() if loader != "numpy"]
     assert len(cells) == 9 and {c["status"] for c in cells} == {"agree"}
+
+
+@pytest.mark.cross
+def test_each_architecture_has_bench_rows(tmp_path):
+    from rich.console import Console
+
+    from backendlab.bench.presets import PRESETS
+    from backendlab.bench.run import run_preset
+
+    models = tuple(m for m in ARCHITECTURES if HUB or m not in ("bert", "gpt"))
+    # One fit and one predict cell per backend and model, without XLA's compile (seconds per model).
+    preset = PRESETS["tiny"].with_options(models=models, samples_per_repeat=32, repeats=1, jit_compile=("false",))
+    report = run_preset(preset, tmp_path, console=Console(file=open(tmp_path / "progress.txt", "w")))
+    rows = {(r.backend, r.model, r.mode): r for r in report.rows}
+    assert len(rows) == 3 * len(models) * 2
+    assert all(r.ok and r.samples_per_sec > 0 and r.params > 0 for r in rows.values()), [
+        (k, r.note) for k, r in rows.items() if not r.ok
+    ]
+    assert {r.params for r in rows.values() if r.model == "resnet"} == {44644}
