@@ -82,15 +82,19 @@ def build_user_model(spec: str, job: dict):
     from backendlab.data import Target, load_dataset
     from backendlab.errors import UsageError
     from backendlab.models import build_model
+    from backendlab.pipelines import read_all
 
     model = build_model(spec, None)
     samples = job["max_samples"]
     if job["run"]["data"]:
         data = load_dataset(job["run"]["data"], job["run"]["seed"])
         if isinstance(data.x_train, dict) or isinstance(data.y_train, dict):
-            raise UsageError(f"bench takes one input and one output; data {job['data']!r} has several")
-        reps = -(-samples // data.num_train)
-        x, y = np.concatenate([data.x_train] * reps)[:samples], np.concatenate([data.y_train] * reps)[:samples]
+            raise UsageError(f"bench takes one input and one output; data {job['run']['data']!r} has several")
+        x, y = data.x_train, data.y_train
+        if data.pipeline:  # its samples, read once; --pipelines says what fit reads them from
+            x, y = read_all(data.kind, data.pipeline.source, f"data {job['run']['data']!r}: train")
+        reps = -(-samples // len(x))
+        x, y = np.concatenate([x] * reps)[:samples], np.concatenate([y] * reps)[:samples]
         loss = data.loss()
     else:
         shape = tuple(job["input_shape"] or ())
