@@ -259,6 +259,10 @@ MODELS: dict[str, ZooModel] = {
 }
 
 
+#: The zoo models built from keras_hub, an optional install (see the README).
+HUB_MODELS = ("bert", "gpt")
+
+
 def default_data(model: str) -> str:
     return MODELS[model].default_data if model in MODELS else "breast_cancer"
 

@@ -4,12 +4,13 @@ as stochastic, and with --disable-stochastic every backend agrees exactly. Nothi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
+from helpers import HAS_KERAS_HUB as HUB
 
-HUB = importlib.util.find_spec("keras_hub") is not None
+from backendlab.models import HUB_MODELS
+
 needs_hub = pytest.mark.skipif(not HUB, reason="keras_hub is not installed (see the README: keras-hub --no-deps)")
 
 #: Options per model: MobileNetV3Small's BatchNormalization over 1x1 maps at batch 32 amplifies float
@@ -25,7 +26,7 @@ ARCHITECTURES = {
     "bert": ("tokens", [*DROPOUTS, *DROPOUTS, "embeddings_dropout", "dropout"]),
     "gpt": ("next_tokens", [*DROPOUTS, *DROPOUTS, "embeddings_dropout"]),  # 2 layers of 3, the embeddings'
 }
-PARAMS = [pytest.param(m, marks=needs_hub) if m in ("bert", "gpt") else m for m in ARCHITECTURES]
+PARAMS = [pytest.param(m, marks=needs_hub) if m in HUB_MODELS else m for m in ARCHITECTURES]
 
 
 def _kinds(names: list[str]) -> list[str]:
@@ -39,7 +40,7 @@ def test_compare_agrees_with_stochastic_layers_disabled(pool, tmp_path, model):
     from backendlab.compare import compare
 
     # The keras_hub models' .keras files load on every backend only once keras_hub is imported: checked.
-    portability = model in ("bert", "gpt")
+    portability = model in HUB_MODELS
     options = OPTIONS.get(model, {})
     report = compare(
         model=model, epochs=1, disable_stochastic=True, portability=portability, out=str(tmp_path), pool=pool, **options
@@ -64,7 +65,7 @@ def test_each_architecture_has_bench_rows(tmp_path):
     from backendlab.bench.presets import PRESETS
     from backendlab.bench.run import run_preset
 
-    models = tuple(m for m in ARCHITECTURES if HUB or m not in ("bert", "gpt"))
+    models = tuple(m for m in ARCHITECTURES if HUB or m not in HUB_MODELS)
     # One fit cell per backend and model, one timed step (JAX compiles each model: tens of seconds).
     preset = PRESETS["tiny"].with_options(
         models=models, modes=("fit",), samples_per_repeat=32, repeats=1, native=False, timeout_s=900.0
