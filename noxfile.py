@@ -27,9 +27,15 @@ CROSS = "all"  # the session with every backend, for tests marked `cross`
 
 
 def _install(session: nox.Session, backend: str) -> None:
-    """The backend (or every backend), what exporting from it needs, and pytest."""
+    """The backend (or every backend), what exporting from it needs, keras_hub for the zoo's bert and gpt, and pytest.
+
+    keras-hub goes in without its dependencies: its metadata asks for tensorflow-text, which would
+    install the full tensorflow beside tensorflow-cpu (and into the jax and torch sessions); what it
+    imports at run time is Keras and the ``hub`` extra (see constraints.txt).
+    """
     extras = "all,export" if backend == CROSS else f"{BACKENDS[backend].extra},export-{BACKENDS[backend].extra}"
-    session.install("-c", "constraints.txt", "-e", f".[{extras},test]")
+    session.install("-c", "constraints.txt", "-e", f".[{extras},hub,test]")
+    session.install("-c", "constraints.txt", "--no-deps", "keras-hub")
 
 
 @nox.session

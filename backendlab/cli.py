@@ -156,10 +156,10 @@ def run_train(args) -> int:
     from backendlab.results import check_writable, write_json
     from backendlab.training import (
         check_save_path,
+        epoch_steps,
         prepare,
         resumed_spec,
         save_model,
-        steps_per_epoch,
         train,
         trained_spec,
     )
@@ -188,7 +188,7 @@ def run_train(args) -> int:
     main_process = is_main_process()
     with console.status(f"building {spec.model} on {backend.name}"):
         prep = prepare(spec, resume=args.resume)
-    total = spec.epochs * steps_per_epoch(prep.config, prep.data.num_train)
+    total = spec.epochs * epoch_steps(prep.config, prep.data)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -2,10 +2,17 @@
 
 A dataset is NumPy arrays (or dicts of them, for several inputs or outputs) and a
 description of each target, from which the default loss and metrics follow.
+
+A user's data function (``file.py:function`` or ``module:function``) returns ``(train, test)``.
+Each is ``(x, y)`` arrays, or a pipeline (:mod:`backendlab.pipelines`): a ``tf.data.Dataset``,
+a torch ``DataLoader``, a ``keras.utils.PyDataset`` or a function making a generator, each
+giving ``(x, y)`` batches. With a train pipeline, ``x_train``/``y_train`` hold its first batch
+(to build the model on) and ``pipeline`` the pipeline itself; a test pipeline is read into arrays.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from backendlab.errors import UsageError
+from backendlab.pipelines import ARRAYS, Pipeline, first_difference, pipeline_kind, read_all, read_train
 from backendlab.specs import call_user, is_callable_spec, load_callable
 
 
@@ -57,10 +65,21 @@ class Dataset:
     x_test: Any
     y_test: Any
     target: Target | dict[str, Target]
+    pipeline: Pipeline | None = None  # a train pipeline; None: train on x_train, y_train in backendlab's order
 
     @property
     def num_train(self) -> int:
+        return sum(self.pipeline.sizes) if self.pipeline else _num_samples(self.x_train)
+
+    @property
+    def sample_rows(self) -> int:
+        """The rows ``x_train`` holds: every train sample, or a train pipeline's first batch."""
         return _num_samples(self.x_train)
+
+    @property
+    def kind(self) -> str:
+        """What the train split is: ``arrays``, or the pipeline's kind (tf.data, DataLoader, PyDataset, generator)."""
+        return self.pipeline.kind if self.pipeline else ARRAYS
 
     def loss(self):
         return _per_output(self.target, lambda t: t.loss)
@@ -160,11 +179,53 @@ def pairs(seed: int = 0, n: int = 640, features: int = 12) -> Dataset:
     return Dataset("pairs", xtr, ytr, xte, yte, {"label": Target("multiclass", 3), "score": Target("regression", 1)})
 
 
+def images(seed: int = 0, n: int = 160, side: int = 32, classes: int = 4) -> Dataset:
+    """Seeded 32x32 RGB images in [0, 1]; the class is the colour channel lifted in a centred square (or none)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 0.6, size=(n, side, side, 3)).astype("float32")
+    y = rng.integers(0, classes, size=n)
+    lo, hi = side // 4, 3 * side // 4
+    for c in range(3):
+        x[y == c, lo:hi, lo:hi, c] += 0.4
+    y = y.astype("int32")
+    x_train, x_test, y_train, y_test = _split(x, y, seed, stratify=y)
+    return Dataset("images", x_train, y_train, x_test, y_test, Target("multiclass", classes))
+
+
+#: The token data's vocabulary and sequence length (the bert and gpt models are sized from the data).
+VOCABULARY, SEQUENCE = 64, 16
+
+
+def tokens(seed: int = 0, n: int = 160) -> Dataset:
+    """Seeded token-id sequences for a text classifier: the class is whether token 1 occurs more often than token 2."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(3, VOCABULARY, size=(n, SEQUENCE))
+    y = rng.integers(0, 2, size=n)
+    x[np.arange(n), rng.integers(0, SEQUENCE, size=n)] = np.where(y == 1, 1, 2)  # plant the signal
+    x_train, x_test, y_train, y_test = _split(x.astype("int32"), y.astype("int32"), seed, stratify=y)
+    return Dataset("tokens", x_train, y_train, x_test, y_test, Target("binary", 1))
+
+
+def next_tokens(seed: int = 0, n: int = 160) -> Dataset:
+    """Seeded sequences for a causal language model: y is x shifted by one; each sequence counts up modulo
+    the vocabulary from a random start, with random tokens mixed in, so the next token is mostly predictable."""
+    rng = np.random.default_rng(seed)
+    start = rng.integers(0, VOCABULARY, size=(n, 1))
+    seq = (start + np.arange(SEQUENCE + 1)) % VOCABULARY
+    noise = rng.random(size=seq.shape) < 0.1
+    seq = np.where(noise, rng.integers(0, VOCABULARY, size=seq.shape), seq).astype("int32")
+    x_train, x_test, y_train, y_test = _split(seq[:, :-1], seq[:, 1:], seed)
+    return Dataset("next_tokens", x_train, y_train, x_test, y_test, Target("multiclass", VOCABULARY))
+
+
 DATASETS: dict[str, Callable[[int], Dataset]] = {
     "breast_cancer": breast_cancer,
     "digits": digits,
     "sequences": sequences,
     "pairs": pairs,
+    "images": images,
+    "tokens": tokens,
+    "next_tokens": next_tokens,
 }
 
 
@@ -327,6 +388,61 @@ def _from_npz(path: Path) -> Dataset:
     return from_arrays(path.name, (x_train, y_train), (x_test, y_test))
 
 
+def _call_data_function(func: Callable, name: str) -> tuple[Any, Any]:
+    """``(train, test)`` from a data function, called from the random state a fresh process has.
+
+    backendlab seeds TensorFlow where it is loaded (under its own backend, or after an earlier
+    run), and a fresh JAX or PyTorch worker has not imported it yet: a tf.data shuffle with an
+    op seed would then draw another order on each backend. So TensorFlow's global seed is
+    cleared first, as in a fresh import. Nothing else is seeded: an unseeded shuffle must still
+    show up as one (:func:`from_pipelines` reads the pipeline twice).
+    """
+    tf_random = getattr(sys.modules.get("tensorflow"), "random", None)
+    if tf_random is not None:
+        tf_random.set_seed(None)
+    return _splits(name, call_user(func, name, "data"))
+
+
+def _splits(name: str, result: Any) -> tuple[Any, Any]:
+    """``(train, test)`` from what a data function returned; each is (x, y) or a pipeline."""
+    try:
+        train, test = result
+        for part, split in (("train", train), ("test", test)):
+            if pipeline_kind(split, f"data {name!r}: {part}") is None and len(split) != 2:
+                raise ValueError
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"data {name!r} must return ((x_train, y_train), (x_test, y_test)) or (train, test) pipelines "
+            f"(tf.data, DataLoader, PyDataset, a function making a generator), got {type(result).__name__}"
+        ) from None
+    return train, test
+
+
+def from_pipelines(name: str, train: Any, test: Any, again: Callable[[], Any]) -> Dataset:
+    """A dataset on a train pipeline, read once before training (:func:`backendlab.pipelines.read_train`).
+
+    ``again`` makes a second train pipeline (the data function called again): read once too, where it
+    differs from the first the pipeline is not deterministic, and ``pipeline.repeat_differs_at`` says where.
+    """
+    kind = pipeline_kind(train, f"data {name!r}: train")
+    pipeline, x_first, y_first, labels = read_train(kind, train, f"data {name!r}: train")
+    second = read_train(kind, again(), f"data {name!r}: train")[0]
+    pipeline.repeat_differs_at = first_difference(pipeline.checksums, second.checksums)
+    test_kind = pipeline_kind(test, f"data {name!r}: test")
+    x_test, y_test = read_all(test_kind, test, f"data {name!r}: test") if test_kind else test
+    parts = {"x_train": x_first, "y_train": y_first, "x_test": x_test, "y_test": y_test}
+    arrays = check_arrays(name, parts)
+    all_labels = _concat_labels(labels)
+    _as_arrays(all_labels, f"data {name!r}: y_train", labels=True)  # numeric and finite, every batch
+    return Dataset(name, **arrays, target=_targets(name, all_labels), pipeline=pipeline)
+
+
+def _concat_labels(batches: list) -> Any:
+    if isinstance(batches[0], dict):
+        return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    return np.concatenate(batches)
+
+
 def load_dataset(name: str, seed: int = 0) -> Dataset:
     """A bundled dataset by name, an ``.npz`` file, or ``file.py:function`` / ``module:function``."""
     if name in DATASETS:
@@ -335,16 +451,10 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
         return _from_npz(Path(name))
     if is_callable_spec(name):
         func = load_callable(name, "data")
-        result = call_user(func, name, "data")
-        try:
-            train, test = result
-            if len(train) != 2 or len(test) != 2:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise UsageError(
-                f"data {name!r} must return ((x_train, y_train), (x_test, y_test)), got {type(result).__name__}"
-            ) from None
-        return from_arrays(name, train, test)
+        train, test = _call_data_function(func, name)
+        if pipeline_kind(train, f"data {name!r}: train") is None:
+            return from_arrays(name, train, test)
+        return from_pipelines(name, train, test, again=lambda: _call_data_function(func, name)[0])
     raise UsageError(
         f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}, an .npz file, "
         "or path/to/file.py:function / package.module:function"

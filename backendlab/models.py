@@ -108,6 +108,129 @@ def functional(data: Dataset):
     return keras.Model(inputs, _heads(keras, h, data.target), name="functional")
 
 
+# --- real architectures, built from configs: nothing is downloaded --------------------------
+
+
+def _one_target(data: Dataset, model: str) -> Target:
+    if isinstance(data.target, dict):
+        raise UsageError(f"model {model!r} has one output, but data {data.name!r} has outputs {sorted(data.target)}")
+    return data.target
+
+
+def mobilenet(data: Dataset):
+    """keras.applications.MobileNetV3Small with its own classifier (and its Dropout), untrained, for small images."""
+    import keras
+
+    target = _one_target(data, "mobilenet")
+    return keras.applications.MobileNetV3Small(
+        input_shape=_single_input(data, "mobilenet", 3, "RGB image inputs (height, width, 3)"),
+        alpha=0.75,
+        minimalistic=True,
+        weights=None,
+        classes=target.units,
+        classifier_activation=target.activation,
+        include_preprocessing=False,  # the images are in [0, 1] already
+        name="mobilenet",
+    )
+
+
+def resnet(data: Dataset):
+    """A small ResNet from keras.applications: ResNet50's own builder and bottleneck blocks, two stacks of one.
+
+    ResNet50 itself (23.6M weights, 16 blocks) takes minutes to train and compare on a CPU; this is the
+    same code with its stacks cut short (Keras exports ResNet50/101/152 only, so the builder is
+    ``keras.src.applications.resnet``'s: tested with the Keras in constraints.txt).
+    """
+    from keras.src.applications.resnet import ResNet, stack_residual_blocks_v1
+
+    target = _one_target(data, "resnet")
+
+    def stacks(x):
+        x = stack_residual_blocks_v1(x, 16, 1, stride1=1, name="conv2")
+        return stack_residual_blocks_v1(x, 32, 1, name="conv3")
+
+    return ResNet(
+        stacks,
+        preact=False,
+        use_bias=True,
+        input_shape=_single_input(data, "resnet", 3, "RGB image inputs (height, width, 3)"),
+        weights=None,
+        classes=target.units,
+        classifier_activation=target.activation,
+        name="resnet",
+    )
+
+
+def _keras_hub(model: str):
+    try:
+        import keras_hub
+    except ImportError:
+        raise UsageError(
+            f"model {model!r} is built from a keras_hub config, and keras_hub is not installed: "
+            "pip install -c constraints.txt --no-deps keras-hub && pip install -c constraints.txt regex tokenizers"
+        ) from None
+    return keras_hub
+
+
+def _token_input(data: Dataset, model: str):
+    import keras
+
+    (length,) = _single_input(data, model, 1, "token-id inputs (sequence length,)")
+    return keras.Input((length,), dtype="int32", name="token_ids"), length
+
+
+def bert(data: Dataset, layers: int = 2, width: int = 32, heads: int = 2):
+    """A small BERT text classifier: keras_hub's BertBackbone from a config, its pooled output, Dropout, Dense."""
+    import keras
+
+    from backendlab.data import VOCABULARY
+
+    hub = _keras_hub("bert")
+    tokens, length = _token_input(data, "bert")
+    backbone = hub.models.BertBackbone(
+        vocabulary_size=VOCABULARY,
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dim=width,
+        intermediate_dim=2 * width,
+        max_sequence_length=length,
+        num_segments=2,
+    )
+    ones = keras.ops.ones_like(tokens)
+    h = backbone({"token_ids": tokens, "segment_ids": keras.ops.zeros_like(tokens), "padding_mask": ones})
+    h = keras.layers.Dropout(0.1)(h["pooled_output"])
+    return keras.Model(tokens, _heads(keras, h, _one_target(data, "bert")), name="bert")
+
+
+def gpt(data: Dataset, layers: int = 2, width: int = 32, heads: int = 2):
+    """A small GPT-2 causal language model: keras_hub's GPT2Backbone from a config, and a Dense softmax head.
+
+    GPT2CausalLM ties its head to the token embedding; calling the backbone's embedding from outside
+    it makes a ``.keras`` file that Keras cannot load back, so the head here is a layer of its own.
+    """
+    import keras
+
+    from backendlab.data import VOCABULARY
+
+    hub = _keras_hub("gpt")
+    tokens, length = _token_input(data, "gpt")
+    target = _one_target(data, "gpt")
+    if target.kind != "multiclass" or target.units != VOCABULARY:
+        raise UsageError(
+            f"model 'gpt' predicts the next of {VOCABULARY} token ids; data {data.name!r} has {target.describe()}"
+        )
+    backbone = hub.models.GPT2Backbone(
+        vocabulary_size=VOCABULARY,
+        num_layers=layers,
+        num_heads=heads,
+        hidden_dim=width,
+        intermediate_dim=2 * width,
+        max_sequence_length=length,
+    )
+    h = backbone({"token_ids": tokens, "padding_mask": keras.ops.ones_like(tokens)})
+    return keras.Model(tokens, keras.layers.Dense(VOCABULARY, activation="softmax", name="next_token")(h), name="gpt")
+
+
 def _describe_inputs(data: Dataset) -> str:
     if isinstance(data.x_train, dict):
         return "inputs " + ", ".join(f"{k} {tuple(v.shape[1:])}" for k, v in data.x_train.items())
@@ -127,7 +250,17 @@ MODELS: dict[str, ZooModel] = {
     "rnn": ZooModel(rnn, "sequences", "LSTM sequence classifier"),
     "transformer": ZooModel(transformer, "sequences", "MultiHeadAttention encoder block"),
     "functional": ZooModel(functional, "pairs", "Functional API: two inputs, a shared layer, two outputs"),
+    "mobilenet": ZooModel(mobilenet, "images", "keras.applications.MobileNetV3Small, untrained, 32x32 images"),
+    "resnet": ZooModel(
+        resnet, "images", "keras.applications ResNet (ResNet50's builder, 2 bottleneck blocks), 32x32 images"
+    ),
+    "bert": ZooModel(bert, "tokens", "BERT text classifier from a keras_hub config: 2 layers, width 32"),
+    "gpt": ZooModel(gpt, "next_tokens", "GPT-2 causal language model from a keras_hub config: 2 layers, width 32"),
 }
+
+
+#: The zoo models built from keras_hub, an optional install (see the README).
+HUB_MODELS = ("bert", "gpt")
 
 
 def default_data(model: str) -> str:

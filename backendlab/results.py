@@ -147,6 +147,14 @@ class TrainResult:
     # Set when training stopped at a NaN or inf: history then holds the complete epochs, step_losses
     # every step up to and including that one, test nothing.
     nonfinite: NonFinite | None = None
+    # What the train split was (arrays, tf.data, DataLoader, PyDataset, generator), and a checksum of
+    # the inputs and labels fed to every training step (backendlab.pipelines.batch_checksum).
+    input_kind: str = "arrays"
+    batch_checksums: list[str] = field(default_factory=list)
+    # The time the steps waited for their batches (the pipeline's next(), to NumPy), within train_time_s.
+    input_wait_s: float = 0.0
+    # A pipeline read twice before training (two calls of the data function): the first step where it differed.
+    repeat_differs_at: int | None = None
 
     @property
     def backend(self) -> str:

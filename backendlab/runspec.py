@@ -54,11 +54,13 @@ class RunSpec:
 
     model: str = option(
         "mlp",
-        "zoo name (mlp, cnn, rnn, transformer, functional) or file.py:build / module:build (default: mlp)",
+        "zoo name (mlp, cnn, rnn, transformer, functional, mobilenet, resnet, bert, gpt) "
+        "or file.py:build / module:build (default: mlp)",
     )
     data: str | None = option(
         None,
-        "breast_cancer, digits, sequences, pairs, a .npz file, or file.py:function (default: the model's own)",
+        "breast_cancer, digits, sequences, pairs, images, tokens, next_tokens, a .npz file, "
+        "or file.py:function returning arrays or pipelines (default: the model's own)",
     )
     epochs: int = option(10, "(default: 10)", type=positive_int)
     batch_size: int = option(32, "(default: 32)", type=positive_int)

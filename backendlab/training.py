@@ -28,6 +28,7 @@ from backendlab.init import PortableStart, portable_init, weights_checksum
 from backendlab.keras_fixes import avoid_needless_tensorflow, set_random_seed
 from backendlab.models import build_model, check_compatible, default_data
 from backendlab.nonfinite import NonFiniteWatch
+from backendlab.pipelines import InputRecorder, batch_checksum, batch_size_of
 from backendlab.results import BackendInfo, TrainResult, check_writable
 from backendlab.runspec import RunSpec
 from backendlab.specs import is_callable_spec, load_callable
@@ -88,6 +89,24 @@ def samples_per_epoch(config: RunSpec, num_samples: int) -> int:
 
 def steps_per_epoch(config: RunSpec, num_samples: int) -> int:
     return len(batch_slices(samples_per_epoch(config, num_samples), config.batch_size))
+
+
+def epoch_steps(config: RunSpec, data: Dataset) -> int:
+    """Training steps per epoch: a pipeline's own batches, or backendlab's over the arrays."""
+    return data.pipeline.steps if data.pipeline else steps_per_epoch(config, data.num_train)
+
+
+def check_pipeline_options(spec: RunSpec, data: Dataset, given_batch_size: bool) -> None:
+    """A pipeline fixes its batches and their order: refuse the options that would change them."""
+    if data.pipeline is None:
+        return
+    what = f"data {data.name!r} is a {data.kind} pipeline, which fixes its own batches"
+    if given_batch_size:
+        raise UsageError(f"--batch-size {spec.batch_size} does not apply: {what}; batch it in the pipeline instead")
+    if spec.drop_remainder:
+        raise UsageError(f"--drop-remainder does not apply: {what}; drop the last batch in the pipeline instead")
+    if spec.devices > 1:
+        raise UsageError(f"--devices {spec.devices} takes arrays: {what}, and backendlab splits only its own batches")
 
 
 # --- the last, partial batch on several devices ---------------------------------------
@@ -348,10 +367,12 @@ def prepare(
     spec = data_parallel_policy(spec.check(), ensure_backend())
     spec = spec.replace(data=spec.data or default_data(spec.model))
     dataset = load_dataset(spec.data, spec.seed)
+    # RunSpec's default batch size is 32: another one was asked for.
+    check_pipeline_options(spec, dataset, spec.batch_size != RunSpec.batch_size)
     net, spec, start = build_and_compile(spec, dataset, resume, initial_weights)
     check_padding(net, spec, dataset.num_train)
     # Built on a real sample before anything is taken from it (a lazily built subclassed model).
-    sample = dataset.take("train", np.arange(min(spec.batch_size, dataset.num_train)))[0]
+    sample = dataset.take("train", np.arange(min(spec.batch_size, dataset.sample_rows)))[0]
     found = stochastic_layers(net, sample)
     if spec.disable_stochastic:
         switch_off(found)
@@ -416,7 +437,7 @@ def build_and_compile(
     spec = spec.replace(optimizer=optimizer_name, learning_rate=learning_rate)
     if resume is not None:
         iterations = int(keras.ops.convert_to_numpy(net.optimizer.iterations))
-        spec = spec.replace(initial_epoch=iterations // steps_per_epoch(spec, dataset.num_train))
+        spec = spec.replace(initial_epoch=iterations // epoch_steps(spec, dataset))
     return net, spec, start
 
 
@@ -482,6 +503,10 @@ def load_model(path: str | os.PathLike):
     if path.suffix != ".keras" or not path.is_file():
         raise UsageError(f"{str(path)!r} is not a saved .keras model file")
     config = _archive_config(path)
+    if '"module": "keras_hub' in json.dumps(config):
+        # keras_hub registers its layers (BertBackbone, ...) with Keras when imported, and only then.
+        with contextlib.suppress(ImportError):
+            import keras_hub  # noqa: F401
     avoid_needless_tensorflow()
     try:
         model = keras.saving.load_model(path, custom_objects=_foreign_optimizer(config) or None)
@@ -554,17 +579,50 @@ def _step_loss_tracker_class():
     return StepLossTracker
 
 
-def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: NonFiniteWatch):
-    """``model.fit`` one epoch at a time on backendlab's batch order, with each batch's own loss.
+def _take_rows(tree, part: slice):
+    return {k: v[part] for k, v in tree.items()} if isinstance(tree, dict) else tree[part]
+
+
+def _fit_feed(prep: Prepared, order, recorder: InputRecorder) -> dict:
+    """What ``fit`` takes for one epoch: the pipeline's batches, as read, or the arrays in ``order``."""
+    config, data = prep.config, prep.data
+    if data.pipeline:
+        # A generator of the batches, read and checksummed as fit asks for them.
+        batches = recorder.epoch(data.kind, data.pipeline.source, data.pipeline.steps)
+        return {"x": batches, "steps_per_epoch": data.pipeline.steps}
+    order, weights = pad_last_batch(order, config)
+    x, y = data.take("train", order)
+    for part in batch_slices(len(order), config.batch_size):
+        recorder.checksums.append(batch_checksum(_take_rows(x, part), _take_rows(y, part)))
+    return {"x": x, "y": y, "batch_size": config.batch_size, "shuffle": False, "sample_weight": weights}
+
+
+def _epoch_batches(prep: Prepared, order, recorder: InputRecorder):
+    """One epoch's (x, y) batches for the custom loop: the pipeline's, or backendlab's in ``order``."""
+    data = prep.data
+    if data.pipeline:
+        yield from recorder.epoch(data.kind, data.pipeline.source)
+        return
+    for part in batch_slices(len(order), prep.config.batch_size):
+        x, y = data.take("train", order[part])
+        recorder.checksums.append(batch_checksum(x, y))
+        yield x, y
+
+
+def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: NonFiniteWatch, recorder: InputRecorder):
+    """``model.fit`` one epoch at a time on backendlab's batch order (or the pipeline's), with each batch's own loss.
 
     Stops after the first step or epoch in which ``watch`` finds a NaN or inf; history keeps complete epochs only.
     """
     import keras
 
     config, data = prep.config, prep.data
-    real = [s.stop - s.start for s in batch_slices(len(orders[0]), config.batch_size)]
-    # As fit sees them: the last batch padded to split across the devices (pad_last_batch).
-    sizes = [*real[:-1], real[-1] + padded_samples(config, len(orders[0]))]
+    if data.pipeline:
+        real = sizes = list(data.pipeline.sizes)
+    else:
+        real = [s.stop - s.start for s in batch_slices(len(orders[0]), config.batch_size)]
+        # As fit sees them: the last batch padded to split across the devices (pad_last_batch).
+        sizes = [*real[:-1], real[-1] + padded_samples(config, len(orders[0]))]
     step_losses: list[float] = []
     running: list[float] = []
 
@@ -589,19 +647,13 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: Non
 
     history: dict[str, list[float]] = defaultdict(list)
     for epoch, order in enumerate(orders, start=config.initial_epoch):
-        order, weights = pad_last_batch(order, config)
         means = _sample_means_class()(real, sizes, config.devices)
-        x, y = data.take("train", order)
         try:
             h = prep.model.fit(
-                x,
-                y,
-                batch_size=config.batch_size,
+                **_fit_feed(prep, order, recorder),
                 epochs=epoch + 1,
                 initial_epoch=epoch,
-                shuffle=False,
                 verbose=0,
-                sample_weight=weights,
                 callbacks=[StepLosses(), means],
             )
         except Exception as exc:
@@ -623,13 +675,14 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: Non
     return dict(history), step_losses, running
 
 
-def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: NonFiniteWatch):
+def _custom_epochs(
+    prep: Prepared, orders, on_step: StepCallback | None, watch: NonFiniteWatch, recorder: InputRecorder
+):
     """backendlab's TrainStep on the same batches, logging what fit logs; stops as :func:`_fit_epochs` does."""
     import keras
 
     from backendlab.loop import TrainStep
 
-    config, data = prep.config, prep.data
     step = TrainStep(prep.model, prep.model.loss, prep.model.optimizer)
     history: dict[str, list[float]] = defaultdict(list)
     step_losses: list[float] = []
@@ -640,9 +693,9 @@ def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: 
         # The running mean in float32, as Keras's Mean tracker keeps it in fit's logs.
         total, seen = f32(0), f32(0)
         prep.model.reset_metrics()
-        for part in batch_slices(len(order), config.batch_size):
+        for batch in _epoch_batches(prep, order, recorder):
             try:
-                x, y, loss, y_pred = step.run(*data.take("train", order[part]))
+                x, y, loss, y_pred = step.run(*batch)
             except Exception as exc:
                 if not watch.check_error(len(step_losses) + 1, exc):
                     raise
@@ -652,7 +705,7 @@ def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: 
             # The compiled metrics accumulate over the epoch, as in fit.
             metrics = prep.model.compute_metrics(x, y, y_pred, sample_weight=None)
             loss = float(keras.ops.convert_to_numpy(loss))
-            n = f32(part.stop - part.start)
+            n = f32(batch_size_of(batch[0]))
             total, seen = f32(total + f32(loss) * n), f32(seen + n)
             step_losses.append(loss)
             running.append(float(f32(total / seen)))
@@ -681,12 +734,16 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
     config, data, model = prep.config, prep.data, prep.model
     # Every epoch's order is drawn from the start, so a resumed run sees what an
     # uninterrupted one would have seen.
-    orders = epoch_orders(data.num_train, config.initial_epoch + config.epochs, config.seed)[config.initial_epoch :]
-    orders = [order[: samples_per_epoch(config, data.num_train)] for order in orders]
+    if data.pipeline:
+        orders = [None] * config.epochs  # the pipeline's own order
+    else:
+        orders = epoch_orders(data.num_train, config.initial_epoch + config.epochs, config.seed)
+        orders = [order[: samples_per_epoch(config, data.num_train)] for order in orders[config.initial_epoch :]]
     run_epochs = _fit_epochs if config.loop == "fit" else _custom_epochs
     watch = NonFiniteWatch()
+    recorder = InputRecorder()
     start = time.perf_counter()
-    history, step_losses, running = run_epochs(prep, orders, on_step, watch)
+    history, step_losses, running = run_epochs(prep, orders, on_step, watch, recorder)
     impl().sync([v.value for v in model.trainable_variables])
     train_time = time.perf_counter() - start
     result = TrainResult(
@@ -702,6 +759,10 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
         start_checksum=prep.start.checksum,
         start_note=prep.start.note,
         nonfinite=watch.found,
+        input_kind=data.kind,
+        batch_checksums=recorder.checksums,
+        input_wait_s=recorder.wait_s,
+        repeat_differs_at=data.pipeline.repeat_differs_at if data.pipeline else None,
     )
     if watch.found:
         raise NonFiniteError(watch.found.message, result)

@@ -6,13 +6,17 @@ fixtures stay in ``conftest.py``, where pytest finds them by itself.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from backendlab.backends import BACKEND_NAMES, BACKENDS
+from backendlab.models import HUB_MODELS, MODELS
 
 #: The modules a backend's framework is imported as (jax, tensorflow, torch).
 FRAMEWORKS = tuple(b.module for b in BACKENDS.values())
@@ -22,6 +26,16 @@ FIXTURES = HERE / "fixtures"
 
 #: Job handlers for warm workers that only tests use (``run_code`` runs a snippet on a backend).
 POOL_JOBS = FIXTURES / "pool_jobs.py"
+
+#: Whether keras_hub (for the zoo's bert and gpt) is installed; found without importing it.
+HAS_KERAS_HUB = importlib.util.find_spec("keras_hub") is not None
+#: Every zoo model by name, as pytest params: those built from keras_hub skip where it is not installed.
+ZOO = [
+    pytest.param(name, marks=pytest.mark.skipif(not HAS_KERAS_HUB, reason="keras_hub is not installed"))
+    if name in HUB_MODELS
+    else name
+    for name in sorted(MODELS)
+]
 
 #: Quiets TensorFlow's start-up chatter, so a failing test's stderr shows the failure.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}

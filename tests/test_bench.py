@@ -193,7 +193,7 @@ def test_the_bench_command_imports_no_framework():
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--models", "resnet"], "unknown model 'resnet'"),
+        (["--models", "vgg"], "unknown model 'vgg'"),
         (["--backends", "mxnet"], "unknown backend 'mxnet'"),
         (["--modes", "train"], "unknown mode 'train'"),
         (["--repeats", "2,3"], "--repeats takes one number"),

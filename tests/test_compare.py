@@ -243,11 +243,11 @@ def test_compare_unknown_backend_exits_2(tmp_path):
 
 
 def test_compare_unknown_model_exits_2(tmp_path, backend):
-    proc = run_cli("compare", "--backends", backend, "--model", "resnet", "--out", str(tmp_path))
+    proc = run_cli("compare", "--backends", backend, "--model", "vgg", "--out", str(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
-        "backendlab: error: unknown model 'resnet': use one of mlp, cnn, rnn, transformer, functional, "
-        "or path/to/file.py:build / package.module:build returning a keras.Model"
+        "backendlab: error: unknown model 'vgg': use one of mlp, cnn, rnn, transformer, functional, "
+        "mobilenet, resnet, bert, gpt, or path/to/file.py:build / package.module:build returning a keras.Model"
     )
 
 

@@ -13,13 +13,14 @@ D = "tests/fixtures/user_data.py"
 
 CASES = {
     "unknown model": (
-        dict(model="resnet"),
-        "unknown model 'resnet': use one of mlp, cnn, rnn, transformer, functional, "
+        dict(model="vgg"),
+        "unknown model 'vgg': use one of mlp, cnn, rnn, transformer, functional, mobilenet, resnet, bert, gpt, "
         "or path/to/file.py:build / package.module:build returning a keras.Model",
     ),
     "unknown dataset": (
         dict(data="mnist"),
-        "unknown dataset 'mnist': use one of breast_cancer, digits, sequences, pairs, an .npz file, "
+        "unknown dataset 'mnist': use one of breast_cancer, digits, sequences, pairs, images, tokens, next_tokens, "
+        "an .npz file, "
         "or path/to/file.py:function / package.module:function",
     ),
     "missing model file": (dict(model="nowhere.py:build"), "model file 'nowhere.py' does not exist"),
@@ -88,9 +89,9 @@ def test_wrong_input_shape_names_model_data_and_shapes():
             "backendlab: error: argument --batch-size: must be a positive integer, got '-1'",
         ),
         (
-            ["train", "--model", "resnet"],
-            "backendlab: error: unknown model 'resnet': use one of mlp, cnn, rnn, transformer, functional, "
-            "or path/to/file.py:build / package.module:build returning a keras.Model",
+            ["train", "--model", "vgg"],
+            "backendlab: error: unknown model 'vgg': use one of mlp, cnn, rnn, transformer, functional, "
+            "mobilenet, resnet, bert, gpt, or path/to/file.py:build / package.module:build returning a keras.Model",
         ),
         (["train", "--save", "model.h5"], "backendlab: error: --save needs a path ending in .keras, got 'model.h5'"),
     ],

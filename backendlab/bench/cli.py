@@ -67,6 +67,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=_int_list, default=None, help="intra-op threads (default: each framework's own)"
     )
+    parser.add_argument(
+        "--pipelines",
+        type=_list,
+        default=None,
+        help="what fit reads: arrays, tf.data, DataLoader, PyDataset, generator (default: arrays)",
+    )
     parser.add_argument("--no-native", action="store_true", help="skip the native PyTorch/JAX/TensorFlow loops")
     parser.add_argument(
         "--input-shape", type=_int_list, default=None, help="for a user model without an Input, e.g. 32,32,3"
@@ -103,10 +109,16 @@ def preset_from_args(args) -> Preset:
         if jit not in JIT:
             raise UsageError(f"--jit-compile takes {', '.join(JIT)}, got {jit!r}")
     from backendlab.bench.shapes import SHAPES
+    from backendlab.models import MODELS
+    from backendlab.pipelines import KINDS
 
+    known = list(dict.fromkeys([*SHAPES, *MODELS]))
     for model in args.models or ():
-        if model not in SHAPES and ":" not in model:
-            raise UsageError(f"unknown model {model!r}: use {', '.join(SHAPES)} or path/to/file.py:build")
+        if model not in known and ":" not in model:
+            raise UsageError(f"unknown model {model!r}: use {', '.join(known)} or path/to/file.py:build")
+    for kind in args.pipelines or ():
+        if kind not in KINDS:
+            raise UsageError(f"unknown pipeline {kind!r} in --pipelines: use {', '.join(KINDS)}")
     return preset.with_options(
         models=args.models,
         backends=args.backends,
@@ -117,6 +129,7 @@ def preset_from_args(args) -> Preset:
         steps_per_execution=args.steps_per_execution,
         jit_compile=args.jit_compile,
         threads=_one(args.threads, "--threads"),
+        pipelines=args.pipelines,
         native=False if args.no_native else None,
         input_shape=args.input_shape,
         data=args.data,

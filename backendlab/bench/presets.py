@@ -28,6 +28,8 @@ class Preset:
     # The models that run every steps_per_execution x jit_compile pair; the others the first
     # pair only. Empty: every model. (Keeps the full preset near 5 minutes.)
     variant_models: tuple[str, ...] = ()
+    # What fit reads its batches from: arrays, or pipelines of these kinds over the same arrays (fit cells only).
+    pipelines: tuple[str, ...] = ("arrays",)
     threads: int | None = None  # intra-op threads; None keeps each framework's default
     native: bool = True  # run the native loops for the models that have them
     matmul_n: int = 2048  # the side of the square float32 matmul that measures the peak

@@ -21,6 +21,7 @@ HEADERS = (
     "GFLOP/s",
     "of peak",
     "keras/native",
+    "input stall",
 )
 
 
@@ -41,6 +42,7 @@ def row_cells(row: BenchRow) -> list[str]:
         _num(row.gflops_per_sec, "{:.1f}"),
         _num(row.fraction_of_peak and 100 * row.fraction_of_peak, "{:.1f}%"),
         _num(row.native_ratio, "{:.2f}"),
+        _num(None if row.input_stall is None else 100 * row.input_stall, "{:.1f}%"),
     ]
 
 
@@ -73,6 +75,7 @@ TERMINAL = {
     "GFLOP/s": "GFLOP/s",
     "of peak": "peak",
     "keras/native": "k/n",
+    "input stall": "stall",
 }
 
 
@@ -84,7 +87,7 @@ def rich_table(report: BenchReport) -> Table:
     for row in sorted_rows(report):
         style = None if row.ok else ("dim" if row.status == "not_applicable" else "red")
         cells = row_cells(row)
-        cells[5] = str(row.steps_per_execution)
+        cells[5] = str(row.steps_per_execution) + ("" if row.pipeline == "arrays" else f" {row.pipeline}")
         if not row.ok:  # the reason goes below the table: see notes()
             cells[6], cells[7] = row.status.replace("_", " "), ""
         table.add_row(*[cells[i] for i in keep], style=style)
@@ -122,6 +125,8 @@ def markdown_report(report: BenchReport) -> str:
         'Samples/s and ms/step are the median over the repeats; "keras/native" is the Keras row\'s '
         "samples/s over the native loop's on the same backend, model, mode and batch size.",
         "RSS is the worker's peak resident memory when the cell ended (one worker per backend runs all its cells).",
+        '"input stall": for a fit row fed by a pipeline (settings input=KIND), the share of the step time spent '
+        "waiting for the next batch (the pipeline's next() and the conversion to NumPy).",
         "",
         markdown_table(report),
     ]

@@ -48,6 +48,10 @@ class BenchRow:
     gflops_per_sec: float | None = None
     fraction_of_peak: float | None = None  # of the machine's measured float32 matmul peak
     native_ratio: float | None = None  # keras samples/s over native samples/s, same backend
+    # What fit read its batches from (backendlab.pipelines.KINDS): arrays, or a pipeline fit reads through
+    # backendlab's reader; for a pipeline, the fraction of the step time spent waiting in its next().
+    pipeline: str = "arrays"
+    input_stall: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -55,9 +59,10 @@ class BenchRow:
 
     @property
     def settings(self) -> str:
-        return (
+        text = (
             f"jit={self.jit_compile} spe={self.steps_per_execution} thr={self.threads if self.threads else 'default'}"
         )
+        return text if self.pipeline == "arrays" else f"{text} input={self.pipeline}"
 
     @classmethod
     def from_dict(cls, d: dict) -> BenchRow:

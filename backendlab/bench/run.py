@@ -37,18 +37,21 @@ def plan_cells(preset: Preset) -> list[dict]:
         for batch_size in preset.batch_sizes:
             for mode in preset.modes:
                 every = not preset.variant_models or model in preset.variant_models
+                pipelines = preset.pipelines if mode == "fit" else ("arrays",)
                 for jit in preset.jit_compile if every else preset.jit_compile[:1]:
                     for spe in preset.steps_per_execution if every else preset.steps_per_execution[:1]:
-                        cells.append(
-                            dict(
-                                impl="keras",
-                                model=model,
-                                mode=mode,
-                                batch_size=batch_size,
-                                jit_compile=jit,
-                                steps_per_execution=spe,
+                        for pipeline in pipelines:
+                            cells.append(
+                                dict(
+                                    impl="keras",
+                                    model=model,
+                                    mode=mode,
+                                    batch_size=batch_size,
+                                    jit_compile=jit,
+                                    steps_per_execution=spe,
+                                    pipeline=pipeline,
+                                )
                             )
-                        )
                 if preset.native and model in SHAPES and SHAPES[model].native:
                     cells.append(
                         dict(

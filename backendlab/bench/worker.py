@@ -47,7 +47,7 @@ def build_keras(name: str, job: dict, native):
     """The Keras model for ``name``, its loss, and the (x, y) arrays it runs on."""
     import keras
 
-    from backendlab.data import from_arrays
+    from backendlab.data import from_arrays, load_dataset
     from backendlab.models import MODELS
 
     samples = job["max_samples"]
@@ -63,6 +63,12 @@ def build_keras(name: str, job: dict, native):
         model = keras.Sequential(layers + [keras.layers.Dense(shape.classes)], name=name)
         x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["run"]["seed"])
         return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), x, y
+    if name in MODELS and name not in SHAPES:
+        # The real architectures train on their own seeded data (images, token ids), repeated.
+        data = load_dataset(MODELS[name].default_data, job["run"]["seed"])
+        reps = -(-samples // data.num_train)
+        x, y = (np.concatenate([a] * reps)[:samples] for a in (data.x_train, data.y_train))
+        return MODELS[name].build(data), data.loss(), x, y
     if name in MODELS:
         shape = SHAPES[name]
         x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["run"]["seed"])
@@ -76,15 +82,19 @@ def build_user_model(spec: str, job: dict):
     from backendlab.data import Target, load_dataset
     from backendlab.errors import UsageError
     from backendlab.models import build_model
+    from backendlab.pipelines import read_all
 
     model = build_model(spec, None)
     samples = job["max_samples"]
     if job["run"]["data"]:
         data = load_dataset(job["run"]["data"], job["run"]["seed"])
         if isinstance(data.x_train, dict) or isinstance(data.y_train, dict):
-            raise UsageError(f"bench takes one input and one output; data {job['data']!r} has several")
-        reps = -(-samples // data.num_train)
-        x, y = np.concatenate([data.x_train] * reps)[:samples], np.concatenate([data.y_train] * reps)[:samples]
+            raise UsageError(f"bench takes one input and one output; data {job['run']['data']!r} has several")
+        x, y = data.x_train, data.y_train
+        if data.pipeline:  # its samples, read once; --pipelines says what fit reads them from
+            x, y = read_all(data.kind, data.pipeline.source, f"data {job['run']['data']!r}: train")
+        reps = -(-samples // len(x))
+        x, y = np.concatenate([x] * reps)[:samples], np.concatenate([y] * reps)[:samples]
         loss = data.loss()
     else:
         shape = tuple(job["input_shape"] or ())
@@ -143,7 +153,10 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
             float(np.asarray(value))
         native.sync([v.value for v in model.trainable_variables])
 
-    if cell["mode"] == "fit":
+    if cell["mode"] == "fit" and cell.get("pipeline", "arrays") != "arrays":
+        row.first_step_s = _first_step(model, x[:first], y[:first], batch, wait)
+        times = _pipeline_fit(model, cell["pipeline"], x[:n], y[:n], row, passes, job["warmup"], wait)
+    elif cell["mode"] == "fit":
         start = time.perf_counter()
         model.fit(x[:first], y[:first], batch_size=batch, epochs=1, shuffle=False, verbose=0)
         wait(model)
@@ -165,6 +178,31 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
     if unknown:
         row.note = f"FLOPs leave out {', '.join(unknown)}"
     return summarize(row, times, steps, flops)
+
+
+def _first_step(model, x, y, batch, wait) -> float:
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    wait(model)
+    return time.perf_counter() - start
+
+
+def _pipeline_fit(model, kind: str, x, y, row: BenchRow, passes: int, warmup: int, wait) -> list[float]:
+    """Each pass one ``fit`` epoch over a ``kind`` pipeline of ``x, y``; sets ``row.input_stall``."""
+    from backendlab.pipelines import InputRecorder, make_pipeline
+
+    source = make_pipeline(kind, x, y, row.batch_size)
+    steps = -(-len(x) // row.batch_size)
+    times, waits = [], []
+    for _ in range(passes):
+        recorder = InputRecorder(record=False)
+        start = time.perf_counter()
+        model.fit(recorder.epoch(kind, source, steps), steps_per_epoch=steps, epochs=1, verbose=0)
+        wait(model)
+        times.append(time.perf_counter() - start)
+        waits.append(recorder.wait_s)
+    row.input_stall = sum(waits[warmup:]) / sum(times[warmup:])
+    return times[warmup:]
 
 
 class EpochTimer:
@@ -245,6 +283,7 @@ def handle(job: dict, workdir: Path, progress) -> dict:
             cell["steps_per_execution"],
             native.threads(),
             note=thread_note,
+            pipeline=cell.get("pipeline", "arrays"),
         )
         if cell["impl"] == "keras" and row.steps_per_execution > 1 and not backend.steps_per_execution:
             row.status, row.note = (

@@ -120,6 +120,7 @@ def run_compare(args) -> int:
 
     from backendlab.cli import console, out
     from backendlab.compare.report import (
+        batches_line,
         divergence_lines,
         export_line,
         portability_lines,
@@ -167,6 +168,8 @@ def run_compare(args) -> int:
     runner = Compare(options_from_args(args), on_event=on_event)
     with progress:
         report = runner.run()
+    if report.batches:
+        out.print(batches_line(report), markup=False, highlight=False)
     out.print(terminal_table(report))
     for line in portability_lines(report):
         out.print(line, markup=False, highlight=False)

@@ -164,6 +164,12 @@ def timing_line(report) -> str:
     )
 
 
+def batches_line(report) -> str:
+    """Whether every backend was fed the same batches: said before any verdict on the model."""
+    b = report.batches
+    return f"batches: {'identical' if b['identical'] else 'NOT IDENTICAL'}: {b['message']}"
+
+
 def markdown(report) -> str:
     s = report.settings
     lines = [
@@ -174,9 +180,11 @@ def markdown(report) -> str:
         f"keras {report.keras_version}. Reference backend: {report.reference}. "
         f"Tolerance: |a - ref| <= {s['atol']:g} + {s['rtol']:g} * |ref| ({report.criterion} comparison).",
         "",
-        "Every backend started from the same weights (checksums below) and saw the same batches in the same order.",
+        "Every backend started from the same weights (checksums below).",
         "",
     ]
+    if report.batches:
+        lines += [batches_line(report).replace("batches: ", "Batches: ", 1) + ".", ""]
     lines += [f"> {note}" for note in report.notes] + ([""] if report.notes else [])
     lines += [
         "| backend | status | verdict | start checksum | train time | test | "

@@ -92,7 +92,7 @@ class BackendReport:
 
 @dataclass
 class CompareReport:
-    verdict: str  # agree | diverge | failed | incomplete
+    verdict: str  # agree | diverge | failed | incomplete | nondeterministic (the batches differed)
     reference: str | None
     settings: dict
     criterion: str  # exact | statistical
@@ -107,6 +107,9 @@ class CompareReport:
     timing: dict = field(default_factory=dict)
     # The exports' own verdict (agree, diverge, failed), apart from training's; None when none was checked.
     export_verdict: str | None = None
+    # Every step's batch checksummed on every backend (compare.verdict.batches_proof): identical,
+    # first_differing_step, kind (arrays, tf.data, DataLoader, PyDataset, generator), steps, message.
+    batches: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:

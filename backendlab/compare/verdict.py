@@ -14,6 +14,7 @@ import numpy as np
 
 from backendlab.compare.diff import Diff, diff_arrays, first_step_outside
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
+from backendlab.pipelines import ARRAYS, first_difference
 from backendlab.results import NonFinite
 from backendlab.workers import WorkerOutcome
 
@@ -228,6 +229,53 @@ def _overall(reports: dict[str, BackendReport], portability: dict, skip: set, na
     return "agree"
 
 
+def batches_proof(trained: dict[str, TrainedRun], planned: list[str], reference: str) -> dict:
+    """Whether every backend's training steps were fed the same batches, from each step's checksum.
+
+    ``identical`` is false where a backend's checksums part from the reference's, or where a
+    worker read the train pipeline twice before training and the reads differed (a pipeline that
+    is not deterministic, even if every backend happened to see the same); ``first_differing_step``
+    (from 1) is the earliest such step. A run stopped at a NaN or inf is compared as far as it went.
+    """
+    runs = {
+        n: trained[n].outcome.result
+        for n in planned
+        if n in trained and trained[n].outcome.ok and "batch_checksums" in (trained[n].outcome.result or {})
+    }
+    if not runs:
+        return {}
+    ref_name = reference if reference in runs else next(iter(runs))
+    ref = runs[ref_name]
+    found: list[tuple[int, str, str]] = []  # (step, backend, why)
+    for name, run in runs.items():
+        if run.get("repeat_differs_at"):
+            found.append((run["repeat_differs_at"], name, "its train pipeline, made and read twice, differed"))
+        if name == ref_name:
+            continue
+        mine, theirs = run["batch_checksums"], ref["batch_checksums"]
+        if run.get("nonfinite") or ref.get("nonfinite"):
+            mine, theirs = mine[: len(theirs)], theirs[: len(mine)]
+        step = first_difference(theirs, mine)
+        if step is not None:
+            found.append((step, name, f"its batches differ from {ref_name}'s"))
+    step, backend, why = min(found) if found else (None, None, None)
+    kind = ref.get("input_kind", ARRAYS)
+    return {
+        "identical": not found,
+        "first_differing_step": step,
+        "kind": kind,
+        "steps": len(ref["batch_checksums"]),
+        "backends": list(runs),
+        "differing_backend": backend,
+        "message": (
+            f"the {kind} input is not deterministic: at step {step}, {backend}: {why} "
+            "(a shuffle without a seed, or a parallel map without a fixed order?)"
+            if found
+            else f"every backend was fed the same {kind} batches at all {len(ref['batch_checksums'])} steps"
+        ),
+    }
+
+
 def build_report(
     opts: CompareOptions,
     *,
@@ -279,8 +327,13 @@ def build_report(
         portability.setdefault(saver, {}).update(cells)
     skip = set(references) | {fmt for row in exports.values() for fmt in row}
     settings = {**opts.settings(), "data": data, "backends": list(reports)}
+    batches = batches_proof(trained, planned, reference)
+    verdict = _overall(reports, portability, skip, named_skip, interrupted)
+    if batches and not batches["identical"] and not interrupted:
+        verdict = "nondeterministic"  # before any verdict on the model: its numbers were fed different data
     return CompareReport(
-        verdict=_overall(reports, portability, skip, named_skip, interrupted),
+        verdict=verdict,
+        batches=batches,
         reference=reference,
         settings=settings,
         criterion=criterion,

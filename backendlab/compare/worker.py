@@ -44,7 +44,7 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
-    from backendlab.training import predict, prepare, save_model, steps_per_epoch, train, trained_spec
+    from backendlab.training import epoch_steps, predict, prepare, save_model, train, trained_spec
 
     initial = Path(job["initial_weights"])
     progress(0, 1, "building")
@@ -63,7 +63,7 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
     initial_predictions = flatten(predict(prep))
     if main:
         save_npz(workdir / "initial_predictions.npz", initial_predictions)
-    total = spec.epochs * steps_per_epoch(prep.config, prep.data.num_train)
+    total = spec.epochs * epoch_steps(prep.config, prep.data)
     progress(0, total, "training", force=True)
     try:
         result = train(prep, on_step=lambda step, loss: progress(step, total, "training", loss=loss))
