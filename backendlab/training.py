@@ -102,11 +102,11 @@ def padded_samples(config: RunSpec, num_samples: int) -> int:
     (a last batch smaller than the world) trains on one zero-weight copy.
     """
     remainder = samples_per_epoch(config, num_samples) % config.batch_size
-    if config.devices == 1 or not remainder:
+    if config.replicas == 1 or not remainder:
         return 0
     if config.loop == "fit":
-        return -remainder % config.devices
-    return max(config.devices - remainder, 0)
+        return -remainder % config.replicas
+    return max(config.replicas - remainder, 0)
 
 
 def pad_last_batch(order: np.ndarray, config: RunSpec) -> tuple[np.ndarray, np.ndarray | None]:
@@ -136,8 +136,9 @@ def check_padding(model, config: RunSpec, num_samples: int) -> None:
         return
     remainder = samples_per_epoch(config, num_samples) % config.batch_size
     what = (
-        f"each epoch's last batch of {remainder} samples does not split evenly across {config.devices} devices, "
-        f"so the devices also train on {pad} zero-weight {'copy' if pad == 1 else 'copies'} of its samples"
+        f"each epoch's last batch of {remainder} samples does not split evenly across {_replicas(config)}, "
+        f"so the {_replicas(config).split()[1]} also train on {pad} zero-weight "
+        f"{'copy' if pad == 1 else 'copies'} of its samples"
     )
     norms = [layer.name for layer in _sublayers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if norms:
@@ -158,6 +159,47 @@ def check_padding(model, config: RunSpec, num_samples: int) -> None:
             f"{what}, which the model's metrics would count, as Keras gives them no sample weights: "
             "compile them as weighted_metrics (the same numbers without weights), or use --drop-remainder"
         )
+
+
+def _replicas(config: RunSpec) -> str:
+    return f"{config.processes} processes" if config.processes > 1 else f"{config.devices} devices"
+
+
+# --- several processes: each reads only its share of every global batch ------------------
+
+#: A folder where each process of a ``--processes`` run writes the training samples it read (for tests).
+RECORD_READS = "BACKENDLAB_RECORD_READS"
+
+
+def process_index() -> int:
+    """Which process of a ``--processes`` run (or torchrun rank) this is: 0 in a run of one."""
+    return int(os.environ.get("RANK", os.environ.get("BACKENDLAB_PROCESS_ID", "0")))
+
+
+def own_share(order: np.ndarray, config: RunSpec, rank: int | None = None) -> np.ndarray:
+    """The rows of ``order`` process ``rank`` trains on: its slice of each global batch, batch after batch.
+
+    Global batch ``k`` is ``order[k*B:(k+1)*B]``; process ``r`` of ``N`` takes its ``r``-th part of it
+    (as even as can be, in process order), the way a DistributedSampler hands each rank its share.
+    Concatenated, the shares are the process's own data for the epoch: a local batch of ``B/N`` is its
+    share of the global batch of the same number.
+    """
+    rank = process_index() if rank is None else rank
+    n = config.processes
+    parts = []
+    for part in batch_slices(len(order), config.batch_size):
+        batch = order[part]
+        parts.append(batch[rank * len(batch) // n : (rank + 1) * len(batch) // n])
+    return np.concatenate(parts) if parts else order[:0]
+
+
+def take_own(data: Dataset, index: np.ndarray) -> tuple[Any, Any]:
+    """``data.take("train", index)``, where ``index`` is this process's own share; noted where asked for."""
+    folder = os.environ.get(RECORD_READS)
+    if folder:
+        with open(Path(folder) / f"reads-{process_index()}.txt", "a") as f:
+            f.write(" ".join(map(str, np.asarray(index).tolist())) + "\n")
+    return data.take("train", index)
 
 
 @functools.cache
@@ -351,11 +393,17 @@ def prepare(
     net, spec, start = build_and_compile(spec, dataset, resume, initial_weights)
     check_padding(net, spec, dataset.num_train)
     # Built on a real sample before anything is taken from it (a lazily built subclassed model).
-    sample = dataset.take("train", np.arange(min(spec.batch_size, dataset.num_train)))[0]
+    sample = dataset.take("train", first_rows(spec, dataset.num_train))[0]
     found = stochastic_layers(net, sample)
     if spec.disable_stochastic:
         switch_off(found)
     return Prepared(spec, dataset, net, [layer.name for layer in found], start)
+
+
+def first_rows(spec: RunSpec, num_samples: int) -> np.ndarray:
+    """The samples a model is first run on: the first batch's, or under ``--processes`` this process's share of it."""
+    rows = np.arange(min(spec.batch_size, num_samples))
+    return own_share(rows, spec) if spec.processes > 1 else rows
 
 
 def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:
@@ -366,14 +414,15 @@ def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:
     Each epoch's last, partial batch is kept, as on one device (see :func:`padded_samples`);
     ``drop_remainder`` drops it.
     """
-    if spec.devices == 1:
+    if spec.replicas == 1:
         return spec
     loop = spec.loop
+    flag = f"--processes {spec.processes}" if spec.processes > 1 else f"--devices {spec.devices}"
     if backend.launcher:
         loop = "custom"
     elif loop == "custom":
         raise UsageError(
-            f"on {backend.name}, --devices {spec.devices} trains with fit, which drives {backend.data_parallel}; "
+            f"on {backend.name}, {flag} trains with fit, which drives {backend.data_parallel}; "
             "the custom loop runs data-parallel on torch only"
         )
     request_devices(backend, spec.devices)
@@ -387,7 +436,12 @@ def build_and_compile(
     import keras
 
     backend = ensure_backend()
-    scope = impl(backend).data_parallel(spec.devices) if spec.devices > 1 else contextlib.nullcontext()
+    if spec.processes > 1:
+        scope = impl(backend).join_processes(spec.processes)
+    elif spec.devices > 1:
+        scope = impl(backend).data_parallel(spec.devices)
+    else:
+        scope = contextlib.nullcontext()
     avoid_needless_tensorflow()
     with scope:
         set_random_seed(spec.seed)
@@ -399,7 +453,8 @@ def build_and_compile(
             spec = spec.replace(model=saved.model if saved else str(resume))
         else:
             net = build_model(spec.model, dataset)
-        check_compatible(net, dataset, spec.model)  # also builds a lazily built model on a real sample
+        # Also builds a lazily built model on a real sample (under --processes, one of this process's own).
+        check_compatible(net, dataset, spec.model, first_rows(spec, dataset.num_train))
         start = start_weights(net, spec, resume, initial_weights)
         if getattr(net, "compiled", False) and net.optimizer is not None:
             optimizer_name = type(net.optimizer).__name__.lower()
@@ -568,7 +623,7 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: Non
     step_losses: list[float] = []
     running: list[float] = []
 
-    exact = config.devices == 1 and record_step_losses(prep.model)
+    exact = config.replicas == 1 and record_step_losses(prep.model)
 
     class StepLosses(keras.callbacks.Callback):
         # Each batch's own loss, as the tracker logs it; in data-parallel runs the difference of
@@ -590,18 +645,23 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: Non
     history: dict[str, list[float]] = defaultdict(list)
     for epoch, order in enumerate(orders, start=config.initial_epoch):
         order, weights = pad_last_batch(order, config)
-        means = _sample_means_class()(real, sizes, config.devices)
-        x, y = data.take("train", order)
+        means = _sample_means_class()(real, sizes, config.replicas)
+        if config.processes > 1:  # this process's share of every global batch, and nothing else
+            positions = own_share(np.arange(len(order)), config)
+            x, y = take_own(data, order[positions])
+            batches = impl().process_batches(
+                prep.model, x, y, None if weights is None else weights[positions], config.batch_size // config.processes
+            )
+        else:
+            x, y = data.take("train", order)
+            batches = {"x": x, "y": y, "sample_weight": weights, "batch_size": config.batch_size}
         try:
             h = prep.model.fit(
-                x,
-                y,
-                batch_size=config.batch_size,
+                **batches,
                 epochs=epoch + 1,
                 initial_epoch=epoch,
                 shuffle=False,
                 verbose=0,
-                sample_weight=weights,
                 callbacks=[StepLosses(), means],
             )
         except Exception as exc:
@@ -642,7 +702,15 @@ def _custom_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: 
         prep.model.reset_metrics()
         for part in batch_slices(len(order), config.batch_size):
             try:
-                x, y, loss, y_pred = step.run(*data.take("train", order[part]))
+                if config.processes > 1:  # this process's share of the global batch, and nothing else
+                    own = own_share(order[part], config)
+                    # A share left empty (a last batch smaller than the world) trains on its first row, weighted 0.
+                    shares = [len(own_share(order[part], config, r)) for r in range(config.processes)]
+                    rows = own if len(own) else own_share(order, config)[:1]
+                    x, y, loss, y_pred = step.run(*take_own(data, rows), shares=shares)
+                    y = impl().gather_shares(y, shares)  # the global batch's labels, for the compiled metrics
+                else:
+                    x, y, loss, y_pred = step.run(*data.take("train", order[part]))
             except Exception as exc:
                 if not watch.check_error(len(step_losses) + 1, exc):
                     raise
@@ -737,7 +805,8 @@ def save_model(model, path: str | os.PathLike, spec: RunSpec | None = None) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     try:
-        model.save(tmp)
+        with _alone():
+            model.save(tmp)
         if spec is not None:  # Keras reads only its own entries; this one rides along
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(RUN_ENTRY, json.dumps(spec.to_dict()))
@@ -745,6 +814,20 @@ def save_model(model, path: str | os.PathLike, spec: RunSpec | None = None) -> P
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _alone():
+    """Within the block, no Keras distribution: under ``--processes`` only process 0 saves, and a variable
+    Keras makes while saving (an optimizer's) must not wait for the other processes to make it too."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)
 
 
 def trained_spec(prep: Prepared) -> RunSpec:

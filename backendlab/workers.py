@@ -180,7 +180,10 @@ class Progress:
 
 def worker_main(handler: Callable[[dict, Path, Progress], dict]) -> int:
     """Entry point of a one-job worker module: read the job, run ``handler``, write its result."""
+    from backendlab.launch import note_rank
+
     die_with_orchestrator()
+    note_rank()
     return _run_job(handler, Path(sys.argv[1]))
 
 
