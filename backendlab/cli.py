@@ -11,6 +11,7 @@ import importlib
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -244,6 +245,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         die_with_orchestrator()
         note_rank()
     module = importlib.import_module(SUBCOMMANDS[command][0])
+    code = _run(module, command, args)
+    if code and "BACKENDLAB_PROCESS_ID" in os.environ:
+        from backendlab.launch import leave_now
+
+        leave_now(code)
+    return code
+
+
+def _run(module, command: str, args) -> int:
     try:
         return getattr(module, f"run_{command.replace('-', '_')}")(args)
     except NonFiniteError as exc:  # the run itself failed, not its input: exit 1, as compare does
@@ -258,3 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not launched():  # a rank's interruption is told by the process the user started
             console.print("backendlab: interrupted", markup=False)
         return 130
+    except Exception:
+        if "BACKENDLAB_PROCESS_ID" not in os.environ:
+            raise
+        traceback.print_exc()  # one of --processes: the launcher quotes its last line
+        return 1

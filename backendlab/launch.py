@@ -103,6 +103,14 @@ def note_rank() -> None:
         Path(path).write_text(os.environ["RANK"])
 
 
+def leave_now(code: int) -> None:
+    """End a process of ``--processes`` that failed, now: JAX's exit would first wait, at a barrier, for
+    the other processes, which wait in a collective for this one."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _error_line(lines: list[str]) -> str:
     """The process's own last error; torchrun's report of its failed rank (``ChildFailedError``) is left out."""
     from backendlab.workers import _last_error_line

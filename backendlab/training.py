@@ -124,7 +124,14 @@ def pad_last_batch(order: np.ndarray, config: RunSpec) -> tuple[np.ndarray, np.n
     weights = np.ones(len(order) + pad, dtype="float32")
     weights[start:] = (len(order) + pad - start) / (len(order) - start)
     weights[len(order) :] = 0.0
-    return np.concatenate([order, order[start:][np.arange(pad) % (len(order) - start)]]), weights
+    copies = order[start:][np.arange(pad) % (len(order) - start)]
+    if config.processes > 1:  # each process pads its share with its own rows, never another's
+        size, n = len(order) + pad - start, config.processes
+        for i, position in enumerate(range(len(order) - start, size)):
+            rank = position * n // size  # whose share the position is in, and that share's first position:
+            first = start + rank * size // n  # a real row of its own, or else its first row of the epoch
+            copies[i] = order[first] if first < len(order) else order[rank * config.batch_size // n]
+    return np.concatenate([order, copies]), weights
 
 
 def check_padding(model, config: RunSpec, num_samples: int) -> None:

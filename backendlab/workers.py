@@ -184,7 +184,12 @@ def worker_main(handler: Callable[[dict, Path, Progress], dict]) -> int:
 
     die_with_orchestrator()
     note_rank()
-    return _run_job(handler, Path(sys.argv[1]))
+    code = _run_job(handler, Path(sys.argv[1]))
+    if code and "BACKENDLAB_PROCESS_ID" in os.environ:  # one of --processes: do not wait for the others
+        from backendlab.launch import leave_now
+
+        leave_now(code)
+    return code
 
 
 # --- a warm worker: many jobs, one import ------------------------------------------------
