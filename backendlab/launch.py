@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -42,6 +43,8 @@ RANK_FILE = "BACKENDLAB_RANK_FILE"
 USAGE_PREFIX = "backendlab: error: "
 #: How long the other processes have to end on their own after one ended with a usage error (exit 2).
 USAGE_GRACE_S = 10.0
+#: How long, after one process failed, the launcher listens for the others before it kills them.
+FAILURE_GRACE_S = 2.0
 
 
 def free_ports(count: int) -> list[int]:
@@ -106,6 +109,9 @@ def note_rank() -> None:
 def leave_now(code: int) -> None:
     """End a process of ``--processes`` that failed, now: JAX's exit would first wait, at a barrier, for
     the other processes, which wait in a collective for this one."""
+    path = os.environ.get(RANK_FILE)
+    if path:  # when it failed: what fails in the others because it left comes later (see launch)
+        Path(f"{path}.failed").write_text(repr(time.time()))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -115,6 +121,7 @@ def _error_line(lines: list[str]) -> str:
     """The process's own last error; torchrun's report of its failed rank (``ChildFailedError``) is left out."""
     from backendlab.workers import _last_error_line
 
+    lines = [line for line in lines if not re.match(r"[EWI]\d{4} ", line)]  # torchrun's log lines
     report = next((i for i, line in enumerate(lines) if "ChildFailedError" in line), None)
     if report is not None:  # cut at the traceback that ends in torchrun's report
         tracebacks = [i for i, line in enumerate(lines[:report]) if line.startswith("Traceback")]
@@ -143,7 +150,17 @@ class _Process:
             self.lines.append(line.rstrip("\n"))
             sys.stderr.write(line)
             sys.stderr.flush()
-        ended.put((self.tree.proc.wait(), self.slot))
+        code = self.tree.proc.wait()
+        self.ended_at = time.time()
+        ended.put((code, self.slot))
+
+    @property
+    def failed_at(self) -> float:
+        """When it failed: as it noted itself, or else (killed, say) when it was seen to end."""
+        try:
+            return float(Path(f"{self.rank_file}.failed").read_text())
+        except (OSError, ValueError):
+            return self.ended_at
 
     @property
     def rank(self) -> int:
@@ -177,19 +194,26 @@ def launch(backend: Backend, processes: int, module: str, args: list[str]) -> in
                 done += 1
                 if code == 0:
                     continue
-                failed = started[slot]
-                if code == 2:  # bad input: every process finds it; let them say so, but not for long
-                    deadline = time.monotonic() + USAGE_GRACE_S
-                    while done < processes and time.monotonic() < deadline:
-                        try:
-                            ended.get(timeout=max(deadline - time.monotonic(), 0.01))
-                            done += 1
-                        except queue.Empty:
-                            break
-                message = failed.failure(code, processes)
+                # A process that fails takes the others with it (a collective's peer is gone), and under
+                # torchrun each is reported by its agent, late: the first to end need not be the first
+                # to fail. Those that end within a moment are heard; the one that failed first is named.
+                failures = {slot: code}
+                deadline = time.monotonic() + (USAGE_GRACE_S if code == 2 else FAILURE_GRACE_S)
+                while done < processes:
+                    try:
+                        other_code, other = ended.get(timeout=max(deadline - time.monotonic(), 0.01))
+                    except queue.Empty:
+                        break
+                    done += 1
+                    if other_code:
+                        failures[other] = other_code
+                first = min(failures, key=lambda s: started[s].failed_at)
+                message = started[first].failure(failures[first], processes)
                 _kill(started)
-                sys.stderr.write(f"{USAGE_PREFIX}{message}\n")
-                return code if code > 0 else 1
+                said = any(line.startswith(USAGE_PREFIX) for p in started for line in p.lines)
+                if not (failures[first] == 2 and said):  # bad input is told by the process that found it
+                    sys.stderr.write(f"{USAGE_PREFIX}{message}\n")
+                return failures[first] if failures[first] > 0 else 1
             return 0
         finally:
             _kill(started)
