@@ -786,8 +786,13 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
 
 
 def predict(prep: Prepared) -> Any:
-    """Predictions on the test split, as NumPy arrays (a dict for several outputs)."""
-    return prep.model.predict(prep.data.x_test, batch_size=prep.config.batch_size, verbose=0)
+    """Predictions on the test split, as NumPy arrays (a dict for several outputs).
+
+    Under ``--processes`` each process predicts the whole test split by itself: JAX's global arrays
+    cannot be read back where they span other processes' devices.
+    """
+    with outside_distribution():
+        return prep.model.predict(prep.data.x_test, batch_size=prep.config.batch_size, verbose=0)
 
 
 def check_save_path(path: str | os.PathLike) -> None:
@@ -812,7 +817,7 @@ def save_model(model, path: str | os.PathLike, spec: RunSpec | None = None) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     try:
-        with _alone():
+        with outside_distribution():
             model.save(tmp)
         if spec is not None:  # Keras reads only its own entries; this one rides along
             with zipfile.ZipFile(tmp, "a") as archive:
@@ -824,9 +829,10 @@ def save_model(model, path: str | os.PathLike, spec: RunSpec | None = None) -> P
 
 
 @contextlib.contextmanager
-def _alone():
+def outside_distribution():
     """Within the block, no Keras distribution: under ``--processes`` only process 0 saves, and a variable
-    Keras makes while saving (an optimizer's) must not wait for the other processes to make it too."""
+    Keras makes while saving (an optimizer's) must not wait for the other processes to make it too;
+    each process predicts by itself."""
     import keras
 
     distribution = keras.distribution.distribution()

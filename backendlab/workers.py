@@ -86,6 +86,7 @@ def run_worker(
     timeout: float | None = None,
     env: dict[str, str] | None = None,
     devices: int = 1,
+    processes: int = 1,
     on_progress: Callable[[dict], None] | None = None,
     poll_s: float = 0.2,
 ) -> WorkerOutcome:
@@ -96,7 +97,7 @@ def run_worker(
     start = time.perf_counter()
     with open(workdir / LOG, "wb") as log:
         tree = ProcessTree(
-            launch_command(ALL_BACKENDS[backend], devices, module, [str(workdir / JOB)]),
+            launch_command(ALL_BACKENDS[backend], devices, module, [str(workdir / JOB)], processes),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
