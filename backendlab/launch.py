@@ -169,8 +169,16 @@ class _Process:
         except (OSError, ValueError):
             return self.slot
 
+    @property
+    def noted(self) -> bool:
+        """Whether it noted its own failure; one killed (or crashed in native code) could not."""
+        return Path(f"{self.rank_file}.failed").exists()
+
     def failure(self, code: int, processes: int) -> str:
         what = f"process {self.rank} of {processes}"
+        killed = [m for line in self.lines if (m := re.search(r"exitcode\s*:\s*(-\d+)", line))]
+        if killed:  # torchrun's report of its rank killed by a signal (torchrun itself exits 1)
+            code = int(killed[-1].group(1))
         if code < 0:
             return f"{what} was killed by signal {signal.Signals(-code).name}"
         usage = [line for line in self.lines if line.startswith(USAGE_PREFIX)]
@@ -207,7 +215,8 @@ def launch(backend: Backend, processes: int, module: str, args: list[str]) -> in
                     done += 1
                     if other_code:
                         failures[other] = other_code
-                first = min(failures, key=lambda s: started[s].failed_at)
+                # One that could not note its failure (killed) is taken to be the cause of the others'.
+                first = min(failures, key=lambda s: (started[s].noted, started[s].failed_at))
                 message = started[first].failure(failures[first], processes)
                 _kill(started)
                 said = any(line.startswith(USAGE_PREFIX) for p in started for line in p.lines)

@@ -3,7 +3,8 @@
 On the session's backend: the same per-epoch losses and final weights as one process with the same
 global batch; each process reads only its own share of every global batch (it notes what it read);
 a model saved under two processes continues under one like an uninterrupted run; one process that
-fails ends the run within seconds, with its error line, and leaves no process behind.
+fails (raises, or is killed mid-run) ends the run within seconds, with its error line, and leaves no
+process behind.
 """
 
 from __future__ import annotations
@@ -128,4 +129,46 @@ def test_a_process_that_fails_ends_the_run_fast_with_its_error_line_and_leaves_n
     assert last.startswith("backendlab: error: process 1 of 2 failed (exit status 1): RuntimeError: "), last
     assert "injected failure in Fault.call" in last
     assert time.monotonic() - started < 60  # start-up included; no wait for a collective's timeout
+    assert _left(run_id) == []
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        entries = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return {}
+    return dict(e.decode(errors="replace").split("=", 1) for e in entries if b"=" in e)
+
+
+def _rank(pid: int) -> str | None:
+    """The rank of a process that trains; None for others (torchrun's agents, the launcher)."""
+    env = _environ(pid)
+    try:
+        if "torch.distributed.run" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+            return None
+    except OSError:  # gone meanwhile
+        return None
+    return env.get("RANK", env.get("BACKENDLAB_PROCESS_ID"))
+
+
+def test_a_process_killed_mid_run_ends_the_run_within_seconds_and_leaves_none_behind(tmp_path):
+    run_id = uuid.uuid4().hex
+    env = {**os.environ, **QUIET_ENV, RUN_ID: run_id, RECORD_READS: str(tmp_path)}
+    command = [sys.executable, "-m", "backendlab", "train", "--processes", "2", "--epochs", "100", "--batch-size", "64"]
+    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "reads-1.txt").exists():  # process 1 took its first share: training
+            assert run.poll() is None and time.monotonic() < deadline, run.stderr.read() if run.poll() else "no start"
+            time.sleep(0.1)
+        # Process 1 itself, the one that trains (under torch, torchrun's rank, not its agent).
+        victim = next(p for p in _left(run_id) if _rank(p) == "1")
+        os.kill(victim, 9)
+        killed = time.monotonic()
+        _, err = run.communicate(timeout=30)
+        assert time.monotonic() - killed < 10
+    finally:
+        run.kill()
+    assert run.returncode == 1
+    assert err.strip().splitlines()[-1] == "backendlab: error: process 1 of 2 was killed by signal SIGKILL"
     assert _left(run_id) == []
