@@ -170,17 +170,20 @@ def impl(backend: Backend | None = None) -> ModuleType:
 
 
 def is_main_process() -> bool:
-    """False in the ranks > 0 of a multi-process (torchrun) run: they train but write nothing."""
-    return os.environ.get("RANK", "0") == "0"
+    """False in the ranks > 0 of a multi-process run (torchrun's, or ``--processes``): they train but write nothing."""
+    return os.environ.get("RANK", os.environ.get("BACKENDLAB_PROCESS_ID", "0")) == "0"
 
 
 def launched() -> bool:
-    """Whether this process was started by a launcher such as torchrun."""
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+    """Whether this process was started by a launcher: torchrun, or backendlab's for ``--processes``."""
+    return ("LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ) or "BACKENDLAB_PROCESS_ID" in os.environ
 
 
-def launch_command(backend: Backend, devices: int, module: str, args: list[str]) -> list[str]:
-    """The command that runs ``python -m module args`` on ``devices`` devices of ``backend``."""
+def launch_command(backend: Backend, devices: int, module: str, args: list[str], processes: int = 1) -> list[str]:
+    """The command that runs ``python -m module args`` on ``devices`` devices of ``backend``, in ``processes``
+    processes that behave like as many hosts (:mod:`backendlab.launch`)."""
+    if processes > 1 and not launched():
+        return [sys.executable, "-m", "backendlab.launch", str(processes), backend.name, module, *args]
     if devices > 1 and backend.launcher and not launched():
         return [
             sys.executable,

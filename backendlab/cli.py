@@ -11,6 +11,7 @@ import importlib
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 
 from rich.console import Console
@@ -18,6 +19,7 @@ from rich.table import Table
 
 from backendlab.backends import (
     BACKENDS,
+    check_device_count,
     ensure_backend,
     impl,
     is_main_process,
@@ -174,12 +176,16 @@ def run_train(args) -> int:
         spec = resumed_spec(args.resume, spec, given_fields(args.argv))
     spec.check()
     backend = ensure_backend()
-    if spec.devices > 1 and backend.launcher and not launched():
-        # This backend needs one process per device: check there are enough, start them; rank 0 reports.
-        impl(backend).check_devices(spec.devices)
+    several = spec.processes > 1 or (spec.devices > 1 and backend.launcher)
+    if several and not launched():
+        # One process per device, or per simulated host: check there are enough, start them; rank 0 reports.
+        if spec.processes > 1:  # one device each: a core each here (the framework is not imported before the fork)
+            check_device_count(spec.processes, 0)
+        else:
+            impl(backend).check_devices(spec.devices)
         from backendlab.processes import ProcessTree
 
-        launcher = ProcessTree(launch_command(backend, spec.devices, "backendlab", args.argv))
+        launcher = ProcessTree(launch_command(backend, spec.devices, "backendlab", args.argv, spec.processes))
         try:
             return launcher.proc.wait()
         finally:
@@ -233,11 +239,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command
     # A plain `kill` must clean up like Ctrl-C does: workers killed, finished results kept.
     signal.signal(signal.SIGTERM, _terminate)
-    if launched():  # a rank torchrun started for `train --devices N`: it must not outlive torchrun
+    if launched():  # a rank torchrun (or --processes) started: it must not outlive its launcher
+        from backendlab.launch import note_rank
         from backendlab.processes import die_with_orchestrator
 
         die_with_orchestrator()
+        note_rank()
     module = importlib.import_module(SUBCOMMANDS[command][0])
+    code = _run(module, command, args)
+    if code and "BACKENDLAB_PROCESS_ID" in os.environ:
+        from backendlab.launch import leave_now
+
+        leave_now(code)
+    return code
+
+
+def _run(module, command: str, args) -> int:
     try:
         return getattr(module, f"run_{command.replace('-', '_')}")(args)
     except NonFiniteError as exc:  # the run itself failed, not its input: exit 1, as compare does
@@ -252,3 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not launched():  # a rank's interruption is told by the process the user started
             console.print("backendlab: interrupted", markup=False)
         return 130
+    except Exception:
+        if "BACKENDLAB_PROCESS_ID" not in os.environ:
+            raise
+        traceback.print_exc()  # one of --processes: the launcher quotes its last line
+        return 1

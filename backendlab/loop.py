@@ -109,14 +109,18 @@ class TrainStep:
         self.jit_compile = jit_compile
         self._step = impl().make_train_step(model, self.loss_fn, optimizer, jit_compile)
 
-    def run(self, x, y):
-        """One step; returns ``(x, y, loss, y_pred)`` as backend tensors, for callers that need the predictions."""
+    def run(self, x, y, shares: list[int] | None = None):
+        """One step; returns ``(x, y, loss, y_pred)`` as backend tensors, for callers that need the predictions.
+
+        ``shares``: ``x`` and ``y`` are this process's share of a global batch split in these parts
+        (``--processes``), and ``y_pred`` is the whole global batch's.
+        """
         import keras
 
         x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
         y = keras.tree.map_structure(keras.ops.convert_to_tensor, y)
         try:
-            loss, y_pred = self._step(x, y)
+            loss, y_pred = self._step(x, y) if shares is None else self._step(x, y, shares)
         except (ValueError, TypeError) as exc:
             raise UsageError(
                 f"model {self.model.name!r} failed on a batch of shape {_shapes(x)} -> {_shapes(y)}: {one_line(exc)}"

@@ -284,12 +284,12 @@ def build_model(name: str, data: Dataset):
     return model
 
 
-def check_compatible(model, data: Dataset, name: str) -> None:
-    """Run the model on two samples and check its outputs against the targets, before any training.
+def check_compatible(model, data: Dataset, name: str, rows: np.ndarray | None = None) -> None:
+    """Run the model on two samples (the first, or two of ``rows``) and check its outputs against the targets.
 
     Raises one UsageError that names the model, the data and the shapes that disagree.
     """
-    x, _ = data.take("train", np.arange(min(2, data.num_train)))
+    x, _ = data.take("train", np.arange(min(2, data.num_train)) if rows is None else rows[:2])
     try:
         y_pred = model(x, training=False)
     except Exception as exc:

@@ -82,6 +82,12 @@ class RunSpec:
         "the global batch is split across them (default: 1)",
         type=positive_int,
     )
+    processes: int = option(
+        1,
+        "train data-parallel in N processes on this machine that behave like N hosts: a coordinator on "
+        "localhost, one device each, and each reads only its share of every global batch (default: 1)",
+        type=positive_int,
+    )
     drop_remainder: bool = option(False, "leave out each epoch's last, partial batch, on one device or several")
     disable_stochastic: bool = option(
         False, "run Dropout, GaussianNoise, random augmentation, ... as in inference, for an exact comparison"
@@ -118,7 +124,7 @@ class RunSpec:
 
     def check(self) -> RunSpec:
         """One clear error for a value no flag would have let through (the Python API has no argparse)."""
-        for name in ("epochs", "batch_size", "devices"):
+        for name in ("epochs", "batch_size", "devices", "processes"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise UsageError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
@@ -128,12 +134,22 @@ class RunSpec:
             raise UsageError(f"loop must be 'fit' or 'custom', got {self.loop!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise UsageError(f"learning rate must be positive, got {self.learning_rate!r}")
-        if self.batch_size % self.devices:
+        if self.processes > 1 and self.devices > 1:
             raise UsageError(
-                f"batch size {self.batch_size} does not split evenly across {self.devices} devices: "
-                f"use a global batch size that is a multiple of {self.devices}"
+                f"--processes {self.processes} gives each process one device: leave out --devices {self.devices}"
+            )
+        what = f"{self.processes} processes" if self.processes > 1 else f"{self.devices} devices"
+        if self.batch_size % self.replicas:
+            raise UsageError(
+                f"batch size {self.batch_size} does not split evenly across {what}: "
+                f"use a global batch size that is a multiple of {self.replicas}"
             )
         return self
+
+    @property
+    def replicas(self) -> int:
+        """How many parts each global batch is split into: one per device of every process."""
+        return self.devices * self.processes
 
 
 def field_names() -> list[str]:

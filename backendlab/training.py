@@ -107,6 +107,10 @@ def check_pipeline_options(spec: RunSpec, data: Dataset, given_batch_size: bool)
         raise UsageError(f"--drop-remainder does not apply: {what}; drop the last batch in the pipeline instead")
     if spec.devices > 1:
         raise UsageError(f"--devices {spec.devices} takes arrays: {what}, and backendlab splits only its own batches")
+    if spec.processes > 1:
+        raise UsageError(
+            f"--processes {spec.processes} takes arrays: {what}, and backendlab shares out only its own batches"
+        )
 
 
 # --- the last, partial batch on several devices ---------------------------------------
@@ -121,11 +125,11 @@ def padded_samples(config: RunSpec, num_samples: int) -> int:
     (a last batch smaller than the world) trains on one zero-weight copy.
     """
     remainder = samples_per_epoch(config, num_samples) % config.batch_size
-    if config.devices == 1 or not remainder:
+    if config.replicas == 1 or not remainder:
         return 0
     if config.loop == "fit":
-        return -remainder % config.devices
-    return max(config.devices - remainder, 0)
+        return -remainder % config.replicas
+    return max(config.replicas - remainder, 0)
 
 
 def pad_last_batch(order: np.ndarray, config: RunSpec) -> tuple[np.ndarray, np.ndarray | None]:
@@ -143,7 +147,14 @@ def pad_last_batch(order: np.ndarray, config: RunSpec) -> tuple[np.ndarray, np.n
     weights = np.ones(len(order) + pad, dtype="float32")
     weights[start:] = (len(order) + pad - start) / (len(order) - start)
     weights[len(order) :] = 0.0
-    return np.concatenate([order, order[start:][np.arange(pad) % (len(order) - start)]]), weights
+    copies = order[start:][np.arange(pad) % (len(order) - start)]
+    if config.processes > 1:  # each process pads its share with its own rows, never another's
+        size, n = len(order) + pad - start, config.processes
+        for i, position in enumerate(range(len(order) - start, size)):
+            rank = position * n // size  # whose share the position is in, and that share's first position:
+            first = start + rank * size // n  # a real row of its own, or else its first row of the epoch
+            copies[i] = order[first] if first < len(order) else order[rank * config.batch_size // n]
+    return np.concatenate([order, copies]), weights
 
 
 def check_padding(model, config: RunSpec, num_samples: int) -> None:
@@ -155,8 +166,9 @@ def check_padding(model, config: RunSpec, num_samples: int) -> None:
         return
     remainder = samples_per_epoch(config, num_samples) % config.batch_size
     what = (
-        f"each epoch's last batch of {remainder} samples does not split evenly across {config.devices} devices, "
-        f"so the devices also train on {pad} zero-weight {'copy' if pad == 1 else 'copies'} of its samples"
+        f"each epoch's last batch of {remainder} samples does not split evenly across {_replicas(config)}, "
+        f"so the {_replicas(config).split()[1]} also train on {pad} zero-weight "
+        f"{'copy' if pad == 1 else 'copies'} of its samples"
     )
     norms = [layer.name for layer in _sublayers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if norms:
@@ -177,6 +189,47 @@ def check_padding(model, config: RunSpec, num_samples: int) -> None:
             f"{what}, which the model's metrics would count, as Keras gives them no sample weights: "
             "compile them as weighted_metrics (the same numbers without weights), or use --drop-remainder"
         )
+
+
+def _replicas(config: RunSpec) -> str:
+    return f"{config.processes} processes" if config.processes > 1 else f"{config.devices} devices"
+
+
+# --- several processes: each reads only its share of every global batch ------------------
+
+#: A folder where each process of a ``--processes`` run writes the training samples it read (for tests).
+RECORD_READS = "BACKENDLAB_RECORD_READS"
+
+
+def process_index() -> int:
+    """Which process of a ``--processes`` run (or torchrun rank) this is: 0 in a run of one."""
+    return int(os.environ.get("RANK", os.environ.get("BACKENDLAB_PROCESS_ID", "0")))
+
+
+def own_share(order: np.ndarray, config: RunSpec, rank: int | None = None) -> np.ndarray:
+    """The rows of ``order`` process ``rank`` trains on: its slice of each global batch, batch after batch.
+
+    Global batch ``k`` is ``order[k*B:(k+1)*B]``; process ``r`` of ``N`` takes its ``r``-th part of it
+    (as even as can be, in process order), the way a DistributedSampler hands each rank its share.
+    Concatenated, the shares are the process's own data for the epoch: a local batch of ``B/N`` is its
+    share of the global batch of the same number.
+    """
+    rank = process_index() if rank is None else rank
+    n = config.processes
+    parts = []
+    for part in batch_slices(len(order), config.batch_size):
+        batch = order[part]
+        parts.append(batch[rank * len(batch) // n : (rank + 1) * len(batch) // n])
+    return np.concatenate(parts) if parts else order[:0]
+
+
+def take_own(data: Dataset, index: np.ndarray) -> tuple[Any, Any]:
+    """``data.take("train", index)``, where ``index`` is this process's own share; noted where asked for."""
+    folder = os.environ.get(RECORD_READS)
+    if folder:
+        with open(Path(folder) / f"reads-{process_index()}.txt", "a") as f:
+            f.write(" ".join(map(str, np.asarray(index).tolist())) + "\n")
+    return data.take("train", index)
 
 
 @functools.cache
@@ -372,11 +425,17 @@ def prepare(
     net, spec, start = build_and_compile(spec, dataset, resume, initial_weights)
     check_padding(net, spec, dataset.num_train)
     # Built on a real sample before anything is taken from it (a lazily built subclassed model).
-    sample = dataset.take("train", np.arange(min(spec.batch_size, dataset.sample_rows)))[0]
+    sample = dataset.take("train", first_rows(spec, dataset.num_train))[0]
     found = stochastic_layers(net, sample)
     if spec.disable_stochastic:
         switch_off(found)
     return Prepared(spec, dataset, net, [layer.name for layer in found], start)
+
+
+def first_rows(spec: RunSpec, num_samples: int) -> np.ndarray:
+    """The samples a model is first run on: the first batch's, or under ``--processes`` this process's share of it."""
+    rows = np.arange(min(spec.batch_size, num_samples))
+    return own_share(rows, spec) if spec.processes > 1 else rows
 
 
 def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:
@@ -387,14 +446,15 @@ def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:
     Each epoch's last, partial batch is kept, as on one device (see :func:`padded_samples`);
     ``drop_remainder`` drops it.
     """
-    if spec.devices == 1:
+    if spec.replicas == 1:
         return spec
     loop = spec.loop
+    flag = f"--processes {spec.processes}" if spec.processes > 1 else f"--devices {spec.devices}"
     if backend.launcher:
         loop = "custom"
     elif loop == "custom":
         raise UsageError(
-            f"on {backend.name}, --devices {spec.devices} trains with fit, which drives {backend.data_parallel}; "
+            f"on {backend.name}, {flag} trains with fit, which drives {backend.data_parallel}; "
             "the custom loop runs data-parallel on torch only"
         )
     request_devices(backend, spec.devices)
@@ -408,7 +468,12 @@ def build_and_compile(
     import keras
 
     backend = ensure_backend()
-    scope = impl(backend).data_parallel(spec.devices) if spec.devices > 1 else contextlib.nullcontext()
+    if spec.processes > 1:
+        scope = impl(backend).join_processes(spec.processes)
+    elif spec.devices > 1:
+        scope = impl(backend).data_parallel(spec.devices)
+    else:
+        scope = contextlib.nullcontext()
     avoid_needless_tensorflow()
     with scope:
         set_random_seed(spec.seed)
@@ -420,7 +485,8 @@ def build_and_compile(
             spec = spec.replace(model=saved.model if saved else str(resume))
         else:
             net = build_model(spec.model, dataset)
-        check_compatible(net, dataset, spec.model)  # also builds a lazily built model on a real sample
+        # Also builds a lazily built model on a real sample (under --processes, one of this process's own).
+        check_compatible(net, dataset, spec.model, first_rows(spec, dataset.num_train))
         start = start_weights(net, spec, resume, initial_weights)
         if getattr(net, "compiled", False) and net.optimizer is not None:
             optimizer_name = type(net.optimizer).__name__.lower()
@@ -584,13 +650,22 @@ def _take_rows(tree, part: slice):
 
 
 def _fit_feed(prep: Prepared, order, recorder: InputRecorder) -> dict:
-    """What ``fit`` takes for one epoch: the pipeline's batches, as read, or the arrays in ``order``."""
+    """What ``fit`` takes for one epoch: the pipeline's batches, as read, or the arrays in ``order``
+    (under ``--processes``, this process's share of every global batch, and nothing else)."""
     config, data = prep.config, prep.data
     if data.pipeline:
         # A generator of the batches, read and checksummed as fit asks for them.
         batches = recorder.epoch(data.kind, data.pipeline.source, data.pipeline.steps)
         return {"x": batches, "steps_per_epoch": data.pipeline.steps}
     order, weights = pad_last_batch(order, config)
+    if config.processes > 1:
+        positions = own_share(np.arange(len(order)), config)
+        x, y = take_own(data, order[positions])
+        local = config.batch_size // config.processes
+        for part in batch_slices(len(positions), local):
+            recorder.checksums.append(batch_checksum(_take_rows(x, part), _take_rows(y, part)))
+        own_weights = None if weights is None else weights[positions]
+        return {**impl().process_batches(prep.model, x, y, own_weights, local), "shuffle": False}
     x, y = data.take("train", order)
     for part in batch_slices(len(order), config.batch_size):
         recorder.checksums.append(batch_checksum(_take_rows(x, part), _take_rows(y, part)))
@@ -598,15 +673,25 @@ def _fit_feed(prep: Prepared, order, recorder: InputRecorder) -> dict:
 
 
 def _epoch_batches(prep: Prepared, order, recorder: InputRecorder):
-    """One epoch's (x, y) batches for the custom loop: the pipeline's, or backendlab's in ``order``."""
-    data = prep.data
+    """One epoch's ``(x, y, shares)`` for the custom loop: the pipeline's batches, or backendlab's in
+    ``order``. Under ``--processes``, ``x, y`` are this process's share of each global batch and
+    ``shares`` every process's share size (None otherwise)."""
+    config, data = prep.config, prep.data
     if data.pipeline:
-        yield from recorder.epoch(data.kind, data.pipeline.source)
+        for x, y in recorder.epoch(data.kind, data.pipeline.source):
+            yield x, y, None
         return
-    for part in batch_slices(len(order), prep.config.batch_size):
-        x, y = data.take("train", order[part])
+    for part in batch_slices(len(order), config.batch_size):
+        shares = None
+        if config.processes > 1:
+            own = own_share(order[part], config)
+            shares = [len(own_share(order[part], config, r)) for r in range(config.processes)]
+            # A share left empty (a last batch smaller than the world) trains on its first row, weighted 0.
+            x, y = take_own(data, own if len(own) else own_share(order, config)[:1])
+        else:
+            x, y = data.take("train", order[part])
         recorder.checksums.append(batch_checksum(x, y))
-        yield x, y
+        yield x, y, shares
 
 
 def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: NonFiniteWatch, recorder: InputRecorder):
@@ -626,7 +711,7 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: Non
     step_losses: list[float] = []
     running: list[float] = []
 
-    exact = config.devices == 1 and record_step_losses(prep.model)
+    exact = config.replicas == 1 and record_step_losses(prep.model)
 
     class StepLosses(keras.callbacks.Callback):
         # Each batch's own loss, as the tracker logs it; in data-parallel runs the difference of
@@ -647,7 +732,7 @@ def _fit_epochs(prep: Prepared, orders, on_step: StepCallback | None, watch: Non
 
     history: dict[str, list[float]] = defaultdict(list)
     for epoch, order in enumerate(orders, start=config.initial_epoch):
-        means = _sample_means_class()(real, sizes, config.devices)
+        means = _sample_means_class()(real, sizes, config.replicas)
         try:
             h = prep.model.fit(
                 **_fit_feed(prep, order, recorder),
@@ -693,9 +778,12 @@ def _custom_epochs(
         # The running mean in float32, as Keras's Mean tracker keeps it in fit's logs.
         total, seen = f32(0), f32(0)
         prep.model.reset_metrics()
-        for batch in _epoch_batches(prep, order, recorder):
+        for x, y, shares in _epoch_batches(prep, order, recorder):
+            n = f32(batch_size_of(x) if shares is None else sum(shares))
             try:
-                x, y, loss, y_pred = step.run(*batch)
+                x, y, loss, y_pred = step.run(x, y) if shares is None else step.run(x, y, shares=shares)
+                if shares is not None:  # the global batch's labels, for the compiled metrics
+                    y = impl().gather_shares(y, shares)
             except Exception as exc:
                 if not watch.check_error(len(step_losses) + 1, exc):
                     raise
@@ -705,7 +793,6 @@ def _custom_epochs(
             # The compiled metrics accumulate over the epoch, as in fit.
             metrics = prep.model.compute_metrics(x, y, y_pred, sample_weight=None)
             loss = float(keras.ops.convert_to_numpy(loss))
-            n = f32(batch_size_of(batch[0]))
             total, seen = f32(total + f32(loss) * n), f32(seen + n)
             step_losses.append(loss)
             running.append(float(f32(total / seen)))
@@ -772,8 +859,13 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
 
 
 def predict(prep: Prepared) -> Any:
-    """Predictions on the test split, as NumPy arrays (a dict for several outputs)."""
-    return prep.model.predict(prep.data.x_test, batch_size=prep.config.batch_size, verbose=0)
+    """Predictions on the test split, as NumPy arrays (a dict for several outputs).
+
+    Under ``--processes`` each process predicts the whole test split by itself: JAX's global arrays
+    cannot be read back where they span other processes' devices.
+    """
+    with outside_distribution():
+        return prep.model.predict(prep.data.x_test, batch_size=prep.config.batch_size, verbose=0)
 
 
 def check_save_path(path: str | os.PathLike) -> None:
@@ -798,7 +890,8 @@ def save_model(model, path: str | os.PathLike, spec: RunSpec | None = None) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     try:
-        model.save(tmp)
+        with outside_distribution():
+            model.save(tmp)
         if spec is not None:  # Keras reads only its own entries; this one rides along
             with zipfile.ZipFile(tmp, "a") as archive:
                 archive.writestr(RUN_ENTRY, json.dumps(spec.to_dict()))
@@ -806,6 +899,21 @@ def save_model(model, path: str | os.PathLike, spec: RunSpec | None = None) -> P
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def outside_distribution():
+    """Within the block, no Keras distribution: under ``--processes`` only process 0 saves, and a variable
+    Keras makes while saving (an optimizer's) must not wait for the other processes to make it too;
+    each process predicts by itself."""
+    import keras
+
+    distribution = keras.distribution.distribution()
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)
 
 
 def trained_spec(prep: Prepared) -> RunSpec:

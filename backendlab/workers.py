@@ -86,6 +86,7 @@ def run_worker(
     timeout: float | None = None,
     env: dict[str, str] | None = None,
     devices: int = 1,
+    processes: int = 1,
     on_progress: Callable[[dict], None] | None = None,
     poll_s: float = 0.2,
 ) -> WorkerOutcome:
@@ -96,7 +97,7 @@ def run_worker(
     start = time.perf_counter()
     with open(workdir / LOG, "wb") as log:
         tree = ProcessTree(
-            launch_command(ALL_BACKENDS[backend], devices, module, [str(workdir / JOB)]),
+            launch_command(ALL_BACKENDS[backend], devices, module, [str(workdir / JOB)], processes),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -180,8 +181,16 @@ class Progress:
 
 def worker_main(handler: Callable[[dict, Path, Progress], dict]) -> int:
     """Entry point of a one-job worker module: read the job, run ``handler``, write its result."""
+    from backendlab.launch import note_rank
+
     die_with_orchestrator()
-    return _run_job(handler, Path(sys.argv[1]))
+    note_rank()
+    code = _run_job(handler, Path(sys.argv[1]))
+    if code and "BACKENDLAB_PROCESS_ID" in os.environ:  # one of --processes: do not wait for the others
+        from backendlab.launch import leave_now
+
+        leave_now(code)
+    return code
 
 
 # --- a warm worker: many jobs, one import ------------------------------------------------

@@ -216,3 +216,18 @@ def test_the_tune_command_refuses_a_missing_model_file_in_one_line_and_imports_n
         "print([m for m in ('keras', 'jax', 'tensorflow', 'torch') if m in sys.modules])"
     )
     assert run_python(code, timeout=60).stdout.strip() == "[]"
+
+
+def test_a_best_setting_below_the_native_loop_is_explained_from_its_profile():
+    from backendlab.tune.report import shortfall
+    from backendlab.tune.results import Best, Profile
+
+    best = Best("torch", "cnn", 32, {}, samples_per_sec=1600.0, speedup_vs_default=1.0, native_ratio=0.5, parity="same")
+    profile = Profile("torch", "cnn", 32, 7.0, 10.0, 0.8, 0.1, 0.02, native_forward_ms=2.0, native_step_ms=8.0)
+    assert shortfall(best, [profile]) == (
+        "torch cnn batch 32: the best setting's step takes 20.00 ms against the native loop's 10.00 ms; "
+        "timed alone, its phases take (ms) loss and backward 10.00, forward 7.00, optimizer 0.80, metrics 0.10, "
+        "host sync 0.02; the Keras forward pass takes +5.00 ms against the native forward pass on the same layers "
+        "(2.00 ms), the cost of calling through Keras's layers."
+    )
+    assert shortfall(best, []) is None  # no profile: nothing to explain it with

@@ -14,7 +14,8 @@
                          and optimizer's real Keras state; its ``run_many(batches)`` takes
                          a step per ``(x, y)`` and returns the losses, unread (JAX carries
                          the state in arrays and writes it back to Keras once, at the end);
-                         under torchrun it trains its rank's share of the global batch
+                         under torchrun it trains its rank's share of the global batch; given
+                         ``shares`` (torch, ``--processes``), ``(x, y)`` is that share alone
 ``fit_gradients(model, x, y)``
                          one batch's ``(loss, gradients)`` as the backend's ``fit`` step
                          computes them, before its update: the gradients exactly as the
@@ -34,6 +35,15 @@
 ``check_devices(n)``     refuse more devices than the machine has
 ``data_parallel(n)``     set up the backend's own data-parallel engine on n devices and
                          return the scope in which the model is built and compiled
+``join_processes(n)``    join the other processes of ``--processes n`` (each one host, with one
+                         device) through the backend's own multi-host engine, and return the scope
+                         in which the model is built and compiled
+``process_batches(model, x, y, sample_weight, batch_size)``
+                         ``fit``'s keyword arguments for this process's own share of every global
+                         batch, in local batches of ``batch_size`` (global / n)
+``gather_shares(tree, shares)``
+                         every process's share of a batch, in process order: the global batch
+                         (torch's custom loop, for the compiled metrics)
 
 Nothing outside ``backendlab/_impl`` imports a framework directly; it asks
 ``backendlab.backends.impl()`` for the module of the active backend.

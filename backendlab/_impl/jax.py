@@ -44,6 +44,37 @@ def data_parallel(devices: int):
     return contextlib.nullcontext()
 
 
+def join_processes(processes: int):
+    """``--processes N``: join the others through ``keras.distribution.initialize`` (``jax.distributed``, with
+    gloo for the collectives between CPUs), then DataParallel over every process's devices.
+
+    ``auto_shard_dataset=False``: each process feeds ``fit`` only its own share of every global batch,
+    and Keras makes the global arrays from them (``jax.make_array_from_process_local_data``).
+    """
+    import keras
+
+    from backendlab.launch import process_place
+
+    rank, addresses = process_place(processes)
+    if not jax.distributed.is_initialized():
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        keras.distribution.initialize(addresses[0], processes, rank)
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=keras.distribution.list_devices(), auto_shard_dataset=False)
+    )
+    return contextlib.nullcontext()
+
+
+def process_batches(model, x, y, sample_weight, batch_size: int) -> dict:
+    """``fit``'s data: this process's own rows, in local batches of ``batch_size`` (global / N)."""
+    return {"x": x, "y": y, "sample_weight": sample_weight, "batch_size": batch_size}
+
+
+def gather_shares(tree, shares: list[int]):
+    """The global batch from the shares: JAX's --processes trains with fit, which gathers them itself."""
+    return tree
+
+
 def _training(model) -> dict:
     """``training=True`` for a model whose ``call`` takes it; ``stateless_call`` passes it on regardless
     (Keras's own JAX trainer asks the same question)."""

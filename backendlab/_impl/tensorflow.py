@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import tensorflow as tf
@@ -52,6 +53,60 @@ def data_parallel(devices: int):
             "logical CPU devices can only be made before TensorFlow starts"
         )
     return tf.distribute.MirroredStrategy(names[:devices]).scope()
+
+
+def join_processes(processes: int):
+    """``--processes N``: ``MultiWorkerMirroredStrategy`` over N workers, with a ``TF_CONFIG`` made for them.
+
+    Returns the strategy's scope: the model must be built and compiled inside it.
+    """
+    from backendlab.launch import process_place
+
+    rank, addresses = process_place(processes)
+    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}})
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    _fix_multi_worker_logs()
+    return strategy.scope()
+
+
+def process_batches(model, x, y, sample_weight, batch_size: int) -> dict:
+    """``fit``'s data: a dataset each worker makes from its own rows alone (``distribute_datasets_from_function``).
+
+    Keras 3.15's ``fit`` cannot take such a dataset as it comes: before the first step it averages a
+    batch across the workers to build the model symbolically, which fails eagerly. The model is built
+    here on one of this worker's batches instead, and that averaging skipped for it.
+    """
+    strategy = model.distribute_strategy  # the one the model was built under
+    parts = (x, y) if sample_weight is None else (x, y, sample_weight)
+
+    def dataset(context):
+        return tf.data.Dataset.from_tensor_slices(parts).batch(batch_size)
+
+    with strategy.scope():
+        model._symbolic_build(data_batch=tf.nest.map_structure(lambda a: a[:batch_size], parts))
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    return {"x": strategy.distribute_datasets_from_function(dataset)}
+
+
+def _fix_multi_worker_logs() -> None:
+    """Keras 3.15 averages each step's logs across workers along axis 0, which a scalar lacks (the
+    step fails: "Invalid reduction dimension 0 for input with 0 dimensions"); average them whole."""
+    from keras.src.backend.tensorflow import trainer
+
+    original = getattr(trainer.reduce_per_replica, "__wrapped__", trainer.reduce_per_replica)
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.__wrapped__ = original
+    trainer.reduce_per_replica = reduce_per_replica
+
+
+def gather_shares(tree, shares: list[int]):
+    """The global batch from the shares: TensorFlow's --processes trains with fit, which gathers them itself."""
+    return tree
 
 
 def make_train_step(model, loss_fn, optimizer, jit_compile=None):

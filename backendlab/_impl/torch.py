@@ -37,6 +37,32 @@ def check_devices(devices: int) -> None:
     check_device_count(local, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
+def join_processes(processes: int):
+    """``--processes N``: this process is one of N ranks torchrun started (``--nnodes N``, c10d rendezvous)."""
+    if "WORLD_SIZE" not in os.environ:
+        raise UsageError(
+            f"on torch, --processes {processes} needs its processes started by torchrun --nnodes {processes} "
+            "(backendlab's command line starts them itself)"
+        )
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.get_world_size() != processes:
+        raise UsageError(f"--processes {processes} but torchrun started {dist.get_world_size()} processes")
+    return contextlib.nullcontext()
+
+
+def process_batches(model, x, y, sample_weight, batch_size: int) -> dict:
+    """``fit``'s data from this process's share; unused on torch, where ``fit`` has no multi-process path."""
+    return {"x": x, "y": y, "sample_weight": sample_weight, "batch_size": batch_size}
+
+
+def gather_shares(tree, shares: list[int]):
+    """Every rank's share of a batch, in rank order: the global batch (its labels, for the metrics)."""
+    import keras
+
+    return keras.tree.map_structure(lambda t: _gather(keras.ops.convert_to_tensor(t), shares), tree)
+
+
 def data_parallel(devices: int):
     """One process per device, started by torchrun; gradients averaged by DistributedDataParallel."""
     check_devices(devices)
@@ -101,20 +127,23 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     if jit_compile:
         forward_loss = torch.compile(forward_loss)
 
-    def step(x, y):
+    def step(x, y, given: list[int] | None = None):
         share = 1.0
         if world > 1:
-            n = len(keras.tree.flatten(x)[0])
-            shares = _shares(n, world)
-            start = sum(shares[:rank])
+            if given is None:  # every rank holds the global batch (--devices N): each takes its share
+                n = len(keras.tree.flatten(x)[0])
+                shares = _shares(n, world)
+                start = sum(shares[:rank])
+                # A rank left without a sample (a batch smaller than the world) still takes part in
+                # DDP's all-reduce: it trains on a copy of the batch's first sample, weighted zero.
+                part = slice(start, start + shares[rank]) if shares[rank] else slice(0, 1)
+                x, y = (keras.tree.map_structure(lambda a: a[part], t) for t in (x, y))
+            else:  # each rank was given only its own share (--processes N)
+                shares, n = given, sum(given)
             # DDP averages over ranks, each rank's loss being the mean over its share; weighting
             # each by its share of the batch makes that the mean over the batch's samples, also
             # when the shares differ (a last, partial batch).
             share = shares[rank] * world / n
-            # A rank left without a sample (a batch smaller than the world) still takes part in
-            # DDP's all-reduce: it trains on a copy of the batch's first sample, weighted zero.
-            part = slice(start, start + shares[rank]) if shares[rank] else slice(0, 1)
-            x, y = (keras.tree.map_structure(lambda a: a[part], t) for t in (x, y))
         loss, y_pred = forward_loss(x, y)
         model.zero_grad()
         (loss * share).backward()

@@ -17,7 +17,8 @@ The orchestrator (this module) imports no framework. It keeps one warm worker pe
 4. everything is compared against the reference backend and written, atomically, after
    every step: a Ctrl-C leaves every finished backend's results readable.
 
-PyTorch with ``--devices N`` trains under torchrun, in processes of its own for that job.
+PyTorch with ``--devices N`` trains under torchrun, and every backend with ``--processes N`` in N
+processes (:mod:`backendlab.launch`), in processes of their own for that job.
 """
 
 from __future__ import annotations
@@ -196,7 +197,8 @@ class Compare:
         for backend in self.runnable:
             job = train_job(self.opts, initial, make_initial=not initial.exists())
             folder = self.out / backend
-            if self._devices(backend) != self.opts.run.devices:  # torchrun's ranks: processes of their own
+            # torchrun's ranks, or --processes: processes of their own for this job
+            if self._devices(backend) != self.opts.run.devices or self.opts.run.processes > 1:
                 self.on_event(backend, "start", {"kind": "train"})
                 outcome = run_worker(
                     WORKER_MODULE,
@@ -206,6 +208,7 @@ class Compare:
                     timeout=self.opts.timeout,
                     env=self.env,
                     devices=self.opts.run.devices,
+                    processes=self.opts.run.processes,
                     on_progress=lambda p, b=backend: self.on_event(b, "progress", p),
                 )
             else:
@@ -217,7 +220,7 @@ class Compare:
         """backend -> the training step to take apart: where its losses first left the tolerance, or the first."""
         report = self.report()
         ref = report.backends.get(self.reference)
-        if ref is None or ref.status != "ok" or self.opts.run.devices > 1:
+        if ref is None or ref.status != "ok" or self.opts.run.replicas > 1:
             return {}
         if report.batches and (report.batches["kind"] != "arrays" or not report.batches["identical"]):
             return {}  # the probe replays backendlab's own batches of arrays

@@ -44,7 +44,15 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
-    from backendlab.training import epoch_steps, predict, prepare, save_model, train, trained_spec
+    from backendlab.training import (
+        epoch_steps,
+        outside_distribution,
+        predict,
+        prepare,
+        save_model,
+        train,
+        trained_spec,
+    )
 
     initial = Path(job["initial_weights"])
     progress(0, 1, "building")
@@ -54,7 +62,8 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
         prep = prepare(spec)  # every rank builds the same weights from the same seed
         if main:
             tmp = initial.with_name(f".{initial.stem}.tmp.weights.h5")
-            prep.model.save_weights(tmp)
+            with outside_distribution():  # process 0 alone, under --processes
+                prep.model.save_weights(tmp)
             atomic_write_bytes(initial, tmp.read_bytes())
             tmp.unlink()
     else:

@@ -157,6 +157,36 @@ def profile_table(profiles: list[Profile], best: list) -> list[str]:
     return lines
 
 
+def shortfall(best, profiles: list[Profile]) -> str | None:
+    """One sentence, from the profile, on why ``best`` stays below the native loop: its step against the
+    native step, and the phases, largest first, with the Keras forward pass's excess over the native one."""
+    p = next(
+        (p for p in profiles if (p.backend, p.model, p.batch_size) == (best.backend, best.model, best.batch_size)), None
+    )
+    if p is None or best.native_ratio is None:
+        return None
+    step = 1000 * best.batch_size / best.samples_per_sec
+    native_step = step * best.native_ratio  # the native loop's own timed run, as in keras/native
+    phases = {
+        "loss and backward": p.loss_and_backward_ms,
+        "forward": p.forward_ms,
+        "optimizer": p.optimizer_ms,
+        "metrics": p.metrics_ms,
+        "host sync": p.host_sync_ms,
+    }
+    listed = ", ".join(f"{name} {ms:.2f}" for name, ms in sorted(phases.items(), key=lambda kv: -kv[1]))
+    line = (
+        f"{best.backend} {best.model} batch {best.batch_size}: the best setting's step takes {step:.2f} ms "
+        f"against the native loop's {native_step:.2f} ms; timed alone, its phases take (ms) {listed}"
+    )
+    if p.layer_call_ms is not None:
+        line += (
+            f"; the Keras forward pass takes {p.layer_call_ms:+.2f} ms against the native forward pass on the same "
+            f"layers ({p.native_forward_ms:.2f} ms), the cost of calling through Keras's layers"
+        )
+    return line + "."
+
+
 def markdown_report(report: TuneReport) -> str:
     tol = ", ".join(f"{k} rtol {v[0]:g} atol {v[1]:g}" for k, v in report.tolerances.items())
     parts = [
@@ -168,7 +198,8 @@ def markdown_report(report: TuneReport) -> str:
         "its backend's default settings (`model.compile()` as it comes). **Parity** compares the epoch's loss, the "
         "predictions on the first batch and every weight after them, each number within the setting's dtype "
         f"tolerance ({tol}), as `|a - r| <= atol + rtol |r|` (the predictions: `atol + rtol max|r|`, since a logit "
-        "near zero carries the rounding of its whole sum); the largest relative difference is in brackets. "
+        "near zero carries the rounding of its whole sum); the largest relative difference is in brackets "
+        "(for the predictions, relative to max|r|). "
         "Mixed precision is judged on the loss and predictions: its weights are reported in tune.json, not judged, "
         "since an Adam update that rounds the other way moves a weight by a whole learning rate. "
         "Samples/s is the median of the timed repeats (min-max beside it), after warm-up.",
@@ -202,6 +233,9 @@ def markdown_report(report: TuneReport) -> str:
             names = ", ".join(f"{b.backend} {b.model} batch {b.batch_size} ({b.native_ratio:.2f})" for b in short)
             parts += ["", f"Below {NATIVE_GOAL}x the native loop: {names}."]
         parts += [""] + profile_table(report.profiles, report.best)
+        why = [line for b in short if (line := shortfall(b, report.profiles))]
+        if why:
+            parts += ["", "Where the time goes in those:", ""] + [f"- {line}" for line in why]
     parts += [
         "",
         "## Every setting tried",

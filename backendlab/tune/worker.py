@@ -166,6 +166,8 @@ def judge(mine: dict, reference: dict | None, setting: Setting, steps: int) -> P
     # Outputs are held to their own scale: a logit near zero carries the rounding of the whole sum.
     scale = float(np.nanmax(np.abs(reference["predictions"]), initial=0.0))
     predictions = Diff.of(mine["predictions"], reference["predictions"], 0.0, atol + rtol * scale)
+    # Reported relative to that scale too, as judged (elementwise, an output near zero would blow it up).
+    predictions.max_rel = predictions.max_abs / scale if scale else predictions.max_abs
     weights = combine([Diff.of(mine[k], reference[k], rtol, atol) for k in keys]) or Diff(0.0, 0.0, True, 0)
     judged = setting.dtype_policy == "float32"
     checks = {"loss": loss, "predictions": predictions} | ({"weights": weights} if judged else {})

@@ -1,0 +1,252 @@
+"""``--processes N``: N processes on this machine that behave like N hosts, and the launcher that watches them.
+
+``python -m backendlab.launch N BACKEND MODULE ARGS...`` starts N copies of ``python -m MODULE ARGS``
+(torch: N ``torchrun --nnodes N`` agents with a c10d rendezvous, one rank each), each knowing its
+place from the environment (:data:`PROCESS_ID`, :data:`PROCESSES`, :data:`ADDRESSES`: one free
+localhost port per process, the first the coordinator's). Each process joins the others through its
+backend's own engine (``_impl.<backend>.join_processes``) and reads only its own share of every
+global batch.
+
+The launcher imports no framework. It watches every process: the first that ends with a failure
+ends the run at once. The others, likely blocked in a collective waiting for the one that died,
+are killed with all they started, and the launcher's last line names that process and its error:
+``backendlab: error: process 1 of 2 failed: RuntimeError: ...``. Each process dies with the
+launcher (:class:`~backendlab.processes.ProcessTree`), so nothing outlives it.
+
+On several real hosts the same variables are set by hand on each host (see the README); only the
+addresses change.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+
+from backendlab.backends import ALL_BACKENDS, Backend
+from backendlab.processes import ProcessTree, signals_held
+
+#: Which of the processes this one is (0 .. N-1), how many there are, and ``host:port`` of each, comma-separated.
+PROCESS_ID, PROCESSES, ADDRESSES = "BACKENDLAB_PROCESS_ID", "BACKENDLAB_PROCESSES", "BACKENDLAB_ADDRESSES"
+#: Where a process started under a launcher (torchrun) that numbers the ranks itself writes its rank.
+RANK_FILE = "BACKENDLAB_RANK_FILE"
+USAGE_PREFIX = "backendlab: error: "
+#: How long the other processes have to end on their own after one ended with a usage error (exit 2).
+USAGE_GRACE_S = 10.0
+#: How long, after one process failed, the launcher listens for the others before it kills them.
+FAILURE_GRACE_S = 2.0
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on localhost now (held open together, so no two are the same)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def process_commands(backend: Backend, processes: int, module: str, args: list[str]) -> tuple[list[str], list[dict]]:
+    """The command each process runs and its environment, on localhost ports free now."""
+    ports = free_ports(processes)
+    addresses = ",".join(f"localhost:{port}" for port in ports)
+    base = {PROCESSES: str(processes), ADDRESSES: addresses}
+    envs = [{**base, PROCESS_ID: str(i)} for i in range(processes)]
+    if backend.launcher:  # torchrun: one agent per simulated host, the ranks met through c10d on the first port
+        command = [
+            sys.executable,
+            "-m",
+            backend.launcher,
+            f"--nnodes={processes}",
+            "--nproc-per-node=1",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint=localhost:{ports[0]}",
+            f"--rdzv-id={uuid.uuid4().hex}",
+            "--max-restarts=0",
+            "-m",
+            module,
+            *args,
+        ]
+    else:
+        command = [sys.executable, "-m", module, *args]
+    return command, envs
+
+
+def process_place(processes: int) -> tuple[int, list[str]]:
+    """This process's number and every process's ``host:port``, from the launcher (or, on real hosts, the user)."""
+    from backendlab.errors import UsageError
+
+    addresses = [a for a in os.environ.get(ADDRESSES, "").split(",") if a]
+    rank = os.environ.get(PROCESS_ID, "")
+    if len(addresses) != processes or not rank.isdigit() or int(rank) >= processes:
+        raise UsageError(
+            f"--processes {processes} needs {PROCESS_ID} (0 to {processes - 1}) and {ADDRESSES} "
+            f"({processes} host:port, the first the coordinator's) in each process; backendlab's command line sets them"
+        )
+    return int(rank), addresses
+
+
+def note_rank() -> None:
+    """In a process torchrun started for ``--processes``: tell the launcher which rank it got."""
+    path = os.environ.get(RANK_FILE)
+    if path and "RANK" in os.environ:
+        Path(path).write_text(os.environ["RANK"])
+
+
+def leave_now(code: int) -> None:
+    """End a process of ``--processes`` that failed, now: JAX's exit would first wait, at a barrier, for
+    the other processes, which wait in a collective for this one."""
+    path = os.environ.get(RANK_FILE)
+    if path:  # when it failed: what fails in the others because it left comes later (see launch)
+        Path(f"{path}.failed").write_text(repr(time.time()))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _error_line(lines: list[str]) -> str:
+    """The process's own last error; torchrun's report of its failed rank (``ChildFailedError``) is left out."""
+    from backendlab.workers import _last_error_line
+
+    lines = [line for line in lines if not re.match(r"[EWI]\d{4} ", line)]  # torchrun's log lines
+    report = next((i for i, line in enumerate(lines) if "ChildFailedError" in line), None)
+    if report is not None:  # cut at the traceback that ends in torchrun's report
+        tracebacks = [i for i, line in enumerate(lines[:report]) if line.startswith("Traceback")]
+        lines = lines[: tracebacks[-1] if tracebacks else report]
+    return _last_error_line("\n".join(lines[-40:]))
+
+
+class _Process:
+    """One of the processes: its tree, its rank, its stderr read line by line (kept, and passed on)."""
+
+    def __init__(self, slot: int, command: list[str], env: dict, folder: Path, ended: queue.Queue):
+        self.slot, self.rank_file = slot, folder / f"rank-{slot}"
+        self.lines: deque[str] = deque(maxlen=200)
+        self.tree = ProcessTree(
+            command,
+            env={**os.environ, **env, RANK_FILE: str(self.rank_file)},
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.reader = threading.Thread(target=self._read, args=(ended,), daemon=True)
+        self.reader.start()
+
+    def _read(self, ended: queue.Queue) -> None:
+        for raw in self.tree.proc.stderr:
+            line = raw.decode(errors="replace")
+            self.lines.append(line.rstrip("\n"))
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        code = self.tree.proc.wait()
+        self.ended_at = time.time()
+        ended.put((code, self.slot))
+
+    @property
+    def failed_at(self) -> float:
+        """When it failed: as it noted itself, or else (killed, say) when it was seen to end."""
+        try:
+            return float(Path(f"{self.rank_file}.failed").read_text())
+        except (OSError, ValueError):
+            return self.ended_at
+
+    @property
+    def rank(self) -> int:
+        try:
+            return int(self.rank_file.read_text())
+        except (OSError, ValueError):
+            return self.slot
+
+    @property
+    def noted(self) -> bool:
+        """Whether it noted its own failure; one killed (or crashed in native code) could not."""
+        return Path(f"{self.rank_file}.failed").exists()
+
+    def failure(self, code: int, processes: int) -> str:
+        what = f"process {self.rank} of {processes}"
+        killed = [m for line in self.lines if (m := re.search(r"exitcode\s*:\s*(-\d+)", line))]
+        if killed:  # torchrun's report of its rank killed by a signal (torchrun itself exits 1)
+            code = int(killed[-1].group(1))
+        if code < 0:
+            return f"{what} was killed by signal {signal.Signals(-code).name}"
+        usage = [line for line in self.lines if line.startswith(USAGE_PREFIX)]
+        if code == 2 and usage:
+            return usage[-1][len(USAGE_PREFIX) :]
+        return f"{what} failed (exit status {code}): {_error_line(list(self.lines)) or 'no error message'}"
+
+
+def launch(backend: Backend, processes: int, module: str, args: list[str]) -> int:
+    """Run the N processes to their end; the first to fail ends them all. The exit status: 0, or the failure's."""
+    command, envs = process_commands(backend, processes, module, args)
+    ended: queue.Queue = queue.Queue()
+    with tempfile.TemporaryDirectory(prefix="backendlab-launch-") as folder:
+        started: list[_Process] = []
+        try:
+            for slot, env in enumerate(envs):
+                started.append(_Process(slot, command, env, Path(folder), ended))
+            done = 0
+            while done < processes:
+                code, slot = ended.get()
+                done += 1
+                if code == 0:
+                    continue
+                # A process that fails takes the others with it (a collective's peer is gone), and under
+                # torchrun each is reported by its agent, late: the first to end need not be the first
+                # to fail. Those that end within a moment are heard; the one that failed first is named.
+                failures = {slot: code}
+                deadline = time.monotonic() + (USAGE_GRACE_S if code == 2 else FAILURE_GRACE_S)
+                while done < processes:
+                    try:
+                        other_code, other = ended.get(timeout=max(deadline - time.monotonic(), 0.01))
+                    except queue.Empty:
+                        break
+                    done += 1
+                    if other_code:
+                        failures[other] = other_code
+                # One that could not note its failure (killed) is taken to be the cause of the others'.
+                first = min(failures, key=lambda s: (started[s].noted, started[s].failed_at))
+                message = started[first].failure(failures[first], processes)
+                _kill(started)
+                said = any(line.startswith(USAGE_PREFIX) for p in started for line in p.lines)
+                if not (failures[first] == 2 and said):  # bad input is told by the process that found it
+                    sys.stderr.write(f"{USAGE_PREFIX}{message}\n")
+                return failures[first] if failures[first] > 0 else 1
+            return 0
+        finally:
+            _kill(started)
+
+
+def _kill(started: list[_Process]) -> None:
+    with signals_held():
+        for process in started:
+            process.tree.kill()
+    for process in started:
+        process.reader.join(timeout=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from backendlab.processes import die_with_orchestrator
+
+    die_with_orchestrator()
+    processes, backend, module, *args = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    try:
+        return launch(ALL_BACKENDS[backend], int(processes), module, args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
