@@ -289,7 +289,7 @@ def check_compatible(model, data: Dataset, name: str, rows: np.ndarray | None = 
 
     Raises one UsageError that names the model, the data and the shapes that disagree.
     """
-    x, _ = data.take("train", np.arange(min(2, data.num_train)) if rows is None else rows[:2])
+    x, _ = data.take("train", np.arange(min(2, data.sample_rows)) if rows is None else rows[:2])
     try:
         y_pred = model(x, training=False)
     except Exception as exc:

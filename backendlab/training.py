@@ -425,7 +425,7 @@ def prepare(
     net, spec, start = build_and_compile(spec, dataset, resume, initial_weights)
     check_padding(net, spec, dataset.num_train)
     # Built on a real sample before anything is taken from it (a lazily built subclassed model).
-    sample = dataset.take("train", first_rows(spec, dataset.num_train))[0]
+    sample = dataset.take("train", first_rows(spec, dataset.sample_rows))[0]
     found = stochastic_layers(net, sample)
     if spec.disable_stochastic:
         switch_off(found)
@@ -486,7 +486,7 @@ def build_and_compile(
         else:
             net = build_model(spec.model, dataset)
         # Also builds a lazily built model on a real sample (under --processes, one of this process's own).
-        check_compatible(net, dataset, spec.model, first_rows(spec, dataset.num_train))
+        check_compatible(net, dataset, spec.model, first_rows(spec, dataset.sample_rows))
         start = start_weights(net, spec, resume, initial_weights)
         if getattr(net, "compiled", False) and net.optimizer is not None:
             optimizer_name = type(net.optimizer).__name__.lower()

@@ -37,6 +37,11 @@ ZOO = [
     for name in sorted(MODELS)
 ]
 
+#: The zoo's real architectures: each costs tens of seconds a backend, so they train on every backend in
+#: one place, tests/test_zoo_architectures.py (the cross session), and the per-backend tests use the rest.
+ARCHITECTURES = ("mobilenet", "resnet", "bert", "gpt")
+SMALL_ZOO = [name for name in sorted(MODELS) if name not in ARCHITECTURES]
+
 #: Quiets TensorFlow's start-up chatter, so a failing test's stderr shows the failure.
 QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
 

@@ -101,3 +101,18 @@ def test_bench_has_an_input_stall_for_each_pipeline_kind(tmp_path):
         else:
             assert 0.0 < row.input_stall < 1.0, (backend, kind, row.input_stall)
     assert "input=tf.data" in (tmp_path / "bench.md").read_text()
+
+
+def test_processes_with_a_pipeline_is_a_one_line_error(backend):
+    from backendlab.data import load_dataset
+    from backendlab.errors import UsageError
+    from backendlab.runspec import RunSpec
+    from backendlab.training import check_pipeline_options
+
+    spec = RunSpec(model="mlp", data=data("generator"), processes=2)
+    with pytest.raises(UsageError) as caught:
+        check_pipeline_options(spec, load_dataset(spec.data, spec.seed), given_batch_size=False)
+    assert str(caught.value) == (
+        f"--processes 2 takes arrays: data {data('generator')!r} is a generator pipeline, which fixes its own "
+        "batches, and backendlab shares out only its own batches"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import ZOO
+from helpers import SMALL_ZOO
 
 from backendlab.training import batch_slices, epoch_orders, run_training
 
@@ -38,7 +38,7 @@ def test_batch_order_is_seeded_numpy_not_the_backend():
     assert not np.array_equal(a[0], epoch_orders(100, 1, seed=8)[0])
 
 
-@pytest.mark.parametrize("model", ZOO)
+@pytest.mark.parametrize("model", SMALL_ZOO)
 def test_every_zoo_model_trains_with_falling_loss(model):
     result = run_training(model, epochs=3, optimizer="adam", learning_rate=0.005)
     losses = result.history["loss"]
