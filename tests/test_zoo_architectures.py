@@ -66,10 +66,8 @@ def test_each_architecture_has_bench_rows(tmp_path):
     from backendlab.bench.presets import PRESETS
     from backendlab.bench.run import run_preset
 
-    # One model from keras.applications and one from keras_hub (JAX compiles each: tens of seconds; the
-    # other two train on every backend in the test above).
-    models = tuple(m for m in ("resnet", "gpt") if HUB or m not in HUB_MODELS)
-    # One fit cell per backend and model, one timed step.
+    models = tuple(m for m in ARCHITECTURES if HUB or m not in HUB_MODELS)
+    # One fit cell per backend and model, one timed step (JAX compiles each model: tens of seconds).
     preset = PRESETS["tiny"].with_options(
         models=models, modes=("fit",), samples_per_repeat=32, repeats=1, native=False, timeout_s=900.0
     )
