@@ -59,6 +59,7 @@ def snippet(backend: str, setting: Setting) -> str:
     else:
         lines += [
             "from backendlab import TrainStep",
+            "",
             f"step = TrainStep(model, loss, optimizer, jit_compile={setting.jit_compile})",
             "losses = step.run_batches(batches)  # [(x, y), ...]; read a loss back only when you need it",
         ]
