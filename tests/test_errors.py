@@ -33,7 +33,8 @@ CASES = {
     ),
     "data returns junk": (
         dict(data=f"{D}:bad_return"),
-        f"data '{D}:bad_return' must return ((x_train, y_train), (x_test, y_test)), got ndarray",
+        f"data '{D}:bad_return' must return ((x_train, y_train), (x_test, y_test)) or (train, test) pipelines "
+        "(tf.data, DataLoader, PyDataset, a function making a generator), got ndarray",
     ),
     "data counts differ": (
         dict(model="mlp", data=f"{D}:mismatched"),
