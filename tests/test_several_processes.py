@@ -172,3 +172,21 @@ def test_a_process_killed_mid_run_ends_the_run_within_seconds_and_leaves_none_be
     assert run.returncode == 1
     assert err.strip().splitlines()[-1] == "backendlab: error: process 1 of 2 was killed by signal SIGKILL"
     assert _left(run_id) == []
+
+
+@pytest.mark.cross
+def test_compare_under_two_processes_agrees_and_proves_the_same_batches(tmp_path):
+    """Each backend in 2 processes (JAX and TensorFlow through fit, torch through its custom loop, which
+    split a padded last batch differently): every step's global batch is proven the same."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "backendlab", "compare", "--processes", "2", "--epochs", "1", "--batch-size", "64"]
+        + ["--no-portability", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **QUIET_ENV},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["verdict"] == "agree" and report["settings"]["processes"] == 2
+    assert report["batches"]["identical"] is True and report["batches"]["steps"] == 8  # 455 samples, batch 64
