@@ -47,6 +47,12 @@ def test_every_zoo_model_trains_with_falling_loss(model):
     assert result.test  # evaluate ran
 
 
+def test_a_model_compiled_with_its_own_loss_is_not_held_to_the_datas_output_width():
+    # breast_cancer is binary, so backendlab's own loss would want one unit; this model brings its own.
+    result = run_training("tests/fixtures/user_models.py:softmax_two_compiled", epochs=2)
+    assert np.isfinite(result.step_losses).all() and result.history["loss"][-1] < result.history["loss"][0]
+
+
 def test_compiled_user_model_keeps_its_own_loss_optimizer_and_metrics():
     result = run_training("tests/fixtures/user_models.py:compiled_adam", epochs=2)
     assert result.config.optimizer == "adam"
