@@ -364,13 +364,16 @@ def _replay(layer) -> list | None:
                 twin.build_from_config(build_config)
         except Exception:  # e.g. a custom layer whose __init__ takes objects Keras cannot serialize
             return None
-    if [_signature(v) for v in twin.weights] != [_signature(v) for v in layer.weights]:
+    if _signatures(twin.weights) != _signatures(layer.weights):
         return None
     return [v._initializer for v in twin.weights]
 
 
-def _signature(variable) -> tuple:
-    return variable.name, tuple(variable.shape), str(variable.dtype)
+def _signatures(variables) -> list[tuple]:
+    """Each variable's name, shape and dtype; the names without Keras's per-process number (an unnamed
+    ``add_weight`` is ``variable`` in the layer and ``variable_1`` in its twin)."""
+    names = _sibling_names([v.name for v in variables])
+    return [(name, tuple(v.shape), str(v.dtype)) for name, v in zip(names, variables)]
 
 
 def _opaque_user_objects(config):

@@ -345,3 +345,24 @@ def test_every_backend_starts_every_model_from_the_same_weights(pool, tmp_path):
     assert all(note is None for _, note in reference.values()), reference
     for backend, checksums in printed.items():
         assert checksums == reference, backend
+
+
+def test_an_unnamed_weight_of_a_custom_layer_is_covered():
+    """``add_weight`` without a name is ``variable`` in the layer and ``variable_1`` in the replayed twin."""
+    import keras
+
+    class Scale(keras.layers.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1],), initializer="random_normal")
+
+        def call(self, x):
+            return x * self.w
+
+    def build():
+        model = keras.Sequential([keras.Input((3,)), Scale()])
+        model(np.zeros((1, 3), "float32"))
+        return model
+
+    first = portable_init(build(), seed=2)
+    assert first.fallback == [] and first.note is None
+    assert portable_init(build(), seed=2).checksum == first.checksum
