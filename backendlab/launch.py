@@ -174,11 +174,13 @@ class _Process:
         """Whether it noted its own failure; one killed (or crashed in native code) could not."""
         return Path(f"{self.rank_file}.failed").exists()
 
+    def status(self, code: int) -> int:
+        """Its exit status: under torchrun, the one its agent reports for its rank (torchrun itself exits 1)."""
+        reported = [m for line in self.lines if (m := re.search(r"exitcode\s*:\s*(-?\d+)", line))]
+        return int(reported[-1].group(1)) if reported else code
+
     def failure(self, code: int, processes: int) -> str:
         what = f"process {self.rank} of {processes}"
-        killed = [m for line in self.lines if (m := re.search(r"exitcode\s*:\s*(-\d+)", line))]
-        if killed:  # torchrun's report of its rank killed by a signal (torchrun itself exits 1)
-            code = int(killed[-1].group(1))
         if code < 0:
             return f"{what} was killed by signal {signal.Signals(-code).name}"
         usage = [line for line in self.lines if line.startswith(USAGE_PREFIX)]
@@ -217,12 +219,13 @@ def launch(backend: Backend, processes: int, module: str, args: list[str]) -> in
                         failures[other] = other_code
                 # One that could not note its failure (killed) is taken to be the cause of the others'.
                 first = min(failures, key=lambda s: (started[s].noted, started[s].failed_at))
-                message = started[first].failure(failures[first], processes)
+                code = started[first].status(failures[first])
+                message = started[first].failure(code, processes)
                 _kill(started)
                 said = any(line.startswith(USAGE_PREFIX) for p in started for line in p.lines)
-                if not (failures[first] == 2 and said):  # bad input is told by the process that found it
+                if not (code == 2 and said):  # bad input is told by the process that found it
                     sys.stderr.write(f"{USAGE_PREFIX}{message}\n")
-                return failures[first] if failures[first] > 0 else 1
+                return code if code > 0 else 1
             return 0
         finally:
             _kill(started)

@@ -174,6 +174,17 @@ def test_a_process_killed_mid_run_ends_the_run_within_seconds_and_leaves_none_be
     assert _left(run_id) == []
 
 
+def test_bad_input_found_in_every_process_is_said_once_with_exit_status_2():
+    model = "tests/fixtures/user_models.py:three_outputs"
+    done = _cli("--model", model, "--processes", "2", "--batch-size", "64", "--epochs", "1")
+    assert done.returncode == 2, done.stderr[-3000:]
+    said = [line for line in done.stderr.splitlines() if line.startswith("backendlab: error: ")]
+    assert said == [
+        f"backendlab: error: model '{model}' output has shape (None, 3) but data 'breast_cancer' has 2 classes "
+        "(binary): its last dimension must be 1"
+    ]
+
+
 @pytest.mark.cross
 def test_compare_under_two_processes_agrees_and_proves_the_same_batches(tmp_path):
     """Each backend in 2 processes (JAX and TensorFlow through fit, torch through its custom loop, which
