@@ -19,7 +19,7 @@ _LAZY = {
     "run_training": "backendlab.training",
     "prepare": "backendlab.training",
     "train": "backendlab.training",
-    "TrainStep": "backendlab.loop",
+    "TrainStep": "backendlab.training",
     "load_dataset": "backendlab.data",
     "build_model": "backendlab.models",
     "MODELS": "backendlab.models",

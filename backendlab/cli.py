@@ -100,7 +100,7 @@ def run_info(args) -> int:
         if not b.installed:
             out.print(f"{b.name}: not installed: {b.install_hint}", markup=False, highlight=False, soft_wrap=True)
     if active in BACKENDS and BACKENDS[active].installed:
-        from backendlab.training import backend_info
+        from backendlab.training.info import backend_info
 
         info = backend_info()
         out.print(
@@ -156,15 +156,10 @@ def run_train(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from backendlab.results import check_writable, write_json
-    from backendlab.training import (
-        check_save_path,
-        epoch_steps,
-        prepare,
-        resumed_spec,
-        save_model,
-        train,
-        trained_spec,
-    )
+    from backendlab.training.files import check_save_path, resumed_spec, save_model, trained_spec
+    from backendlab.training.loops import train
+    from backendlab.training.preparation import prepare
+    from backendlab.training.schedule import epoch_steps
 
     # Where the results go is checked before any work, so a bad path wastes no training.
     if args.save is not None:

@@ -59,7 +59,7 @@ def default_out(model: Path, fmt: str) -> Path:
 def load_saved_model(path: Path):
     """The model in ``path``; a backendlab file first imports the user's model file it names."""
     from backendlab.specs import is_callable_spec, load_callable
-    from backendlab.training import load_model, saved_run
+    from backendlab.training.files import load_model, saved_run
 
     saved = saved_run(path)
     if saved is not None and is_callable_spec(saved.model):

@@ -68,7 +68,7 @@ class Baseline:
             "image_data_format": keras.config.image_data_format(),
             "dtype_policy": keras.config.dtype_policy(),
         }
-        from backendlab.keras_fixes import set_random_seed
+        from backendlab.training.keras_fixes import set_random_seed
 
         set_random_seed(RESET_SEED)  # the first job starts as every later one will
         return cls(
@@ -84,7 +84,7 @@ class Baseline:
     def restore(self) -> None:
         import keras
 
-        from backendlab.keras_fixes import set_random_seed
+        from backendlab.training.keras_fixes import set_random_seed
 
         os.chdir(self.cwd)
         sys.path[:] = self.path

@@ -161,7 +161,7 @@ def gradients(layer, inputs, cotangent, training: bool) -> tuple[dict[str, np.nd
 def check_job(job: dict, workdir: Path, progress: Progress) -> dict:
     import keras
 
-    from backendlab.keras_fixes import avoid_needless_tensorflow, set_random_seed
+    from backendlab.training.keras_fixes import avoid_needless_tensorflow, set_random_seed
 
     avoid_needless_tensorflow()
     set_random_seed(job["seed"])
@@ -205,7 +205,7 @@ def load_job(job: dict, workdir: Path, progress: Progress) -> dict:
     import keras
 
     from backendlab.errors import UsageError
-    from backendlab.training import load_model
+    from backendlab.training.files import load_model
 
     build_layer(job["factory"])  # the user's file (and factory) register their custom classes before any load
     inputs = keras.tree.map_structure(keras.ops.convert_to_tensor, read_inputs(job["inputs"], job["layout"]))

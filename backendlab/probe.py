@@ -49,7 +49,7 @@ PHASES = ("forward", "loss", "gradient", "update", "state")
 
 def batch_index(prep, step: int) -> np.ndarray:
     """The samples of batch ``step`` (0-based) of backendlab's shared order, counting across epochs."""
-    from backendlab.training import batch_slices, epoch_orders, samples_per_epoch, steps_per_epoch
+    from backendlab.training.schedule import batch_slices, epoch_orders, samples_per_epoch, steps_per_epoch
 
     config, n = prep.config, prep.data.num_train
     epoch, within = divmod(step, steps_per_epoch(config, n))
@@ -113,7 +113,7 @@ def _batch(prep, step: int):
 def _prepare(job: dict, **options):
     import keras
 
-    from backendlab.training import prepare
+    from backendlab.training.preparation import prepare
 
     # A fresh session per job: Keras's auto-names (dense_1, ...) then match a fresh process's.
     keras.backend.clear_session()
@@ -127,7 +127,7 @@ def _prepare(job: dict, **options):
 
 
 def replay_job(job: dict, workdir: Path, progress: Progress) -> dict:
-    from backendlab.loop import TrainStep
+    from backendlab.training.step import TrainStep
 
     steps = int(job["steps"])
     progress(0, steps, "building")
@@ -171,9 +171,9 @@ def recording_outputs(model, records: list[dict], arrays: dict[str, np.ndarray])
     """
     import keras
 
-    from backendlab.training import _sublayers
+    from backendlab.training.stochastic import sublayers
 
-    layers = _sublayers(model)
+    layers = sublayers(model)
     skipped = _descendants_of_loops(layers)
     calls: dict[int, int] = {}
     originals = []
@@ -210,10 +210,10 @@ def recording_outputs(model, records: list[dict], arrays: dict[str, np.ndarray])
 
 def _owners(model) -> dict[str, tuple[str, str]]:
     """Variable path -> (layer name, layer class) of the innermost layer that holds it."""
-    from backendlab.training import _sublayers
+    from backendlab.training.stochastic import sublayers
 
     owners: dict[str, tuple[str, str]] = {}
-    for layer in [model, *_sublayers(model)]:  # outer first, so inner layers overwrite
+    for layer in [model, *sublayers(model)]:  # outer first, so inner layers overwrite
         for variable in layer.weights:
             owners[variable.path] = (layer.name, type(layer).__name__)
     return owners
@@ -322,9 +322,9 @@ def probe_job(job: dict, workdir: Path, progress: Progress) -> dict:
     places += state_places
 
     reached = {r["layer"] for r in records}
-    from backendlab.training import _sublayers
+    from backendlab.training.stochastic import sublayers
 
-    layers = _sublayers(model)
+    layers = sublayers(model)
     progress(len(PHASES), len(PHASES), "saving")
     save_npz(workdir / "probe.npz", arrays)
     return {

@@ -236,8 +236,8 @@ def serve_main() -> int:
 
     if backend.trainable:
         importlib.import_module(backend.module)
-        importlib.import_module("backendlab.training")  # and what it needs: scikit-learn's datasets, h5py
-    from backendlab.keras_fixes import avoid_needless_tensorflow
+        importlib.import_module("backendlab.training.run")  # and what it needs: scikit-learn's datasets, h5py
+    from backendlab.training.keras_fixes import avoid_needless_tensorflow
 
     avoid_needless_tensorflow()
     import_s = time.perf_counter() - start

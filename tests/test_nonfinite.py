@@ -14,8 +14,8 @@ import pytest
 from helpers import run_cli
 
 from backendlab.errors import NonFiniteError
-from backendlab.nonfinite import NonFiniteWatch, nonfinite_word
 from backendlab.results import NonFinite
+from backendlab.training.nonfinite import NonFiniteWatch, nonfinite_word
 
 FAULTY = "tests/fixtures/faulty_models.py:build"
 NONFINITE = "tests/fixtures/nonfinite_models.py"

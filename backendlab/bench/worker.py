@@ -23,8 +23,8 @@ from backendlab.backends import BACKENDS, ensure_backend
 from backendlab.bench.flops import forward_flops, step_flops
 from backendlab.bench.results import BenchRow
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, SHAPES, synthetic_data
-from backendlab.keras_fixes import set_random_seed
 from backendlab.results import to_jsonable, write_json
+from backendlab.training.keras_fixes import set_random_seed
 from backendlab.workers import worker_main
 
 PARTIAL_ROWS = "rows.json"

@@ -44,15 +44,10 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
-    from backendlab.training import (
-        epoch_steps,
-        outside_distribution,
-        predict,
-        prepare,
-        save_model,
-        train,
-        trained_spec,
-    )
+    from backendlab.training.files import outside_distribution, save_model, trained_spec
+    from backendlab.training.loops import predict, train
+    from backendlab.training.preparation import prepare
+    from backendlab.training.schedule import epoch_steps
 
     initial = Path(job["initial_weights"])
     progress(0, 1, "building")
@@ -98,7 +93,7 @@ def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
     import keras
 
     from backendlab.data import load_dataset
-    from backendlab.training import load_model
+    from backendlab.training.files import load_model
 
     spec = RunSpec.from_dict(job["run"])
     data = load_dataset(spec.data, spec.seed)

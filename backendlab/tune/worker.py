@@ -25,9 +25,9 @@ from backendlab.bench.shapes import ADAM, LEARNING_RATE, SHAPES
 from backendlab.bench.worker import EpochTimer, build_keras, native_cell, peak_rss_mb, steps_for
 from backendlab.compare.diff import Diff, combine
 from backendlab.errors import one_line
-from backendlab.keras_fixes import set_random_seed
 from backendlab.results import to_jsonable, write_json
 from backendlab.timing import median_ms
+from backendlab.training.keras_fixes import set_random_seed
 from backendlab.tune.grid import Setting, applicable, resolved
 from backendlab.tune.grid import combine as combine_settings
 from backendlab.tune.results import DIFFERS, NOT_CHECKED, REFERENCE, SAME, NativeRow, Parity, Profile, TuneRow
@@ -107,7 +107,7 @@ class StepLoop:
     """backendlab's ``TrainStep``: one call per batch, the batches on the device beforehand, no sync per step."""
 
     def __init__(self, model, loss, optimizer, setting: Setting, native):
-        from backendlab.loop import TrainStep
+        from backendlab.training.step import TrainStep
 
         self.step = TrainStep(model, loss, optimizer, jit_compile=setting.jit_compile)
         self.model, self.native = model, native
