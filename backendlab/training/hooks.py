@@ -59,6 +59,7 @@ def _step_loss_tracker_class():
 
 @functools.cache
 def sample_means_class():
+    """The ``SampleMeans`` callback class, made when first asked for: it subclasses Keras's ``Callback``."""
     import keras
 
     class SampleMeans(keras.callbacks.Callback):

@@ -8,6 +8,7 @@ import numpy as np
 
 
 def sublayers(model) -> list:
+    """Every layer inside ``model``, nested ones included, the model itself excluded."""
     return list(model._flatten_layers(include_self=False, recursive=True))
 
 
