@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from backendlab.errors import UsageError
+from backendlab.workers.ranks import launched
 
 
 @dataclass(frozen=True)
@@ -169,21 +170,11 @@ def impl(backend: Backend | None = None) -> ModuleType:
     return importlib.import_module(f"backendlab._impl.{backend.name}")
 
 
-def is_main_process() -> bool:
-    """False in the ranks > 0 of a multi-process run (torchrun's, or ``--processes``): they train but write nothing."""
-    return os.environ.get("RANK", os.environ.get("BACKENDLAB_PROCESS_ID", "0")) == "0"
-
-
-def launched() -> bool:
-    """Whether this process was started by a launcher: torchrun, or backendlab's for ``--processes``."""
-    return ("LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ) or "BACKENDLAB_PROCESS_ID" in os.environ
-
-
 def launch_command(backend: Backend, devices: int, module: str, args: list[str], processes: int = 1) -> list[str]:
     """The command that runs ``python -m module args`` on ``devices`` devices of ``backend``, in ``processes``
-    processes that behave like as many hosts (:mod:`backendlab.launch`)."""
+    processes that behave like as many hosts (:mod:`backendlab.workers.launch`)."""
     if processes > 1 and not launched():
-        return [sys.executable, "-m", "backendlab.launch", str(processes), backend.name, module, *args]
+        return [sys.executable, "-m", "backendlab.workers.launch", str(processes), backend.name, module, *args]
     if devices > 1 and backend.launcher and not launched():
         return [
             sys.executable,

@@ -22,13 +22,12 @@ from backendlab.backends import (
     check_device_count,
     ensure_backend,
     impl,
-    is_main_process,
     launch_command,
-    launched,
     requested_backend_name,
 )
 from backendlab.errors import BackendlabError, NonFiniteError
 from backendlab.runspec import RunSpec, add_run_arguments, given_fields
+from backendlab.workers.ranks import is_main_process, launched, leave_now, note_rank, one_of_processes
 
 console = Console(stderr=True)
 # Tables are wide; when stdout is not a terminal (a log, a pipe) do not squeeze them to 80 columns.
@@ -178,7 +177,7 @@ def run_train(args) -> int:
             check_device_count(spec.processes, 0)
         else:
             impl(backend).check_devices(spec.devices)
-        from backendlab.processes import ProcessTree
+        from backendlab.workers.processes import ProcessTree
 
         launcher = ProcessTree(launch_command(backend, spec.devices, "backendlab", args.argv, spec.processes))
         try:
@@ -235,16 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A plain `kill` must clean up like Ctrl-C does: workers killed, finished results kept.
     signal.signal(signal.SIGTERM, _terminate)
     if launched():  # a rank torchrun (or --processes) started: it must not outlive its launcher
-        from backendlab.launch import note_rank
-        from backendlab.processes import die_with_orchestrator
+        from backendlab.workers.processes import die_with_orchestrator
 
         die_with_orchestrator()
         note_rank()
     module = importlib.import_module(SUBCOMMANDS[command][0])
     code = _run(module, command, args)
-    if code and "BACKENDLAB_PROCESS_ID" in os.environ:
-        from backendlab.launch import leave_now
-
+    if code and one_of_processes():
         leave_now(code)
     return code
 
@@ -265,7 +261,7 @@ def _run(module, command: str, args) -> int:
             console.print("backendlab: interrupted", markup=False)
         return 130
     except Exception:
-        if "BACKENDLAB_PROCESS_ID" not in os.environ:
+        if not one_of_processes():
             raise
         traceback.print_exc()  # one of --processes: the launcher quotes its last line
         return 1

@@ -25,7 +25,7 @@ import numpy as np
 from backendlab.compare.worker import save_npz
 from backendlab.errors import one_line
 from backendlab.specs import load_callable
-from backendlab.workers import Progress
+from backendlab.workers.serve import Progress
 
 ARRAYS, WEIGHTS, MODEL = "arrays.npz", "weights.npz", "model.keras"
 

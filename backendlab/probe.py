@@ -39,7 +39,7 @@ from backendlab.backends import impl
 from backendlab.compare.worker import save_npz
 from backendlab.errors import UsageError
 from backendlab.runspec import RunSpec
-from backendlab.workers import Progress, worker_main
+from backendlab.workers.serve import Progress, worker_main
 
 PHASES = ("forward", "loss", "gradient", "update", "state")
 

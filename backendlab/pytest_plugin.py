@@ -24,7 +24,7 @@ import pytest
 @pytest.fixture(scope="session")
 def backendlab_pool():
     """Warm workers, one per backend, for the whole session."""
-    from backendlab.pool import WorkerPool
+    from backendlab.workers.runner import WorkerPool
 
     with WorkerPool() as workers:
         yield workers

@@ -47,8 +47,9 @@ from backendlab.backends import BACKEND_NAMES, BACKENDS
 from backendlab.compare.diff import Diff
 from backendlab.errors import UsageError
 from backendlab.layer_check import ARRAYS, WEIGHTS
-from backendlab.pool import Task, WorkerPool, shared_pool
 from backendlab.specs import is_callable_spec
+from backendlab.workers.protocol import Job as Task
+from backendlab.workers.runner import WorkerPool, shared_pool
 
 #: Relative and absolute tolerance, for outputs and gradients alike.
 DEFAULT_RTOL = 1e-5

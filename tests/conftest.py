@@ -27,7 +27,7 @@ def seed_result():
 @pytest.fixture(scope="session")
 def pool():
     """Warm workers, one per backend, for the whole session: each framework is imported once."""
-    from backendlab.pool import WorkerPool
+    from backendlab.workers.runner import WorkerPool
 
     with WorkerPool() as workers:
         yield workers

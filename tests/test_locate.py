@@ -16,7 +16,7 @@ import pytest
 from helpers import FIXTURES
 
 from backendlab.compare.locate import DEFAULT_THRESHOLD, Divergence, locate, phases_table
-from backendlab.pool import Task
+from backendlab.workers.protocol import Job
 
 # --- locate on made-up probes -------------------------------------------------------------
 
@@ -221,7 +221,7 @@ def run_probe_jobs(pool, jobs: dict[str, list[dict]], folder: Path) -> dict[str,
     ``folder/<backend>/i``. What each job returned, per backend."""
     results: dict[str, list[dict]] = {backend: [] for backend in jobs}
     for i in range(max(len(todo) for todo in jobs.values())):
-        tasks = [Task(b, LOCATOR, todo[i], folder / b / str(i)) for b, todo in jobs.items() if i < len(todo)]
+        tasks = [Job(b, LOCATOR, todo[i], folder / b / str(i)) for b, todo in jobs.items() if i < len(todo)]
         for task, done in zip(tasks, pool.run_many(tasks), strict=True):
             assert done.ok, f"{task.backend} job {i} failed: {done.message}\n{done.log_tail}"
             results[task.backend].append(done.result)

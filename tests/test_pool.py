@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from helpers import FIXTURES, POOL_JOBS
 
-from backendlab.pool import Task
+from backendlab.workers.protocol import Job
 
 JOBS = str(POOL_JOBS)
 USER_FILE = f"{FIXTURES / 'registered_models.py'}:subclassed_registered"
@@ -78,6 +78,6 @@ def test_an_unknown_handler_is_one_line(pool, backend, tmp_path):
 
 
 def test_run_many_takes_one_task_per_backend(pool, backend, tmp_path):
-    tasks = [Task(backend, f"{JOBS}:state", {}, tmp_path / str(i)) for i in range(2)]
+    tasks = [Job(backend, f"{JOBS}:state", {}, tmp_path / str(i)) for i in range(2)]
     with pytest.raises(ValueError, match="one task per backend at a time"):
         pool.run_many(tasks)

@@ -25,7 +25,7 @@ from backendlab.bench.flops import forward_flops, step_flops
 from backendlab.bench.results import BenchReport, BenchRow, Machine, WorkerFailure
 from backendlab.compare.diff import Diff, combine, diff_arrays, first_step_outside
 from backendlab.results import read_json, to_jsonable, write_json
-from backendlab.workers import _last_error_line
+from backendlab.workers.protocol import last_error_line
 
 INF = float("inf")
 NAN = float("nan")
@@ -200,13 +200,13 @@ def _traceback_of(exc: BaseException) -> str:
 
 def test_last_error_line_of_a_python_traceback_is_the_exception():
     log = "Epoch 1/10\n" + _traceback_of(RuntimeError("this model does not build on tensorflow"))
-    assert _last_error_line(log) == "RuntimeError: this model does not build on tensorflow"
+    assert last_error_line(log) == "RuntimeError: this model does not build on tensorflow"
 
 
 def test_last_error_line_takes_the_last_of_chained_exceptions():
     log = _traceback_of(KeyError("x")) + "\nDuring handling of the above exception, another exception occurred:\n\n"
     log += _traceback_of(ValueError("could not broadcast"))
-    assert _last_error_line(log) == "ValueError: could not broadcast"
+    assert last_error_line(log) == "ValueError: could not broadcast"
 
 
 #: What Keras 3.15 printed for a Dense(4) on inputs of 30 features called with 5, with
@@ -230,7 +230,7 @@ Arguments received by Sequential.call():
 
 
 def test_last_error_line_joins_a_keras_message_strips_colors_and_stops_at_the_limit():
-    line = _last_error_line(KERAS_ERROR)
+    line = last_error_line(KERAS_ERROR)
     assert line == (
         "ValueError: Exception encountered when calling Sequential.call(). Input 0 with name 'None' of layer "
         "'dense' is incompatible with the layer: expected axis -1 of input shape to have value 30, but "
@@ -241,15 +241,15 @@ def test_last_error_line_joins_a_keras_message_strips_colors_and_stops_at_the_li
 
 def test_last_error_line_truncates_at_the_limit_and_keeps_short_messages_whole():
     log = _traceback_of(ValueError("x" * 500))
-    assert _last_error_line(log, limit=40) == "ValueError: " + "x" * 25 + "..."
-    assert len(_last_error_line(log)) == 240
-    assert _last_error_line(_traceback_of(ValueError("x" * 10)), limit=22) == "ValueError: " + "x" * 10
+    assert last_error_line(log, limit=40) == "ValueError: " + "x" * 25 + "..."
+    assert len(last_error_line(log)) == 240
+    assert last_error_line(_traceback_of(ValueError("x" * 10)), limit=22) == "ValueError: " + "x" * 10
 
 
 def test_last_error_line_without_an_exception_is_the_last_line():
-    assert _last_error_line("Epoch 1/2\n\x1b[32mloss: 0.61\x1b[0m\nKilled\n\n") == "Killed"
-    assert _last_error_line("") == ""
-    assert _last_error_line("KeyboardInterrupt\n") == "KeyboardInterrupt"
+    assert last_error_line("Epoch 1/2\n\x1b[32mloss: 0.61\x1b[0m\nKilled\n\n") == "Killed"
+    assert last_error_line("") == ""
+    assert last_error_line("KeyboardInterrupt\n") == "KeyboardInterrupt"
 
 
 # --- JSON results ------------------------------------------------------------------

@@ -9,7 +9,7 @@ from backendlab.compare.report import markdown, terminal_table
 from backendlab.compare.results import CompareOptions
 from backendlab.compare.verdict import QUANTITIES, LoadedRun, TrainedRun, build_report
 from backendlab.runspec import RunSpec
-from backendlab.workers import WorkerOutcome
+from backendlab.workers.protocol import Outcome
 
 LOSSES = [0.9, 0.7, 0.5, 0.4]
 
@@ -17,7 +17,7 @@ LOSSES = [0.9, 0.7, 0.5, 0.4]
 def _trained(backend, losses=LOSSES, *, checksum="abc", stochastic=(), shift=0.0, nonfinite=None) -> TrainedRun:
     result = {
         "info": {"framework_version": "1.0", "keras_version": "3.15.1"},
-        "initial_checksum": checksum,
+        "start_checksum": checksum,
         "train_time_s": 1.5,
         "history": {"loss": [losses[1], losses[-1]], "accuracy": [0.8, 0.9]},
         "step_losses": list(losses),
@@ -33,11 +33,11 @@ def _trained(backend, losses=LOSSES, *, checksum="abc", stochastic=(), shift=0.0
         "predictions": {"out": np.full(5, 0.25, np.float32) + shift},
         "initial_predictions": {"out": np.full(5, 0.5, np.float32)},
     }
-    return TrainedRun(WorkerOutcome(backend, "ok", 0, 2.0, result, "", ""), arrays)
+    return TrainedRun(Outcome(backend, "ok", 0, 2.0, result, "", ""), arrays)
 
 
 def _failed(backend, status="crashed", message="worker killed by signal SIGKILL") -> TrainedRun:
-    return TrainedRun(WorkerOutcome(backend, status, -9, 1.0, None, message, "tail"), {})
+    return TrainedRun(Outcome(backend, status, -9, 1.0, None, message, "tail"), {})
 
 
 def _report(trained, opts=None, **kw):
@@ -135,7 +135,7 @@ def test_portability_cells_and_the_numpy_reference():
     trained = {"jax": _trained("jax"), "torch": _trained("torch")}
     same = {"out": np.full(5, 0.25, np.float32)}
     off = {"out": np.full(5, 0.35, np.float32)}
-    ok = WorkerOutcome("x", "ok", 0, 1.0, {"errors": {}}, "", "")
+    ok = Outcome("x", "ok", 0, 1.0, {"errors": {}}, "", "")
     loaded = {
         "jax": LoadedRun(ok, {"jax": same, "torch": same}),
         "torch": LoadedRun(ok, {"jax": off, "torch": same}),
@@ -155,9 +155,7 @@ def test_a_model_that_does_not_load_is_a_failed_cell_with_its_error():
     trained = {"jax": _trained("jax"), "torch": _trained("torch")}
     result = {"errors": {"torch": "ModuleNotFoundError: No module named 'x'"}}
     loaded = {
-        "jax": LoadedRun(
-            WorkerOutcome("jax", "ok", 0, 1.0, result, "", ""), {"jax": trained["jax"].arrays["predictions"]}
-        )
+        "jax": LoadedRun(Outcome("jax", "ok", 0, 1.0, result, "", ""), {"jax": trained["jax"].arrays["predictions"]})
     }
     report = _report(trained, loaded=loaded)
     assert report.portability["torch"]["jax"] == {

@@ -9,6 +9,7 @@ import jax
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
 from backendlab.timing import median_ms
+from backendlab.workers.ranks import process_place
 
 
 def devices() -> list[str]:
@@ -52,8 +53,6 @@ def join_processes(processes: int):
     and Keras makes the global arrays from them (``jax.make_array_from_process_local_data``).
     """
     import keras
-
-    from backendlab.launch import process_place
 
     rank, addresses = process_place(processes)
     if not jax.distributed.is_initialized():

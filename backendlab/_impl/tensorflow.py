@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-
 import tensorflow as tf
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
 from backendlab.timing import median_ms
+from backendlab.workers.ranks import has_tf_config, process_place, set_tf_config
 
 
 def devices() -> list[str]:
@@ -36,7 +34,7 @@ def data_parallel(devices: int):
 
     Returns the strategy's scope: the model must be built and compiled inside it.
     """
-    if "TF_CONFIG" in os.environ:
+    if has_tf_config():
         return tf.distribute.MultiWorkerMirroredStrategy().scope()
     gpus = tf.config.list_physical_devices("GPU")
     check_devices(devices)
@@ -60,10 +58,8 @@ def join_processes(processes: int):
 
     Returns the strategy's scope: the model must be built and compiled inside it.
     """
-    from backendlab.launch import process_place
-
     rank, addresses = process_place(processes)
-    os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": rank}})
+    set_tf_config(addresses, rank)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     _fix_multi_worker_logs()
     return strategy.scope()

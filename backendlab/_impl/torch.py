@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 import torch.distributed as dist
@@ -11,6 +10,7 @@ import torch.distributed as dist
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
 from backendlab.timing import median_ms
+from backendlab.workers.ranks import local_rank, local_world_size, under_torchrun
 
 
 def devices() -> list[str]:
@@ -33,13 +33,13 @@ def refuses_nan(exc: BaseException) -> bool:
 
 def check_devices(devices: int) -> None:
     # Under torchrun on several hosts, each host must hold only its own share.
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", devices))
+    local = local_world_size(devices)
     check_device_count(local, torch.cuda.device_count() if torch.cuda.is_available() else 0)
 
 
 def join_processes(processes: int):
     """``--processes N``: this process is one of N ranks torchrun started (``--nnodes N``, c10d rendezvous)."""
-    if "WORLD_SIZE" not in os.environ:
+    if not under_torchrun():
         raise UsageError(
             f"on torch, --processes {processes} needs its processes started by torchrun --nnodes {processes} "
             "(backendlab's command line starts them itself)"
@@ -67,7 +67,7 @@ def data_parallel(devices: int):
     """One process per device, started by torchrun; gradients averaged by DistributedDataParallel."""
     check_devices(devices)
     if not dist.is_initialized():
-        if "WORLD_SIZE" not in os.environ:
+        if not under_torchrun():
             raise UsageError(
                 f"on torch, {devices} devices need {devices} processes started by torchrun: "
                 f"torchrun --nproc_per_node {devices} -m backendlab train --devices {devices} "
@@ -77,7 +77,7 @@ def data_parallel(devices: int):
     if dist.get_world_size() != devices:
         raise UsageError(f"--devices {devices} but torchrun started {dist.get_world_size()} processes")
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(local_rank())
     return contextlib.nullcontext()
 
 

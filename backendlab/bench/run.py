@@ -23,11 +23,11 @@ from backendlab.bench.presets import Preset
 from backendlab.bench.report import markdown_report, notes, plot_png, rich_table
 from backendlab.bench.results import BenchReport, BenchRow, Machine, WorkerFailure
 from backendlab.bench.shapes import SHAPES
+from backendlab.bench.worker import handle
 from backendlab.errors import UsageError
 from backendlab.results import atomic_write_bytes, atomic_write_text, read_json, write_json
-from backendlab.workers import run_worker
-
-WORKER_MODULE = "backendlab.bench.worker"
+from backendlab.workers.protocol import Job
+from backendlab.workers.runner import run_job
 
 
 def plan_cells(preset: Preset) -> list[dict]:
@@ -160,15 +160,18 @@ def run_preset(
             task = tasks[name]
             progress.update(task, stage="starting")
             workdir = out_dir / "workers" / name
-            outcome = run_worker(
-                WORKER_MODULE,
-                name,
-                job,
-                workdir,
-                timeout=preset.timeout_s,
-                on_progress=lambda p, task=task: progress.update(
-                    task, completed=p.get("done", 0), stage=p.get("stage", "")
-                ),
+            outcome = run_job(
+                Job(
+                    name,
+                    handle,
+                    job,
+                    workdir,
+                    timeout=preset.timeout_s,
+                    on_progress=lambda p, task=task: progress.update(
+                        task, completed=p.get("done", 0), stage=p.get("stage", "")
+                    ),
+                    fresh=True,  # a process to itself: measured with nothing else imported or running
+                )
             )
             if outcome.ok:
                 result = outcome.result

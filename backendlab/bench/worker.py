@@ -25,7 +25,6 @@ from backendlab.bench.results import BenchRow
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, SHAPES, synthetic_data
 from backendlab.results import to_jsonable, write_json
 from backendlab.training.keras_fixes import set_random_seed
-from backendlab.workers import worker_main
 
 PARTIAL_ROWS = "rows.json"
 
@@ -316,7 +315,3 @@ def handle(job: dict, workdir: Path, progress) -> dict:
 def describe(cell: dict) -> str:
     spe = f" spe={cell['steps_per_execution']}" if cell["steps_per_execution"] > 1 else ""
     return f"{cell['impl']} {cell['model']} {cell['mode']} bs={cell['batch_size']}{spe}"
-
-
-if __name__ == "__main__":
-    raise SystemExit(worker_main(handle))

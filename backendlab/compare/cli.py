@@ -127,8 +127,8 @@ def run_compare(args) -> int:
         terminal_table,
         timing_line,
     )
-    from backendlab.processes import signals_held
     from backendlab.results import check_writable, write_json
+    from backendlab.workers.processes import signals_held
 
     if args.json is not None:
         check_writable(args.json, "--json")  # before any worker starts

@@ -1,7 +1,7 @@
 """``backendlab compare``: train one model on every backend from the same start, and compare.
 
 The orchestrator (this module) imports no framework. It keeps one warm worker per backend
-(:class:`~backendlab.pool.WorkerPool`) for every job of the run:
+(:class:`~backendlab.workers.runner.WorkerPool`) for every job of the run:
 
 0. every worker imports its framework at once (the imports overlap), and training waits
    until all are ready, so that each backend trains with the machine to itself;
@@ -18,7 +18,7 @@ The orchestrator (this module) imports no framework. It keeps one warm worker pe
    every step: a Ctrl-C leaves every finished backend's results readable.
 
 PyTorch with ``--devices N`` trains under torchrun, and every backend with ``--processes N`` in N
-processes (:mod:`backendlab.launch`), in processes of their own for that job.
+processes (:mod:`backendlab.workers.launch`), in processes of their own for that job.
 """
 
 from __future__ import annotations
@@ -35,16 +35,14 @@ from backendlab.backends import ALL_BACKENDS, BACKEND_NAMES, BACKENDS, REFERENCE
 from backendlab.compare.locate import Divergence, locate, phases_table
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
 from backendlab.compare.verdict import TRAIN_ARRAYS, LoadedRun, TrainedRun, build_report
+from backendlab.compare.worker import handle
 from backendlab.errors import UsageError
 from backendlab.models import default_data
-from backendlab.pool import Task, WorkerPool
+from backendlab.probe import handle as probe_handle
 from backendlab.results import check_writable, read_json, write_json
-from backendlab.workers import RESULT, WorkerOutcome, run_worker
+from backendlab.workers.protocol import MODEL, PROBE, RESULT, Handler, Job, Outcome
+from backendlab.workers.runner import WorkerPool
 
-WORKER_MODULE = "backendlab.compare.worker"
-#: The job handlers a warm worker runs for compare: training and loading; replaying and probing a step.
-HANDLER = f"{WORKER_MODULE}:handle"
-LOCATOR = "backendlab.probe:handle"
 INITIAL_WEIGHTS = "initial.weights.h5"
 
 
@@ -114,7 +112,7 @@ class Compare:
     """One compare run; ``run()`` returns the report and leaves it, and the files, in ``out``.
 
     It imports no framework. ``pool``: warm workers to run the jobs on, kept warm after the
-    run (a test session's, or :func:`~backendlab.pool.shared_pool`); None starts a pool for
+    run (a test session's, or :func:`~backendlab.workers.runner.shared_pool`); None starts a pool for
     this run and stops it at the end. ``env``: environment variables every job of this run
     sees, read while it runs (not those a framework reads once at import, such as XLA_FLAGS).
     """
@@ -155,19 +153,22 @@ class Compare:
         """The devices a backend's warm worker has: the run's, except where a launcher starts the processes."""
         return 1 if ALL_BACKENDS[backend].launcher else self.opts.run.devices
 
-    def _task(self, backend: str, job: dict, folder: Path, handler: str = HANDLER) -> Task:
-        self.on_event(backend, "start", {"kind": job["kind"]})
-        return Task(
+    def _job(self, backend: str, payload: dict, folder: Path, handler: Handler = handle, **where: int) -> Job:
+        """A job of this run; ``where``: its devices and processes (default: the backend's warm worker's)."""
+        self.on_event(backend, "start", {"kind": payload["kind"]})
+        return Job(
             backend,
             handler,
-            job,
+            payload,
             folder,
             self.opts.timeout,
             on_progress=lambda p: self.on_event(backend, "progress", p),
             env=self.env,
+            devices=where.get("devices", self._devices(backend)),
+            processes=where.get("processes", 1),
         )
 
-    def _ended(self, outcome: WorkerOutcome) -> WorkerOutcome:
+    def _ended(self, outcome: Outcome) -> Outcome:
         self.on_event(outcome.backend, "end", {"status": outcome.status, "message": outcome.message})
         if outcome.status == "usage" and not any(t.outcome.ok for t in self.trained.values()):
             # The first backend to try found the model or data wrong: that is bad input, not a backend's fault.
@@ -195,24 +196,12 @@ class Compare:
     def train_all(self) -> None:
         initial = self.out / INITIAL_WEIGHTS
         for backend in self.runnable:
-            job = train_job(self.opts, initial, make_initial=not initial.exists())
+            payload = train_job(self.opts, initial, make_initial=not initial.exists())
             folder = self.out / backend
-            # torchrun's ranks, or --processes: processes of their own for this job
-            if self._devices(backend) != self.opts.run.devices or self.opts.run.processes > 1:
-                self.on_event(backend, "start", {"kind": "train"})
-                outcome = run_worker(
-                    WORKER_MODULE,
-                    backend,
-                    job,
-                    folder,
-                    timeout=self.opts.timeout,
-                    env=self.env,
-                    devices=self.opts.run.devices,
-                    processes=self.opts.run.processes,
-                    on_progress=lambda p, b=backend: self.on_event(b, "progress", p),
-                )
-            else:
-                outcome = self.pool.run_many([self._task(backend, job, folder)], self._devices(backend))[0]
+            # torchrun's ranks, or --processes: the pool starts processes of their own for this job
+            run = self.opts.run
+            job = self._job(backend, payload, folder, devices=run.devices, processes=run.processes)
+            outcome = self.pool.run_many([job])[0]
             self.trained[backend] = TrainedRun(self._ended(outcome), _arrays(folder, TRAIN_ARRAYS))
             self.write()
 
@@ -252,14 +241,16 @@ class Compare:
                 "steps": step - 1,
                 "state": str(state.resolve()),
             }
-            done = self._ended(self.pool.run_many([self._task(self.reference, replay, folder / "replay", LOCATOR)])[0])
+            done = self._ended(
+                self.pool.run_many([self._job(self.reference, replay, folder / "replay", probe_handle)])[0]
+            )
             if not done.ok:
                 for name in names:
                     self.located[name] = _not_located(step, f"replaying {step - 1} steps failed: {done.message}")
                 continue
             probe = {"kind": "probe", "run": self.opts.run.to_dict(), "state": str(state.resolve()), "step": step - 1}
-            tasks = [self._task(b, probe, folder / b, LOCATOR) for b in [self.reference, *names]]
-            outcomes = {o.backend: self._ended(o) for o in self.pool.run_many(tasks)}
+            jobs = [self._job(b, probe, folder / b, probe_handle) for b in [self.reference, *names]]
+            outcomes = {o.backend: self._ended(o) for o in self.pool.run_many(jobs)}
             ref = outcomes[self.reference]
             for name in names:
                 mine = outcomes[name]
@@ -268,8 +259,8 @@ class Compare:
                     self.located[name] = _not_located(step, f"probing step {step} failed: {why}")
                     continue
                 ref_arrays, mine_arrays = (
-                    _load_npz(folder / self.reference / "probe.npz"),
-                    _load_npz(folder / name / "probe.npz"),
+                    _load_npz(folder / self.reference / PROBE),
+                    _load_npz(folder / name / PROBE),
                 )
                 found = locate(
                     ref_arrays,
@@ -285,29 +276,29 @@ class Compare:
     def portability_all(self) -> None:
         """Every loader loads every saved model, side by side: this is not timed."""
         saved = {
-            n: str((self.out / n / "model.keras").resolve())
+            n: str((self.out / n / MODEL).resolve())
             for n, t in self.trained.items()
-            if t.outcome.ok and (self.out / n / "model.keras").exists()
+            if t.outcome.ok and (self.out / n / MODEL).exists()
         }
         if not saved:
             return
         trained_ok = [n for n, t in self.trained.items() if t.outcome.ok]
         loaders = [n for n in self.loaders if n in REFERENCE_BACKENDS or n in trained_ok]
-        tasks = []
+        jobs = []
         for loader in loaders:
             # Only a reference-only backend predicts from the shared start: it is the independent one.
             initial = self.out / INITIAL_WEIGHTS if loader in REFERENCE_BACKENDS else None
-            tasks.append(self._task(loader, predict_job(self.opts, saved, initial), self.out / "portability" / loader))
-        by_devices: dict[int, list[Task]] = {}
-        for task in tasks:
-            by_devices.setdefault(self._devices(task.backend), []).append(task)
-        for devices, group in by_devices.items():
-            for task, outcome in zip(group, self.pool.run_many(group, devices), strict=True):
+            jobs.append(self._job(loader, predict_job(self.opts, saved, initial), self.out / "portability" / loader))
+        by_devices: dict[int, list[Job]] = {}
+        for job in jobs:
+            by_devices.setdefault(job.devices, []).append(job)
+        for group in by_devices.values():
+            for job, outcome in zip(group, self.pool.run_many(group), strict=True):
                 predictions = {}
                 if self._ended(outcome).ok:
                     files = outcome.result["predictions"]
-                    predictions = {saver: _load_npz(task.workdir / name) for saver, name in files.items()}
-                self.loaded[task.backend] = LoadedRun(outcome, predictions)
+                    predictions = {saver: _load_npz(job.workdir / name) for saver, name in files.items()}
+                self.loaded[job.backend] = LoadedRun(outcome, predictions)
         self.write()
 
     def _collect_finished(self) -> None:
@@ -315,7 +306,7 @@ class Compare:
         for backend in self.runnable:
             result = self.out / backend / RESULT
             if backend not in self.trained and result.exists():
-                outcome = WorkerOutcome(backend, "ok", 0, 0.0, read_json(result), "", "")
+                outcome = Outcome(backend, "ok", 0, 0.0, read_json(result), "", "")
                 self.trained[backend] = TrainedRun(outcome, _arrays(self.out / backend, TRAIN_ARRAYS))
 
     def timing(self) -> dict:
@@ -405,7 +396,7 @@ def compare(*, pool: WorkerPool | None = None, env: dict[str, str] | None = None
     """Python entry point: ``backendlab.compare.compare(model="cnn", epochs=3, out="runs/cnn")``.
 
     Options are :class:`~backendlab.runspec.RunSpec` fields and :class:`CompareOptions` fields.
-    ``pool``: warm workers to run on (e.g. :func:`~backendlab.pool.shared_pool`), kept warm afterwards;
+    ``pool``: warm workers to run on (e.g. :func:`~backendlab.workers.runner.shared_pool`), kept warm afterwards;
     ``env``: environment variables the run's jobs see (see :class:`Compare`).
     """
     return Compare(CompareOptions.from_keywords(**options), pool=pool, env=env).run()

@@ -16,7 +16,7 @@ from backendlab.compare.diff import Diff, diff_arrays, first_step_outside
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
 from backendlab.pipelines import ARRAYS, first_difference
 from backendlab.results import NonFinite
-from backendlab.workers import WorkerOutcome
+from backendlab.workers.protocol import Outcome
 
 Arrays = dict[str, np.ndarray]
 
@@ -28,7 +28,7 @@ TRAIN_ARRAYS = ("weights", "predictions", "initial_predictions")
 class TrainedRun:
     """One backend's training worker: how it ended, and the arrays it saved (none if it failed)."""
 
-    outcome: WorkerOutcome
+    outcome: Outcome
     arrays: dict[str, Arrays] = field(default_factory=dict)
 
 
@@ -39,7 +39,7 @@ class LoadedRun:
     ``"initial"`` holds a reference-only backend's predictions with the shared starting weights.
     """
 
-    outcome: WorkerOutcome
+    outcome: Outcome
     predictions: dict[str, Arrays] = field(default_factory=dict)
 
 
@@ -88,7 +88,7 @@ QUANTITIES: tuple[Quantity, ...] = (
 )
 
 
-def backend_report(outcome: WorkerOutcome) -> BackendReport:
+def backend_report(outcome: Outcome) -> BackendReport:
     """A backend's report from its training worker's outcome, before any comparison."""
     if not outcome.ok:
         status = "failed" if outcome.status == "usage" else outcome.status
@@ -98,7 +98,7 @@ def backend_report(outcome: WorkerOutcome) -> BackendReport:
         outcome.backend,
         "ok",
         framework_version=r["info"]["framework_version"],
-        initial_checksum=r["initial_checksum"],
+        initial_checksum=r["start_checksum"],
         train_time_s=r["train_time_s"],
         history={k: _numbers(v) for k, v in r["history"].items()},
         step_losses=_numbers(r["step_losses"]),

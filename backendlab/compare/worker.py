@@ -1,4 +1,4 @@
-"""A compare worker: one backend, one job, in its own process (``KERAS_BACKEND`` is set for it).
+"""Compare's jobs, each run by a worker of one backend (``KERAS_BACKEND`` is set for it).
 
 Jobs:
 
@@ -20,12 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from backendlab.backends import is_main_process
 from backendlab.errors import NonFiniteError, one_line
 from backendlab.results import atomic_write_bytes
 from backendlab.runspec import RunSpec
 from backendlab.specs import is_callable_spec, load_callable
-from backendlab.workers import Progress, worker_main
+from backendlab.workers.protocol import MODEL
+from backendlab.workers.ranks import is_main_process
+from backendlab.workers.serve import Progress
 
 
 def flatten(tree, prefix: str = "out") -> dict[str, np.ndarray]:
@@ -63,7 +64,6 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
             tmp.unlink()
     else:
         prep = prepare(spec, initial_weights=initial)
-    start_checksum = prep.start.checksum
     initial_predictions = flatten(predict(prep))
     if main:
         save_npz(workdir / "initial_predictions.npz", initial_predictions)
@@ -73,20 +73,20 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
         result = train(prep, on_step=lambda step, loss: progress(step, total, "training", loss=loss))
     except NonFiniteError as exc:
         # Stopped at the first NaN or inf: the run up to there is the result; a broken model is not saved.
-        return {**exc.result.to_dict(), "initial_checksum": start_checksum}
+        return exc.result.to_dict()
     progress(total, total, "saving", force=True)
     predictions = flatten(predict(prep))
     if main:
         save_npz(workdir / "weights.npz", flatten(prep.model.get_weights(), "w"))
         save_npz(workdir / "predictions.npz", predictions)
-        save_model(prep.model, workdir / "model.keras", trained_spec(prep))
+        save_model(prep.model, workdir / MODEL, trained_spec(prep))
     exports = {}
     if main and job.get("exports"):
         from backendlab.export import check_exports
 
         progress(total, total, "exporting", force=True)
         exports = check_exports(prep.model, prep.data.x_test, workdir / "exports", job["exports"], job["export_atol"])
-    return {**result.to_dict(), "initial_checksum": start_checksum, "exports": exports}
+    return {**result.to_dict(), "exports": exports}
 
 
 def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
@@ -134,7 +134,3 @@ JOBS = {"train": train_job, "predict": predict_job}
 
 def handle(job: dict, workdir: Path, progress: Progress) -> dict:
     return JOBS[job["kind"]](job, workdir, progress)
-
-
-if __name__ == "__main__":
-    raise SystemExit(worker_main(handle))

@@ -30,9 +30,9 @@ from backendlab.specs import check_spec
 from backendlab.tune.grid import TOLERANCES, Grid, Setting, default_setting, single_axis_settings
 from backendlab.tune.report import snippet, write_outputs
 from backendlab.tune.results import Best, NativeRow, Profile, TuneReport, TuneRow
-from backendlab.workers import run_worker
-
-WORKER_MODULE = "backendlab.tune.worker"
+from backendlab.tune.worker import handle
+from backendlab.workers.protocol import Job
+from backendlab.workers.runner import run_job
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,8 @@ def run_tune(
         def on_progress(p: dict) -> None:
             progress.update(task, completed=p.get("done", 0), total=p.get("total") or 1, stage=p.get("stage", ""))
 
-        outcome = run_worker(WORKER_MODULE, backend, job, workdir, timeout=opts.timeout_s, on_progress=on_progress)
+        # A process of its own: the thread counts are set before the framework starts.
+        outcome = run_job(Job(backend, handle, job, workdir, opts.timeout_s, on_progress, fresh=True))
         if outcome.ok:
             progress.update(task, stage=f"done in {outcome.wall_s:.0f}s")
             return outcome.result

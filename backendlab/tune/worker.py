@@ -31,7 +31,6 @@ from backendlab.training.keras_fixes import set_random_seed
 from backendlab.tune.grid import Setting, applicable, resolved
 from backendlab.tune.grid import combine as combine_settings
 from backendlab.tune.results import DIFFERS, NOT_CHECKED, REFERENCE, SAME, NativeRow, Parity, Profile, TuneRow
-from backendlab.workers import worker_main
 
 PARTIAL = "partial.json"
 PROFILE_STEPS = 10
@@ -403,7 +402,3 @@ def run_native(cell: dict, job: dict, native) -> NativeRow:
     out.samples_per_sec, out.ms_per_step = bench.samples_per_sec, bench.ms_per_step
     out.samples_per_sec_min, out.samples_per_sec_max = bench.samples_per_sec_min, bench.samples_per_sec_max
     return out
-
-
-if __name__ == "__main__":
-    raise SystemExit(worker_main(handle))

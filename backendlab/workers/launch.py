@@ -1,8 +1,8 @@
 """``--processes N``: N processes on this machine that behave like N hosts, and the launcher that watches them.
 
-``python -m backendlab.launch N BACKEND MODULE ARGS...`` starts N copies of ``python -m MODULE ARGS``
+``python -m backendlab.workers.launch N BACKEND MODULE ARGS...`` starts N copies of ``python -m MODULE ARGS``
 (torch: N ``torchrun --nnodes N`` agents with a c10d rendezvous, one rank each), each knowing its
-place from the environment (:data:`PROCESS_ID`, :data:`PROCESSES`, :data:`ADDRESSES`: one free
+place from the environment (:mod:`~backendlab.workers.ranks`: ``PROCESS_ID``, ``PROCESSES``, ``ADDRESSES``: one free
 localhost port per process, the first the coordinator's). Each process joins the others through its
 backend's own engine (``_impl.<backend>.join_processes``) and reads only its own share of every
 global batch.
@@ -11,7 +11,7 @@ The launcher imports no framework. It watches every process: the first that ends
 ends the run at once. The others, likely blocked in a collective waiting for the one that died,
 are killed with all they started, and the launcher's last line names that process and its error:
 ``backendlab: error: process 1 of 2 failed: RuntimeError: ...``. Each process dies with the
-launcher (:class:`~backendlab.processes.ProcessTree`), so nothing outlives it.
+launcher (:class:`~backendlab.workers.processes.ProcessTree`), so nothing outlives it.
 
 On several real hosts the same variables are set by hand on each host (see the README); only the
 addresses change.
@@ -34,13 +34,10 @@ from collections import deque
 from pathlib import Path
 
 from backendlab.backends import ALL_BACKENDS, Backend
-from backendlab.processes import ProcessTree, signals_held
+from backendlab.workers.processes import ProcessTree, die_with_orchestrator, signals_held
+from backendlab.workers.protocol import USAGE_PREFIX, last_error_line
+from backendlab.workers.ranks import ADDRESSES, PROCESS_ID, PROCESSES, RANK_FILE
 
-#: Which of the processes this one is (0 .. N-1), how many there are, and ``host:port`` of each, comma-separated.
-PROCESS_ID, PROCESSES, ADDRESSES = "BACKENDLAB_PROCESS_ID", "BACKENDLAB_PROCESSES", "BACKENDLAB_ADDRESSES"
-#: Where a process started under a launcher (torchrun) that numbers the ranks itself writes its rank.
-RANK_FILE = "BACKENDLAB_RANK_FILE"
-USAGE_PREFIX = "backendlab: error: "
 #: How long the other processes have to end on their own after one ended with a usage error (exit 2).
 USAGE_GRACE_S = 10.0
 #: How long, after one process failed, the launcher listens for the others before it kills them.
@@ -85,48 +82,14 @@ def process_commands(backend: Backend, processes: int, module: str, args: list[s
     return command, envs
 
 
-def process_place(processes: int) -> tuple[int, list[str]]:
-    """This process's number and every process's ``host:port``, from the launcher (or, on real hosts, the user)."""
-    from backendlab.errors import UsageError
-
-    addresses = [a for a in os.environ.get(ADDRESSES, "").split(",") if a]
-    rank = os.environ.get(PROCESS_ID, "")
-    if len(addresses) != processes or not rank.isdigit() or int(rank) >= processes:
-        raise UsageError(
-            f"--processes {processes} needs {PROCESS_ID} (0 to {processes - 1}) and {ADDRESSES} "
-            f"({processes} host:port, the first the coordinator's) in each process; backendlab's command line sets them"
-        )
-    return int(rank), addresses
-
-
-def note_rank() -> None:
-    """In a process torchrun started for ``--processes``: tell the launcher which rank it got."""
-    path = os.environ.get(RANK_FILE)
-    if path and "RANK" in os.environ:
-        Path(path).write_text(os.environ["RANK"])
-
-
-def leave_now(code: int) -> None:
-    """End a process of ``--processes`` that failed, now: JAX's exit would first wait, at a barrier, for
-    the other processes, which wait in a collective for this one."""
-    path = os.environ.get(RANK_FILE)
-    if path:  # when it failed: what fails in the others because it left comes later (see launch)
-        Path(f"{path}.failed").write_text(repr(time.time()))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 def _error_line(lines: list[str]) -> str:
     """The process's own last error; torchrun's report of its failed rank (``ChildFailedError``) is left out."""
-    from backendlab.workers import _last_error_line
-
     lines = [line for line in lines if not re.match(r"[EWI]\d{4} ", line)]  # torchrun's log lines
     report = next((i for i, line in enumerate(lines) if "ChildFailedError" in line), None)
     if report is not None:  # cut at the traceback that ends in torchrun's report
         tracebacks = [i for i, line in enumerate(lines[:report]) if line.startswith("Traceback")]
         lines = lines[: tracebacks[-1] if tracebacks else report]
-    return _last_error_line("\n".join(lines[-40:]))
+    return last_error_line("\n".join(lines[-40:]))
 
 
 class _Process:
@@ -240,8 +203,6 @@ def _kill(started: list[_Process]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from backendlab.processes import die_with_orchestrator
-
     die_with_orchestrator()
     processes, backend, module, *args = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
