@@ -8,14 +8,14 @@ import dataclasses
 from backendlab.backends import BACKEND_NAMES
 from backendlab.compare.results import (
     DEFAULT_ATOL,
-    DEFAULT_EXPORT_ATOL,
     DEFAULT_LOCATE_THRESHOLD,
     DEFAULT_RTOL,
     DEFAULT_STAT_RTOL,
-    EXPORT_FORMATS,
     CompareOptions,
 )
 from backendlab.compare.run import Compare
+from backendlab.export.formats import DEFAULT_ATOL as DEFAULT_EXPORT_ATOL
+from backendlab.export.formats import FORMATS as EXPORT_FORMATS
 from backendlab.runspec import RunSpec, positive_float
 
 

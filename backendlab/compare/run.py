@@ -10,7 +10,7 @@ The orchestrator (this module) imports no framework. It keeps one warm worker pe
    same batches in the same order (backendlab's seeded NumPy generator);
 2. where a backend diverges (or everywhere, with ``locate``), the step where it parts is
    taken apart on it and on the reference, from the same replayed state, phase by phase
-   (:mod:`backendlab.probe`, :func:`backendlab.compare.locate.locate`);
+   (:mod:`backendlab.compare.probe`, :func:`backendlab.compare.locate.locate`);
 3. side by side, each then loads every backend's saved ``.keras`` file and predicts (the
    portability matrix); Keras's numpy backend, where it can run the model, predicts with
    the starting weights as an independent reference;
@@ -44,7 +44,7 @@ from backendlab.workers import RESULT, WorkerOutcome, run_worker
 WORKER_MODULE = "backendlab.compare.worker"
 #: The job handlers a warm worker runs for compare: training and loading; replaying and probing a step.
 HANDLER = f"{WORKER_MODULE}:handle"
-LOCATOR = "backendlab.probe:handle"
+LOCATOR = "backendlab.compare.probe:handle"
 INITIAL_WEIGHTS = "initial.weights.h5"
 
 

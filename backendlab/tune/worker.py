@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backendlab._impl.common import median_ms
 from backendlab.backends import ensure_backend
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, SHAPES
 from backendlab.bench.worker import EpochTimer, build_keras, native_cell, peak_rss_mb, steps_for
@@ -27,7 +28,6 @@ from backendlab.compare.diff import Diff, combine
 from backendlab.errors import one_line
 from backendlab.keras_fixes import set_random_seed
 from backendlab.results import to_jsonable, write_json
-from backendlab.timing import median_ms
 from backendlab.tune.grid import Setting, applicable, resolved
 from backendlab.tune.grid import combine as combine_settings
 from backendlab.tune.results import DIFFERS, NOT_CHECKED, REFERENCE, SAME, NativeRow, Parity, Profile, TuneRow

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from backendlab.layers.check import DEFAULT_ATOL, DEFAULT_RTOL  # no framework at import
 from backendlab.runspec import positive_float
-from backendlab.testing import DEFAULT_ATOL, DEFAULT_RTOL  # no framework at import
 
 DTYPES = ("float32", "float64", "int32", "int64")
 
@@ -75,7 +75,7 @@ def random_inputs(shape: tuple[int, ...], dtype: str, seed: int, max_int: int):
 
 def run_check_layer(args) -> int:
     from backendlab.errors import UsageError
-    from backendlab.testing import BackendsDisagree, assert_backends_agree
+    from backendlab.layers.check import BackendsDisagree, assert_backends_agree
 
     if args.max_int < 1:
         raise UsageError(f"--max-int must be 1 or more, got {args.max_int}")
