@@ -18,12 +18,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backendlab.backends import BACKENDS, get_backend
+from backendlab.backends import BACKENDS, Wording, plan
 from backendlab.bench.presets import Preset
 from backendlab.bench.report import markdown_report, notes, plot_png, rich_table
 from backendlab.bench.results import BenchReport, BenchRow, Machine, WorkerFailure
 from backendlab.bench.shapes import SHAPES
-from backendlab.errors import UsageError
 from backendlab.results import atomic_write_bytes, atomic_write_text, read_json, write_json
 from backendlab.workers import run_worker
 
@@ -98,13 +97,10 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def check_backends(names: tuple[str, ...]) -> None:
-    for name in names:
-        backend = get_backend(name)
-        if not backend.installed:
-            raise UsageError(
-                f"backend {name!r} needs {backend.framework}, which is not installed: {backend.install_hint}"
-            )
+#: bench's and tune's words for a backend they cannot run (a backend may be named twice).
+BACKEND_WORDING = Wording(
+    twice=None, missing="backend {name!r} needs {framework}, which is not installed: {hint}", empty=None
+)
 
 
 def machine_for(backends, matmul: dict, devices: dict, keras_version: str | None = None) -> Machine:
@@ -141,7 +137,7 @@ def run_preset(
     console: Console | None = None,
 ) -> BenchReport:
     """Run ``preset`` on each of its backends and write ``bench.json``, ``bench.md``, ``bench.png``."""
-    check_backends(preset.backends)
+    plan(preset.backends, wording=BACKEND_WORDING)
     out_dir = Path(out_dir)
     console = console or Console(stderr=True)
     job = make_job(preset)

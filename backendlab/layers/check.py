@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from backendlab.backends import BACKEND_NAMES, BACKENDS
+from backendlab.backends import plan
 from backendlab.compare.diff import Diff
 from backendlab.errors import UsageError
 from backendlab.layers.worker import ARRAYS, WEIGHTS
@@ -151,26 +151,6 @@ def _check_spec_names_a_function(spec: str) -> None:
     defined |= {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if hasattr(t, "id")}
     if name not in defined:
         raise UsageError(f"layer factory {spec!r}: {target!r} defines no function {name!r} at module level")
-
-
-def plan_backends(backends: Sequence[str] | None) -> list[str]:
-    """The backends to run, the reference first: those asked for, or every installed one."""
-    if backends is None:
-        names = [n for n in BACKEND_NAMES if BACKENDS[n].installed]
-        if not names:
-            raise UsageError(f"no backend is installed: {BACKENDS[BACKEND_NAMES[0]].install_hint}")
-        return names
-    names = [backends] if isinstance(backends, str) else list(backends)
-    if not names:
-        raise UsageError("backends is empty: name at least one of " + ", ".join(BACKEND_NAMES))
-    for name in names:
-        if name not in BACKENDS:
-            raise UsageError(f"unknown backend {name!r}: valid backends are {', '.join(BACKEND_NAMES)}")
-        if not BACKENDS[name].installed:
-            raise UsageError(f"backend {name!r} is not installed: {BACKENDS[name].install_hint}")
-    if len(set(names)) != len(names):
-        raise UsageError(f"backends names a backend twice: {', '.join(names)}")
-    return names
 
 
 def write_inputs(inputs, path: Path) -> dict:
@@ -378,7 +358,7 @@ def assert_backends_agree(
     Returns the :class:`ParityReport` (every check with its differences) when all agree.
     """
     spec = factory_spec(factory)
-    names = plan_backends(backends)
+    names = plan(backends, only_installed=True).run
     with tempfile.TemporaryDirectory(prefix="backendlab-parity-") as tmp:
         report = run_checks(
             spec,

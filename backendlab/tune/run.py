@@ -19,9 +19,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from backendlab.backends import BACKEND_NAMES
+from backendlab.backends import BACKEND_NAMES, plan
 from backendlab.bench.results import WorkerFailure
-from backendlab.bench.run import check_backends, machine_for
+from backendlab.bench.run import BACKEND_WORDING, machine_for
 from backendlab.bench.shapes import SHAPES
 from backendlab.errors import UsageError
 from backendlab.results import read_json
@@ -119,7 +119,7 @@ def run_tune(
 ) -> TuneReport:
     """Tune ``opts.models`` on each backend; writes ``tune.json``, ``tune.md`` and ``tune.png`` to ``out_dir``."""
     opts.check()
-    check_backends(opts.backends)
+    plan(opts.backends, wording=BACKEND_WORDING)
     out_dir = Path(out_dir)
     console = console or Console(stderr=True)
     start = time.perf_counter()
