@@ -122,13 +122,25 @@ def preset_from_args(args) -> Preset:
     )
 
 
+def run_with_bars(preset: Preset, out, *, json_path=None, console=None):
+    """:func:`backendlab.bench.run.run_preset`, with one progress bar per backend on ``console`` (default: stderr)."""
+    from rich.console import Console
+
+    from backendlab.bench.run import run_preset
+    from backendlab.cli_display import ProgressBars
+
+    with ProgressBars(console or Console(stderr=True), width=11) as bars:
+        return run_preset(preset, out, json_path=json_path, on_progress=bars)
+
+
 def run_bench(args) -> int:
     from rich.console import Console
 
-    from backendlab.bench.run import print_report, run_preset
+    from backendlab.bench.report import notes, rich_table
+    from backendlab.cli_display import print_summary
 
     preset = preset_from_args(args)
-    report = run_preset(preset, args.out, json_path=args.json, console=Console(stderr=True))
-    print_report(report, Console())
+    report = run_with_bars(preset, args.out, json_path=args.json, console=Console(stderr=True))
+    print_summary(Console(), rich_table(report), notes(report), report.failures)
     Console(stderr=True).print(f"wrote {args.out}/bench.json, bench.md, bench.png", highlight=False)
     return 1 if report.failures else 0

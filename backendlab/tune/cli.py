@@ -126,21 +126,27 @@ def options_from_args(args):
     ).check()
 
 
+def tune_with_bars(opts, out, *, json_path=None, console=None):
+    """:func:`backendlab.tune.run.run_tune`, with one progress bar per worker on ``console`` (default: stderr)."""
+    from rich.console import Console
+
+    from backendlab.cli_display import ProgressBars
+    from backendlab.tune.run import run_tune as tune
+
+    with ProgressBars(console or Console(stderr=True), width=22) as bars:
+        return tune(opts, out, json_path=json_path, on_progress=bars)
+
+
 def run_tune(args) -> int:
     from rich.console import Console
 
+    from backendlab.cli_display import print_summary
     from backendlab.results import check_writable
     from backendlab.tune.report import notes, rich_table
-    from backendlab.tune.run import run_tune as tune
 
     opts = options_from_args(args)
     check_writable(args.out, "--out", folder=True)
-    report = tune(opts, args.out, json_path=args.json, console=Console(stderr=True))
-    console = Console(width=160)
-    console.print(rich_table(report))
-    for line in notes(report):
-        console.print(line, markup=False, highlight=False)
-    for failure in report.failures:
-        console.print(f"[red]{failure.backend}: worker {failure.status}[/red]: {failure.message}", highlight=False)
+    report = tune_with_bars(opts, args.out, json_path=args.json, console=Console(stderr=True))
+    print_summary(Console(width=160), rich_table(report), notes(report), report.failures)
     Console(stderr=True).print(f"wrote {args.out}/tune.json, tune.md, tune.png", highlight=False)
     return 1 if report.failures else 0
