@@ -18,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -132,6 +133,71 @@ def get_backend(name: str) -> Backend:
 
 def installed_backends() -> list[Backend]:
     return [b for b in BACKENDS.values() if b.installed]
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a command words :func:`plan`'s errors; its users (and its tests) read these exact lines.
+
+    ``{name}``: the backend; ``{valid}``: every backend's name; ``{names}``: the names asked for,
+    joined by ``separator``; ``{framework}``, ``{hint}``: the missing backend's and how to install it.
+    ``twice`` None: a backend may be named twice; ``empty`` None: an empty list is not refused here.
+    """
+
+    unknown: str = "unknown backend {name!r}: valid backends are {valid}"
+    twice: str | None = "backends names a backend twice: {names}"
+    missing: str = "backend {name!r} is not installed: {hint}"
+    empty: str | None = "backends is empty: name at least one of {valid}"
+    separator: str = ", "
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which backends a command runs, in the order asked (the first is the reference), and which it skips."""
+
+    run: list[str]
+    #: Each backend asked for that is not installed, and why it cannot run (only with ``skip_missing``).
+    skipped: dict[str, str]
+    #: Whether the backends were named (not the default).
+    named: bool
+
+
+def plan(
+    requested: str | Sequence[str] | None,
+    *,
+    only_installed: bool = False,
+    skip_missing: bool = False,
+    wording: Wording = Wording(),
+) -> Plan:
+    """The one rule for which backends run: those ``requested``, or by default every backend
+    (``only_installed``: every installed one). A name must be a backend; one not installed is
+    refused, or with ``skip_missing`` skipped (and at least one must remain). Imports no framework."""
+    valid = ", ".join(BACKEND_NAMES)
+    named = requested is not None
+    if not named:
+        names = [n for n in BACKEND_NAMES if BACKENDS[n].installed or not only_installed]
+        if not names:
+            raise UsageError(f"no backend is installed: {BACKENDS[BACKEND_NAMES[0]].install_hint}")
+    else:
+        names = [requested] if isinstance(requested, str) else list(requested)
+        if not names and wording.empty is not None:
+            raise UsageError(wording.empty.format(valid=valid))
+    skipped = {}
+    for name in names:
+        if name not in BACKENDS:
+            raise UsageError(wording.unknown.format(name=name, valid=valid))
+        backend = BACKENDS[name]
+        if backend.installed:
+            continue
+        if not skip_missing:
+            raise UsageError(wording.missing.format(name=name, framework=backend.framework, hint=backend.install_hint))
+        skipped[name] = f"{backend.framework} is not installed: {backend.install_hint}"
+    if wording.twice is not None and len(set(names)) != len(names):
+        raise UsageError(wording.twice.format(names=wording.separator.join(names)))
+    run = [n for n in names if n not in skipped]
+    if skip_missing and not run:
+        raise UsageError("no requested backend is installed: " + "; ".join(skipped.values()))
+    return Plan(run, skipped, named)
 
 
 def requested_backend_name() -> str:

@@ -40,8 +40,8 @@ SUBCOMMANDS = {
     "compare": ("backendlab.compare.cli", "Train on every backend from the same weights and batches; compare."),
     "bench": ("backendlab.bench.cli", "Throughput of each backend against native loops and the matmul peak."),
     "tune": ("backendlab.tune.cli", "The fastest settings per backend for a model, each proven to train the same."),
-    "export": ("backendlab.export_cli", "Export a saved .keras model as ONNX or a SavedModel; --check runs it."),
-    "check-layer": ("backendlab.check_layer_cli", "Check that a layer computes the same on every backend."),
+    "export": ("backendlab.export.cli", "Export a saved .keras model as ONNX or a SavedModel; --check runs it."),
+    "check-layer": ("backendlab.layers.cli", "Check that a layer computes the same on every backend."),
 }
 
 

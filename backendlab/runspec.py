@@ -42,6 +42,30 @@ def positive_float(text: str) -> float:
     return value
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """``a,b``: the items of a comma-separated list, at least one."""
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list, got {text!r}")
+    return items
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """``1,2``: comma-separated positive integers, at least one."""
+    try:
+        values = tuple(int(item) for item in comma_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+def name_list(text: str) -> list[str]:
+    """``a,b``: the names in a comma-separated list, maybe none (the caller says what an empty one means)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def option(default: Any, help: str, *, type: Any = None, choices: tuple | None = None, flag: bool = True) -> Any:
     """A RunSpec field with its command-line flag; ``flag=False``: set by backendlab, not by a flag."""
     meta = {"help": help, "type": type, "choices": choices, "flag": flag}

@@ -15,8 +15,9 @@ import sys
 
 from rich.console import Console
 
+from backendlab.tune.cli import tune_with_bars
 from backendlab.tune.report import notes, rich_table
-from backendlab.tune.run import TuneOptions, run_tune
+from backendlab.tune.run import TuneOptions
 
 CELLS = (("mlp", 256), ("cnn", 32))
 
@@ -28,7 +29,7 @@ if __name__ == "__main__":
     args = parser.parse_args()
     chosen = {"backends": tuple(args.backends.split(","))} if args.backends else {}
     options = TuneOptions(cells=CELLS, repeats=args.repeats, samples_per_repeat=4096, **chosen)
-    report = run_tune(options, args.out, console=Console(stderr=True))
+    report = tune_with_bars(options, args.out, console=Console(stderr=True))
     console = Console(width=160)
     console.print(rich_table(report))
     for line in notes(report):

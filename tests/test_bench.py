@@ -65,7 +65,7 @@ def bench(tmp_path_factory):
     """(report, output folder) of one tiny run: mlp and cnn fit, batch 32, 2 repeats, spe 1 and 2."""
     from rich.console import Console
 
-    from backendlab.bench.run import run_preset
+    from backendlab.bench.cli import run_with_bars as run_preset
 
     folder = tmp_path_factory.mktemp("bench")
     raises, kills = folder / "raises.py", folder / "kills.py"

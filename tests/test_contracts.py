@@ -37,7 +37,8 @@ def public_names(path: Path) -> set[str]:
 
 
 def backend_modules(package: str | Path) -> list[Path]:
-    return sorted(p for p in (ROOT / package).glob("*.py") if p.name != "__init__.py")
+    """Each backend's module; ``common.py`` is what they share, not a backend."""
+    return sorted(p for p in (ROOT / package).glob("*.py") if p.name not in ("__init__.py", "common.py"))
 
 
 def shown(path: Path) -> str:
@@ -88,3 +89,95 @@ def test_a_gap_names_the_file_and_the_missing_names(tmp_path):
         f"{package / 'torch.py'} lacks make_train_step (defined in jax.py)",
         f"{package / 'torch.py'} lacks sync (defined in jax.py)",
     ]
+
+
+# --- the package's layering, read from the source with ``ast`` ------------------------------------
+
+#: What ``backendlab/_impl`` may import from backendlab: it sits at the bottom.
+IMPL_MAY_IMPORT = ("backendlab.backends", "backendlab.errors", "backendlab.workers.ranks")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted((ROOT / "backendlab").rglob("*.py"))}
+
+
+def imported(path: Path, modules, *, module_level: bool) -> set[str]:
+    """The backendlab modules ``path`` imports (``from backendlab.x import y``: ``backendlab.x.y`` where
+    that is a module). ``module_level``: only the imports run when it is imported, not those in functions."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if module_level and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "backendlab")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "backendlab":
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else node.module)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(), filename=str(path)))
+    return found
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle in ``graph`` (its modules in import order, the first again at the end), or []."""
+    state: dict[str, int] = {}  # 1: on the path being walked, 2: done
+    path: list[str] = []
+
+    def walk(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := walk(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in sorted(graph):
+        if node not in state and (found := walk(node)):
+            return found
+    return []
+
+
+def test_impl_imports_from_backendlab_only_what_sits_below_it():
+    modules = package_modules()
+    allowed = {*IMPL_MAY_IMPORT, *(m for m in modules if m.startswith("backendlab._impl"))}
+    wrong = {
+        shown(path): sorted(imported(path, modules, module_level=False) - allowed)
+        for name, path in modules.items()
+        if name.startswith("backendlab._impl")
+    }
+    wrong = {where: names for where, names in wrong.items() if names}
+    assert not wrong, f"backendlab/_impl imports from above it: {wrong}"
+
+
+def test_the_package_has_no_import_cycle():
+    """No cycle among the imports a module runs when it is imported (its module-level imports).
+
+    Imports inside functions are left out: a few are lazy on purpose, to import a framework or a
+    heavier module only when a command needs it, and some of those point back (``backendlab.launch``
+    and ``backendlab.workers`` call each other inside functions). An import names its module
+    (``from backendlab.x import y``: ``backendlab.x.y`` where that is a module, else ``backendlab.x``);
+    the package ``__init__`` that Python runs first is not counted, or every package would cycle
+    through its own ``__init__``.
+    """
+    modules = package_modules()
+    graph = {name: imported(path, modules, module_level=True) & set(modules) for name, path in modules.items()}
+    found = cycle(graph)
+    assert not found, "import cycle: " + " -> ".join(found)
+
+
+def test_a_cycle_is_found_and_named():
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert cycle({"a": {"b"}, "b": set(), "c": {"b"}}) == []

@@ -87,7 +87,7 @@ def test_a_batch_size_fixed_at_one_is_caught(prepared, backend, tmp_path):
 
 
 def test_an_export_that_predicts_differently_diverges(prepared, monkeypatch, tmp_path):
-    import backendlab.export as export
+    import backendlab.export.run as export
 
     prep = prepared["mlp"]
 

@@ -213,7 +213,7 @@ for _name, _spec in {
     CASES[_name] = (_spec, {"tensorflow": None, "torch": None})
 
 
-LOCATOR = "backendlab.probe:handle"
+LOCATOR = "backendlab.compare.probe:handle"
 
 
 def run_probe_jobs(pool, jobs: dict[str, list[dict]], folder: Path) -> dict[str, list[dict]]:

@@ -43,7 +43,7 @@ def backendlab_pool(pool):
 
 def test_importing_the_helper_and_the_plugin_pulls_in_no_framework():
     code = (
-        "import sys, backendlab.testing, backendlab.pytest_plugin, backendlab.check_layer_cli\n"
+        "import sys, backendlab.testing, backendlab.layers.pytest_plugin, backendlab.layers.cli\n"
         f"print([m for m in {('keras', *FRAMEWORKS)!r} if m in sys.modules])\n"
     )
     done = run_python(code)

@@ -86,8 +86,8 @@ def test_a_generator_pipeline_trains_here_with_its_own_batches(backend):
 def test_bench_has_an_input_stall_for_each_pipeline_kind(tmp_path):
     from rich.console import Console
 
+    from backendlab.bench.cli import run_with_bars as run_preset
     from backendlab.bench.presets import PRESETS
-    from backendlab.bench.run import run_preset
 
     preset = PRESETS["tiny"].with_options(
         models=("mlp",), modes=("fit",), pipelines=tuple(PIPELINES.values()), native=False, samples_per_repeat=128

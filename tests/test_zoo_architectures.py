@@ -63,8 +63,8 @@ def test_compare_agrees_with_stochastic_layers_disabled(pool, tmp_path, model):
 def test_each_architecture_has_bench_rows(tmp_path):
     from rich.console import Console
 
+    from backendlab.bench.cli import run_with_bars as run_preset
     from backendlab.bench.presets import PRESETS
-    from backendlab.bench.run import run_preset
 
     models = tuple(m for m in ARCHITECTURES if HUB or m not in HUB_MODELS)
     # One fit cell per backend and model, one timed step (JAX compiles each model: tens of seconds).

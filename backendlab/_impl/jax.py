@@ -8,7 +8,6 @@ import jax
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
-from backendlab.timing import median_ms
 from backendlab.workers.ranks import process_place
 
 
@@ -183,7 +182,7 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
     """
     import keras
 
-    from backendlab.layer_check import differentiable, weighted_sum
+    from backendlab._impl.common import differentiable, weighted_sum
 
     leaves = keras.tree.flatten(inputs)
     wrt = [i for i, x in enumerate(leaves) if differentiable(x)]
@@ -211,6 +210,8 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
 
 def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, float]:
     """Median ms of a step's forward pass, loss and backward, and optimizer update, each its own jax.jit."""
+    from backendlab._impl.common import median_ms
+
     optimizer.build(model.trainable_variables)
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]

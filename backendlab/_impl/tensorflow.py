@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
-from backendlab.timing import median_ms
 from backendlab.workers.ranks import has_tf_config, process_place, set_tf_config
 
 
@@ -155,7 +154,7 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
     """
     import keras
 
-    from backendlab.layer_check import differentiable, weighted_sum
+    from backendlab._impl.common import differentiable, weighted_sum
 
     leaves = [tf.convert_to_tensor(x) for x in keras.tree.flatten(inputs)]
     wrt = [i for i, x in enumerate(leaves) if differentiable(x)]
@@ -176,6 +175,8 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
 
 def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, float]:
     """Median ms of a step's forward pass, loss and backward, and optimizer update, each its own tf.function."""
+    from backendlab._impl.common import median_ms
+
     optimizer.build(model.trainable_variables)
     forward = tf.function(lambda: model(x, training=True))
 

@@ -9,7 +9,6 @@ import torch.distributed as dist
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
-from backendlab.timing import median_ms
 from backendlab.workers.ranks import local_rank, local_world_size, under_torchrun
 
 
@@ -188,7 +187,7 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
     """
     import keras
 
-    from backendlab.layer_check import differentiable, weighted_sum
+    from backendlab._impl.common import differentiable, weighted_sum
 
     leaves = [keras.ops.convert_to_tensor(x) for x in keras.tree.flatten(inputs)]
     wrt = [i for i, x in enumerate(leaves) if differentiable(x)]
@@ -210,6 +209,8 @@ def input_and_weight_gradients(layer, inputs, cotangent, training):
 
 def profile_phases(model, loss_fn, optimizer, x, y, repeats: int) -> dict[str, float]:
     """Median ms of an eager step's forward pass, loss and backward, and optimizer update, each timed alone."""
+    from backendlab._impl.common import median_ms
+
     forward = median_ms(lambda: model(x, training=True), sync, repeats)
 
     def loss_and_backward():

@@ -11,26 +11,10 @@ import argparse
 from backendlab.backends import BACKEND_NAMES
 from backendlab.bench.presets import PRESETS, Preset, get_preset
 from backendlab.errors import UsageError
+from backendlab.runspec import comma_list, int_list
 
 MODES = ("fit", "predict")
 JIT = ("auto", "true", "false")
-
-
-def _list(text: str) -> tuple[str, ...]:
-    items = tuple(item.strip() for item in text.split(",") if item.strip())
-    if not items:
-        raise argparse.ArgumentTypeError(f"must be a comma-separated list, got {text!r}")
-    return items
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(item) for item in _list(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text!r}")
-    return values
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,42 +24,43 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="same as --preset quick (under 3 minutes on 2 cores)")
     parser.add_argument(
         "--models",
-        type=_list,
+        type=comma_list,
         default=None,
         help="comma-separated: mlp, cnn, rnn, transformer, or path/to/file.py:build (default: the preset's)",
     )
     parser.add_argument(
-        "--backends", type=_list, default=None, help=f"comma-separated, of {', '.join(BACKEND_NAMES)} (default: all)"
+        "--backends",
+        type=comma_list,
+        default=None,
+        help=f"comma-separated, of {', '.join(BACKEND_NAMES)} (default: all)",
     )
-    parser.add_argument("--batch-sizes", type=_int_list, default=None, help="comma-separated (default: the preset's)")
-    parser.add_argument("--modes", type=_list, default=None, help="comma-separated: fit, predict (default: both)")
+    parser.add_argument("--batch-sizes", type=int_list, default=None, help="comma-separated (default: the preset's)")
+    parser.add_argument("--modes", type=comma_list, default=None, help="comma-separated: fit, predict (default: both)")
+    parser.add_argument("--repeats", type=int_list, default=None, help="timed repeats per cell (default: the preset's)")
     parser.add_argument(
-        "--repeats", type=_int_list, default=None, help="timed repeats per cell (default: the preset's)"
-    )
-    parser.add_argument(
-        "--samples", type=_int_list, default=None, help="samples per timed repeat (default: the preset's)"
+        "--samples", type=int_list, default=None, help="samples per timed repeat (default: the preset's)"
     )
     parser.add_argument(
         "--steps-per-execution",
-        type=_int_list,
+        type=int_list,
         default=None,
         help="comma-separated; values > 1 are recorded as not applicable on torch (default: the preset's)",
     )
     parser.add_argument(
-        "--jit-compile", type=_list, default=None, help="comma-separated: auto, true, false (default: auto)"
+        "--jit-compile", type=comma_list, default=None, help="comma-separated: auto, true, false (default: auto)"
     )
     parser.add_argument(
-        "--threads", type=_int_list, default=None, help="intra-op threads (default: each framework's own)"
+        "--threads", type=int_list, default=None, help="intra-op threads (default: each framework's own)"
     )
     parser.add_argument(
         "--pipelines",
-        type=_list,
+        type=comma_list,
         default=None,
         help="what fit reads: arrays, tf.data, DataLoader, PyDataset, generator (default: arrays)",
     )
     parser.add_argument("--no-native", action="store_true", help="skip the native PyTorch/JAX/TensorFlow loops")
     parser.add_argument(
-        "--input-shape", type=_int_list, default=None, help="for a user model without an Input, e.g. 32,32,3"
+        "--input-shape", type=int_list, default=None, help="for a user model without an Input, e.g. 32,32,3"
     )
     parser.add_argument("--data", default=None, help="for a user model: file.py:function, a .npz, or a bundled dataset")
     parser.add_argument(
@@ -137,13 +122,25 @@ def preset_from_args(args) -> Preset:
     )
 
 
+def run_with_bars(preset: Preset, out, *, json_path=None, console=None):
+    """:func:`backendlab.bench.run.run_preset`, with one progress bar per backend on ``console`` (default: stderr)."""
+    from rich.console import Console
+
+    from backendlab.bench.run import run_preset
+    from backendlab.cli_display import ProgressBars
+
+    with ProgressBars(console or Console(stderr=True), width=11) as bars:
+        return run_preset(preset, out, json_path=json_path, on_progress=bars)
+
+
 def run_bench(args) -> int:
     from rich.console import Console
 
-    from backendlab.bench.run import print_report, run_preset
+    from backendlab.bench.report import notes, rich_table
+    from backendlab.cli_display import print_summary
 
     preset = preset_from_args(args)
-    report = run_preset(preset, args.out, json_path=args.json, console=Console(stderr=True))
-    print_report(report, Console())
+    report = run_with_bars(preset, args.out, json_path=args.json, console=Console(stderr=True))
+    print_summary(Console(), rich_table(report), notes(report), report.failures)
     Console(stderr=True).print(f"wrote {args.out}/bench.json, bench.md, bench.png", highlight=False)
     return 1 if report.failures else 0

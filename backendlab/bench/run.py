@@ -13,18 +13,15 @@ import io
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from backendlab.backends import BACKENDS, get_backend
+from backendlab.backends import BACKENDS, Wording, plan
 from backendlab.bench.presets import Preset
-from backendlab.bench.report import markdown_report, notes, plot_png, rich_table
+from backendlab.bench.report import markdown_report, plot_png
 from backendlab.bench.results import BenchReport, BenchRow, Machine, WorkerFailure
 from backendlab.bench.shapes import SHAPES
 from backendlab.bench.worker import handle
-from backendlab.errors import UsageError
 from backendlab.results import atomic_write_bytes, atomic_write_text, read_json, write_json
 from backendlab.workers.protocol import Job
 from backendlab.workers.runner import run_job
@@ -98,13 +95,10 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def check_backends(names: tuple[str, ...]) -> None:
-    for name in names:
-        backend = get_backend(name)
-        if not backend.installed:
-            raise UsageError(
-                f"backend {name!r} needs {backend.framework}, which is not installed: {backend.install_hint}"
-            )
+#: bench's and tune's words for a backend they cannot run (a backend may be named twice).
+BACKEND_WORDING = Wording(
+    twice=None, missing="backend {name!r} needs {framework}, which is not installed: {hint}", empty=None
+)
 
 
 def machine_for(backends, matmul: dict, devices: dict, keras_version: str | None = None) -> Machine:
@@ -138,53 +132,48 @@ def run_preset(
     out_dir: str | os.PathLike,
     *,
     json_path: str | os.PathLike | None = None,
-    console: Console | None = None,
+    on_progress: Callable[..., None] | None = None,
 ) -> BenchReport:
-    """Run ``preset`` on each of its backends and write ``bench.json``, ``bench.md``, ``bench.png``."""
-    check_backends(preset.backends)
+    """Run ``preset`` on each of its backends and write ``bench.json``, ``bench.md``, ``bench.png``.
+
+    ``on_progress(backend, stage, done=None, total=None, failed=False)``: each backend's progress,
+    in cells (:mod:`backendlab.cli_display` draws it).
+    """
+    plan(preset.backends, wording=BACKEND_WORDING)
     out_dir = Path(out_dir)
-    console = console or Console(stderr=True)
+    progress = on_progress or (lambda *args, **kwargs: None)
     job = make_job(preset)
+    cells = len(job["cells"])
     start = time.perf_counter()
     rows, failures, matmul, devices, keras_version = [], [], {}, {}, _version("keras")
-    columns = (
-        TextColumn("{task.description:<11}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stage]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        tasks = {name: progress.add_task(name, total=len(job["cells"]), stage="waiting") for name in preset.backends}
-        for name in preset.backends:
-            task = tasks[name]
-            progress.update(task, stage="starting")
-            workdir = out_dir / "workers" / name
-            outcome = run_job(
-                Job(
-                    name,
-                    handle,
-                    job,
-                    workdir,
-                    timeout=preset.timeout_s,
-                    on_progress=lambda p, task=task: progress.update(
-                        task, completed=p.get("done", 0), stage=p.get("stage", "")
-                    ),
-                    fresh=True,  # a process to itself: measured with nothing else imported or running
-                )
+    for name in preset.backends:
+        progress(name, "waiting", 0, cells)
+    for name in preset.backends:
+        progress(name, "starting")
+        workdir = out_dir / "workers" / name
+        outcome = run_job(
+            Job(
+                name,
+                handle,
+                job,
+                workdir,
+                timeout=preset.timeout_s,
+                on_progress=lambda p, name=name: progress(name, p.get("stage", ""), p.get("done", 0)),
+                fresh=True,  # a process to itself: measured with nothing else imported or running
             )
-            if outcome.ok:
-                result = outcome.result
-                rows += [BenchRow.from_dict(r) for r in result["rows"]]
-                matmul[name], devices[name] = result["matmul"], result["devices"]
-                keras_version = result.get("keras_version") or keras_version
-                progress.update(task, completed=len(job["cells"]), stage=f"done in {outcome.wall_s:.0f}s")
-            else:
-                partial = workdir / "rows.json"
-                if partial.exists():
-                    rows += [BenchRow.from_dict(r) for r in read_json(partial)]
-                failures.append(WorkerFailure(name, outcome.status, outcome.message, outcome.log_tail))
-                progress.update(task, stage=f"[red]{outcome.status}: {outcome.message[:60]}")
+        )
+        if outcome.ok:
+            result = outcome.result
+            rows += [BenchRow.from_dict(r) for r in result["rows"]]
+            matmul[name], devices[name] = result["matmul"], result["devices"]
+            keras_version = result.get("keras_version") or keras_version
+            progress(name, f"done in {outcome.wall_s:.0f}s", cells)
+        else:
+            partial = workdir / "rows.json"
+            if partial.exists():
+                rows += [BenchRow.from_dict(r) for r in read_json(partial)]
+            failures.append(WorkerFailure(name, outcome.status, outcome.message, outcome.log_tail))
+            progress(name, f"{outcome.status}: {outcome.message[:60]}", failed=True)
     peak = max((m["gflops"] for m in matmul.values()), default=None)
     finish_rows(rows, peak)
     machine = machine_for(preset.backends, matmul, devices, keras_version)
@@ -201,12 +190,3 @@ def write_outputs(report: BenchReport, out_dir: Path, json_path=None) -> None:
     buffer = io.BytesIO()
     plot_png(report, buffer)
     atomic_write_bytes(out_dir / "bench.png", buffer.getvalue())
-
-
-def print_report(report: BenchReport, console: Console | None = None) -> None:
-    console = console or Console()
-    console.print(rich_table(report))
-    for line in notes(report):
-        console.print(line, markup=False, highlight=False)
-    for failure in report.failures:
-        console.print(f"[red]{failure.backend}: worker {failure.status}[/red]: {failure.message}", highlight=False)

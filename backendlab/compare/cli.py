@@ -8,23 +8,19 @@ import dataclasses
 from backendlab.backends import BACKEND_NAMES
 from backendlab.compare.results import (
     DEFAULT_ATOL,
-    DEFAULT_EXPORT_ATOL,
     DEFAULT_LOCATE_THRESHOLD,
     DEFAULT_RTOL,
     DEFAULT_STAT_RTOL,
-    EXPORT_FORMATS,
     CompareOptions,
 )
 from backendlab.compare.run import Compare
-from backendlab.runspec import RunSpec, positive_float
-
-
-def _backend_list(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
+from backendlab.export.formats import DEFAULT_ATOL as DEFAULT_EXPORT_ATOL
+from backendlab.export.formats import FORMATS as EXPORT_FORMATS
+from backendlab.runspec import RunSpec, name_list, positive_float
 
 
 def _export_list(text: str) -> list[str]:
-    names = [] if text.strip() == "none" else _backend_list(text)
+    names = [] if text.strip() == "none" else name_list(text)
     unknown = [n for n in names if n not in EXPORT_FORMATS]
     if unknown:
         raise argparse.ArgumentTypeError(
@@ -39,7 +35,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
     parser.add_argument(
         "--backends",
-        type=_backend_list,
+        type=name_list,
         default=None,
         help=f"comma-separated (default: every installed one of {','.join(BACKEND_NAMES)})",
     )

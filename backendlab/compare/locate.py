@@ -1,6 +1,6 @@
 """Where two backends part within one training step, and why: a pure function of two probes.
 
-A probe (``backendlab.probe``) takes one step apart on one backend: each layer's output
+A probe (``backendlab.compare.probe``) takes one step apart on one backend: each layer's output
 (``forward``), the loss terms (``loss``), each variable's gradient (``gradient``), what one
 optimizer step changes (``update``) and the non-trainable changes of the forward pass
 (``state``). :func:`locate` walks a reference probe and another backend's in that order and

@@ -8,8 +8,8 @@ from pathlib import Path
 from rich.table import Table
 
 from backendlab.backends import REFERENCE_BACKENDS
-from backendlab.compare.results import EXPORT_FORMATS
 from backendlab.compare.verdict import QUANTITIES
+from backendlab.export.formats import FORMATS as EXPORT_FORMATS
 from backendlab.results import atomic_write_bytes, atomic_write_text
 
 #: The quantities each view shows, in the registry's order.

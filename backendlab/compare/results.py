@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from backendlab.compare.diff import Diff
 from backendlab.compare.locate import DEFAULT_THRESHOLD as DEFAULT_LOCATE_THRESHOLD
+from backendlab.export.formats import DEFAULT_ATOL as DEFAULT_EXPORT_ATOL
 from backendlab.results import NonFinite
 from backendlab.runspec import RunSpec
 
@@ -19,10 +20,6 @@ DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-3
 #: With stochastic layers on, only final metrics can be compared, and loosely.
 DEFAULT_STAT_RTOL = 0.1
-#: The formats of Keras's ``model.export`` that backendlab checks, and how close an export must predict
-#: (Keras's own ONNX tests compare with onnxruntime at 1e-6, 1e-5 for LSTM).
-EXPORT_FORMATS = ("tf_saved_model", "onnx")
-DEFAULT_EXPORT_ATOL = 1e-5
 
 
 @dataclass

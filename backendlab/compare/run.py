@@ -10,7 +10,7 @@ The orchestrator (this module) imports no framework. It keeps one warm worker pe
    same batches in the same order (backendlab's seeded NumPy generator);
 2. where a backend diverges (or everywhere, with ``locate``), the step where it parts is
    taken apart on it and on the reference, from the same replayed state, phase by phase
-   (:mod:`backendlab.probe`, :func:`backendlab.compare.locate.locate`);
+   (:mod:`backendlab.compare.probe`, :func:`backendlab.compare.locate.locate`);
 3. side by side, each then loads every backend's saved ``.keras`` file and predicts (the
    portability matrix); Keras's numpy backend, where it can run the model, predicts with
    the starting weights as an independent reference;
@@ -31,14 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from backendlab.backends import ALL_BACKENDS, BACKEND_NAMES, BACKENDS, REFERENCE_BACKENDS, installed_backends
+from backendlab.backends import ALL_BACKENDS, REFERENCE_BACKENDS, Wording, plan
 from backendlab.compare.locate import Divergence, locate, phases_table
+from backendlab.compare.probe import handle as probe_handle
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
 from backendlab.compare.verdict import TRAIN_ARRAYS, LoadedRun, TrainedRun, build_report
 from backendlab.compare.worker import handle
 from backendlab.errors import UsageError
 from backendlab.models import default_data
-from backendlab.probe import handle as probe_handle
 from backendlab.results import check_writable, read_json, write_json
 from backendlab.workers.protocol import MODEL, PROBE, RESULT, Handler, Job, Outcome
 from backendlab.workers.runner import WorkerPool
@@ -49,25 +49,13 @@ INITIAL_WEIGHTS = "initial.weights.h5"
 # --- planning -------------------------------------------------------------------------
 
 
-def plan_backends(requested: list[str] | None) -> tuple[list[str], dict[str, BackendReport], bool]:
-    """Which backends run, which are skipped, and whether a skip was asked for by name."""
-    named = requested is not None
-    names = list(requested) if named else list(BACKEND_NAMES)
-    for name in names:
-        if name not in BACKENDS:
-            raise UsageError(f"unknown backend {name!r} in --backends: valid backends are {', '.join(BACKEND_NAMES)}")
-    if len(set(names)) != len(names):
-        raise UsageError(f"--backends names a backend twice: {','.join(names)}")
-    installed = {b.name for b in installed_backends()}
-    skipped = {
-        n: BackendReport(n, "skipped", message=f"{BACKENDS[n].framework} is not installed: {BACKENDS[n].install_hint}")
-        for n in names
-        if n not in installed
-    }
-    runnable = [n for n in names if n in installed]
-    if not runnable:
-        raise UsageError("no requested backend is installed: " + "; ".join(r.message for r in skipped.values()))
-    return runnable, skipped, named and bool(skipped)
+#: compare's words for the backends it cannot run: those named on its command line (``--backends``).
+BACKEND_WORDING = Wording(
+    unknown="unknown backend {name!r} in --backends: valid backends are {valid}",
+    twice="--backends names a backend twice: {names}",
+    empty=None,
+    separator=",",
+)
 
 
 def train_job(opts: CompareOptions, initial: Path, make_initial: bool) -> dict:
@@ -130,7 +118,9 @@ class Compare:
         self.on_event = on_event or (lambda backend, stage, info: None)
         self.pool = pool
         self.env = dict(env or {})
-        self.runnable, self.skipped, self.named_skip = plan_backends(opts.backends)
+        backends = plan(opts.backends, skip_missing=True, wording=BACKEND_WORDING)
+        self.runnable, self.named_skip = backends.run, backends.named and bool(backends.skipped)
+        self.skipped = {n: BackendReport(n, "skipped", message=why) for n, why in backends.skipped.items()}
         if opts.reference is not None and opts.reference not in self.runnable:
             raise UsageError(
                 f"--reference {opts.reference!r} is not among the backends that can run: {', '.join(self.runnable)}"

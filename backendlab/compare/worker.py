@@ -82,7 +82,7 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
         save_model(prep.model, workdir / MODEL, trained_spec(prep))
     exports = {}
     if main and job.get("exports"):
-        from backendlab.export import check_exports
+        from backendlab.export.run import check_exports
 
         progress(total, total, "exporting", force=True)
         exports = check_exports(prep.model, prep.data.x_test, workdir / "exports", job["exports"], job["export_atol"])

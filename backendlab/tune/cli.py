@@ -8,15 +8,14 @@ from __future__ import annotations
 import argparse
 
 from backendlab.backends import BACKEND_NAMES
-from backendlab.bench.cli import _int_list, _list
 from backendlab.errors import UsageError
-from backendlab.runspec import positive_float, positive_int
+from backendlab.runspec import comma_list, int_list, positive_float, positive_int
 from backendlab.tune.grid import DTYPE_POLICIES, LOOPS
 
 
 def _bools(text: str) -> tuple[bool, ...]:
     values = {"true": True, "on": True, "false": False, "off": False}
-    items = _list(text)
+    items = comma_list(text)
     if any(item.lower() not in values for item in items):
         raise argparse.ArgumentTypeError(f"must be comma-separated true/false, got {text!r}")
     return tuple(values[item.lower()] for item in items)
@@ -25,7 +24,7 @@ def _bools(text: str) -> tuple[bool, ...]:
 def _threads(text: str) -> tuple[tuple[int | None, int | None], ...]:
     """``default,1/1,2/1``: intra/inter pairs (one number: the same for both)."""
     found = []
-    for item in _list(text):
+    for item in comma_list(text):
         if item == "default":
             found.append((None, None))
             continue
@@ -42,25 +41,31 @@ def _threads(text: str) -> tuple[tuple[int | None, int | None], ...]:
 
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--models", type=_list, default=("mlp",), help="comma-separated: mlp, cnn, rnn, transformer, or file.py:build"
+        "--models",
+        type=comma_list,
+        default=("mlp",),
+        help="comma-separated: mlp, cnn, rnn, transformer, or file.py:build",
     )
     parser.add_argument("--data", default=None, help="for a user model: file.py:function, a .npz, or a bundled dataset")
-    parser.add_argument("--input-shape", type=_int_list, default=None, help="for a user model without an Input")
-    parser.add_argument("--batch-sizes", type=_int_list, default=(256,), help="comma-separated (default: 256)")
+    parser.add_argument("--input-shape", type=int_list, default=None, help="for a user model without an Input")
+    parser.add_argument("--batch-sizes", type=int_list, default=(256,), help="comma-separated (default: 256)")
     parser.add_argument(
-        "--backends", type=_list, default=None, help=f"comma-separated, of {', '.join(BACKEND_NAMES)} (default: all)"
+        "--backends",
+        type=comma_list,
+        default=None,
+        help=f"comma-separated, of {', '.join(BACKEND_NAMES)} (default: all)",
     )
     parser.add_argument("--jit-compile", type=_bools, default=(True, False), help="values tried (default: true,false)")
     parser.add_argument(
-        "--steps-per-execution", type=_int_list, default=(1, 32), help="values tried where allowed (default: 1,32)"
+        "--steps-per-execution", type=int_list, default=(1, 32), help="values tried where allowed (default: 1,32)"
     )
-    parser.add_argument("--loops", type=_list, default=LOOPS, help="fit, trainstep (default: both)")
+    parser.add_argument("--loops", type=comma_list, default=LOOPS, help="fit, trainstep (default: both)")
     parser.add_argument(
         "--threads", type=_threads, default=((None, None), (1, 1)), help="INTRA/INTER pairs (default: default,1/1)"
     )
     parser.add_argument(
         "--dtype-policies",
-        type=_list,
+        type=comma_list,
         default=("float32", "mixed_bfloat16"),
         help=f"of {', '.join(DTYPE_POLICIES)}; mixed_float16 needs a GPU (default: float32,mixed_bfloat16)",
     )
@@ -121,21 +126,27 @@ def options_from_args(args):
     ).check()
 
 
+def tune_with_bars(opts, out, *, json_path=None, console=None):
+    """:func:`backendlab.tune.run.run_tune`, with one progress bar per worker on ``console`` (default: stderr)."""
+    from rich.console import Console
+
+    from backendlab.cli_display import ProgressBars
+    from backendlab.tune.run import run_tune as tune
+
+    with ProgressBars(console or Console(stderr=True), width=22) as bars:
+        return tune(opts, out, json_path=json_path, on_progress=bars)
+
+
 def run_tune(args) -> int:
     from rich.console import Console
 
+    from backendlab.cli_display import print_summary
     from backendlab.results import check_writable
     from backendlab.tune.report import notes, rich_table
-    from backendlab.tune.run import run_tune as tune
 
     opts = options_from_args(args)
     check_writable(args.out, "--out", folder=True)
-    report = tune(opts, args.out, json_path=args.json, console=Console(stderr=True))
-    console = Console(width=160)
-    console.print(rich_table(report))
-    for line in notes(report):
-        console.print(line, markup=False, highlight=False)
-    for failure in report.failures:
-        console.print(f"[red]{failure.backend}: worker {failure.status}[/red]: {failure.message}", highlight=False)
+    report = tune_with_bars(opts, args.out, json_path=args.json, console=Console(stderr=True))
+    print_summary(Console(width=160), rich_table(report), notes(report), report.failures)
     Console(stderr=True).print(f"wrote {args.out}/tune.json, tune.md, tune.png", highlight=False)
     return 1 if report.failures else 0

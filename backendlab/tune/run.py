@@ -13,15 +13,13 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from backendlab.backends import BACKEND_NAMES
+from backendlab.backends import BACKEND_NAMES, plan
 from backendlab.bench.results import WorkerFailure
-from backendlab.bench.run import check_backends, machine_for
+from backendlab.bench.run import BACKEND_WORDING, machine_for
 from backendlab.bench.shapes import SHAPES
 from backendlab.errors import UsageError
 from backendlab.results import read_json
@@ -115,40 +113,41 @@ def best_so_far(rows: list[TuneRow]) -> list[Setting]:
 
 
 def run_tune(
-    opts: TuneOptions, out_dir: str | os.PathLike, *, json_path=None, console: Console | None = None
+    opts: TuneOptions,
+    out_dir: str | os.PathLike,
+    *,
+    json_path=None,
+    on_progress: Callable[..., None] | None = None,
 ) -> TuneReport:
-    """Tune ``opts.models`` on each backend; writes ``tune.json``, ``tune.md`` and ``tune.png`` to ``out_dir``."""
+    """Tune ``opts.models`` on each backend; writes ``tune.json``, ``tune.md`` and ``tune.png`` to ``out_dir``.
+
+    ``on_progress(worker, stage, done=None, total=None, failed=False)``: each worker's progress
+    (:mod:`backendlab.cli_display` draws it).
+    """
     opts.check()
-    check_backends(opts.backends)
+    plan(opts.backends, wording=BACKEND_WORDING)
     out_dir = Path(out_dir)
-    console = console or Console(stderr=True)
+    progress = on_progress or (lambda *args, **kwargs: None)
     start = time.perf_counter()
     rows: list[TuneRow] = []
     natives: list[NativeRow] = []
     profiles: list[Profile] = []
     failures: list[WorkerFailure] = []
     matmul: dict = {}
-    columns = (
-        TextColumn("{task.description:<22}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stage]}"),
-        TimeElapsedColumn(),
-    )
 
-    def run_one(progress, name: str, backend: str, job: dict, workdir: Path) -> dict | None:
-        task = progress.add_task(name, total=1, stage="starting")
+    def run_one(name: str, backend: str, job: dict, workdir: Path) -> dict | None:
+        progress(name, "starting", 0, 1)
 
-        def on_progress(p: dict) -> None:
-            progress.update(task, completed=p.get("done", 0), total=p.get("total") or 1, stage=p.get("stage", ""))
+        def on_worker(p: dict) -> None:
+            progress(name, p.get("stage", ""), p.get("done", 0), p.get("total") or 1)
 
         # A process of its own: the thread counts are set before the framework starts.
-        outcome = run_job(Job(backend, handle, job, workdir, opts.timeout_s, on_progress, fresh=True))
+        outcome = run_job(Job(backend, handle, job, workdir, opts.timeout_s, on_worker, fresh=True))
         if outcome.ok:
-            progress.update(task, stage=f"done in {outcome.wall_s:.0f}s")
+            progress(name, f"done in {outcome.wall_s:.0f}s")
             return outcome.result
         failures.append(WorkerFailure(backend, outcome.status, outcome.message, outcome.log_tail))
-        progress.update(task, stage=f"[red]{outcome.status}: {outcome.message[:60]}")
+        progress(name, f"{outcome.status}: {outcome.message[:60]}", failed=True)
         partial = workdir / "partial.json"
         return read_json(partial) if partial.exists() else None
 
@@ -161,33 +160,30 @@ def run_tune(
         profiles.extend(Profile(**p) for p in result.get("profiles", []))
         return got
 
-    with Progress(*columns, console=console, transient=False) as progress:
-        for backend in opts.backends:
-            first_dir = out_dir / "workers" / backend
-            job = make_job(opts, single_axis_settings(opts.grid))
-            got = collect(run_one(progress, backend, backend, job, first_dir))
-            cells = len(job["cells"])
-            references = [str(first_dir / "parity" / f"cell{i}_0.npz") for i in range(cells)]
-            if not all(Path(p).exists() for p in references):
-                continue  # no default to judge against: the failure is already recorded
-            for intra, inter in opts.grid.threads:
-                if intra is None and inter is None:
-                    continue
-                candidates = [default_setting(), *best_so_far(got)]
-                settings = list(dict.fromkeys(s.replace(intra_threads=intra, inter_threads=inter) for s in candidates))
-                job = make_job(
-                    opts,
-                    settings,
-                    threads=[intra, inter],
-                    references=references,
-                    native=False,
-                    profile=False,
-                    search=False,
-                )
-                name = f"{backend} threads {intra}/{inter}"
-                collect(
-                    run_one(progress, name, backend, job, out_dir / "workers" / f"{backend}-threads-{intra}-{inter}")
-                )
+    for backend in opts.backends:
+        first_dir = out_dir / "workers" / backend
+        job = make_job(opts, single_axis_settings(opts.grid))
+        got = collect(run_one(backend, backend, job, first_dir))
+        cells = len(job["cells"])
+        references = [str(first_dir / "parity" / f"cell{i}_0.npz") for i in range(cells)]
+        if not all(Path(p).exists() for p in references):
+            continue  # no default to judge against: the failure is already recorded
+        for intra, inter in opts.grid.threads:
+            if intra is None and inter is None:
+                continue
+            candidates = [default_setting(), *best_so_far(got)]
+            settings = list(dict.fromkeys(s.replace(intra_threads=intra, inter_threads=inter) for s in candidates))
+            job = make_job(
+                opts,
+                settings,
+                threads=[intra, inter],
+                references=references,
+                native=False,
+                profile=False,
+                search=False,
+            )
+            name = f"{backend} threads {intra}/{inter}"
+            collect(run_one(name, backend, job, out_dir / "workers" / f"{backend}-threads-{intra}-{inter}"))
     finish(rows, natives)
     report = TuneReport(
         machine=machine_for(opts.backends, matmul, {}),

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from backendlab._impl.common import median_ms
 from backendlab.backends import ensure_backend
+from backendlab.bench.measure import EpochTimer, build_keras, native_cell, peak_rss_mb, steps_for
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, SHAPES
-from backendlab.bench.worker import EpochTimer, build_keras, native_cell, peak_rss_mb, steps_for
 from backendlab.compare.diff import Diff, combine
 from backendlab.errors import one_line
 from backendlab.results import to_jsonable, write_json
-from backendlab.timing import median_ms
 from backendlab.training.keras_fixes import set_random_seed
 from backendlab.tune.grid import Setting, applicable, resolved
 from backendlab.tune.grid import combine as combine_settings

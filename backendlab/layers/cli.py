@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from backendlab.runspec import positive_float
-from backendlab.testing import DEFAULT_ATOL, DEFAULT_RTOL  # no framework at import
+from backendlab.layers.check import DEFAULT_ATOL, DEFAULT_RTOL  # no framework at import
+from backendlab.runspec import name_list, positive_float
 
 DTYPES = ("float32", "float64", "int32", "int64")
 
@@ -24,10 +24,6 @@ def _shape(text: str) -> tuple[int, ...]:
     if not shape or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"sizes must be 1 or more, like 4,16; got {text!r}")
     return shape
-
-
-def _backend_list(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def add_check_layer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +41,7 @@ def add_check_layer_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backends",
-        type=_backend_list,
+        type=name_list,
         default=None,
         metavar="A,B",
         help="the backends to compare, the reference first (default: every installed one)",
@@ -75,7 +71,7 @@ def random_inputs(shape: tuple[int, ...], dtype: str, seed: int, max_int: int):
 
 def run_check_layer(args) -> int:
     from backendlab.errors import UsageError
-    from backendlab.testing import BackendsDisagree, assert_backends_agree
+    from backendlab.layers.check import BackendsDisagree, assert_backends_agree
 
     if args.max_int < 1:
         raise UsageError(f"--max-int must be 1 or more, got {args.max_int}")

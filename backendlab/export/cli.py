@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from backendlab.errors import UsageError
-from backendlab.export import DEFAULT_ATOL, DEFAULT_RTOL, FORMATS  # no framework at import: safe before the backend
+from backendlab.export.formats import DEFAULT_ATOL, DEFAULT_RTOL, FORMATS  # no import at all: safe before the backend
 from backendlab.runspec import positive_float
 
 
@@ -92,7 +92,7 @@ def run_export(args) -> int:
     check_writable(target, "--out", folder=args.format == "tf_saved_model")
     backend = ensure_backend()
     from backendlab.data import load_dataset
-    from backendlab.export import ExportFailed, export_to, verify_export
+    from backendlab.export.run import ExportFailed, export_to, verify_export
 
     with console.status(f"loading {model_path.name} on {backend.name}"):
         model, saved = load_saved_model(model_path)

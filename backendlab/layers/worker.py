@@ -1,7 +1,7 @@
 """The worker's side of :func:`backendlab.testing.assert_backends_agree`: one layer, one backend.
 
 Runs in a warm pool worker (``KERAS_BACKEND`` is set); the orchestrator names the handler
-``backendlab.layer_check:handle``. Two jobs:
+``backendlab.layers.worker:handle``. Two jobs:
 
 ``check``  build the user's layer on the inputs, take the shared weights (the reference backend
            makes them and writes ``weights.npz``), then record its outputs in inference mode (and
@@ -30,26 +30,7 @@ from backendlab.workers.serve import Progress
 ARRAYS, WEIGHTS, MODEL = "arrays.npz", "weights.npz", "model.keras"
 
 
-# --- what the backends' gradient functions share -------------------------------------------
-
-
-def differentiable(x) -> bool:
-    """Whether a tensor has a gradient: float inputs do, token ids and masks do not."""
-    import keras
-
-    return keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype))
-
-
-def weighted_sum(outputs, cotangent):
-    """``sum(outputs * cotangent)`` over the float outputs (``cotangent`` holds None for the others)."""
-    import keras
-
-    terms = [
-        keras.ops.sum(keras.ops.cast(out, "float32") * keras.ops.convert_to_tensor(c))
-        for out, c in zip(keras.tree.flatten(outputs), cotangent)
-        if c is not None
-    ]
-    return sum(terms[1:], terms[0])
+# --- the cotangent ------------------------------------------------------------------------------
 
 
 def cotangent_for(outputs: list[np.ndarray], seed: int) -> list[np.ndarray | None]:
@@ -141,6 +122,7 @@ def gradients(layer, inputs, cotangent, training: bool) -> tuple[dict[str, np.nd
     """The gradients as ``gradient/input/<i>`` and ``gradient/weight/<i>`` arrays, and what had none."""
     import keras
 
+    from backendlab._impl.common import differentiable
     from backendlab.backends import impl
 
     leaves = keras.tree.flatten(inputs)

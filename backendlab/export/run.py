@@ -24,12 +24,8 @@ from typing import Any
 import numpy as np
 
 from backendlab.compare.diff import Diff, combine
-from backendlab.compare.results import DEFAULT_EXPORT_ATOL, EXPORT_FORMATS
 from backendlab.errors import one_line
-
-FORMATS = EXPORT_FORMATS
-DEFAULT_ATOL = DEFAULT_EXPORT_ATOL
-DEFAULT_RTOL = 1e-5
+from backendlab.export.formats import DEFAULT_ATOL, DEFAULT_RTOL, FORMATS
 
 #: What each format needs besides the active backend's framework: (import name, pip name) pairs.
 #: Keras's ONNX export goes through a different converter on each backend (keras/src/export/onnx.py).

@@ -34,6 +34,6 @@ def backendlab_pool():
 def backends_agree(backendlab_pool):
     """``assert_backends_agree(factory, inputs, *, backends=None, rtol=1e-5, atol=1e-6, training=False,
     gradients=True, saving=True, seed=0, pool=None)``, on the session's warm workers."""
-    from backendlab.testing import assert_backends_agree
+    from backendlab.layers.check import assert_backends_agree
 
     return functools.partial(assert_backends_agree, pool=backendlab_pool)

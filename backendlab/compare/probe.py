@@ -39,7 +39,7 @@ from backendlab.backends import impl
 from backendlab.compare.worker import save_npz
 from backendlab.errors import UsageError
 from backendlab.runspec import RunSpec
-from backendlab.workers.serve import Progress, worker_main
+from backendlab.workers.serve import Progress
 
 PHASES = ("forward", "loss", "gradient", "update", "state")
 
@@ -363,7 +363,3 @@ def handle(job: dict, workdir: Path, progress: Progress) -> dict:
     if missing:
         raise UsageError(f"probe job {kind!r} lacks {', '.join(missing)}")
     return JOBS[kind](job, workdir, progress)
-
-
-if __name__ == "__main__":
-    raise SystemExit(worker_main(handle))
