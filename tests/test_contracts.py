@@ -106,14 +106,14 @@ def package_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted((ROOT / "backendlab").rglob("*.py"))}
 
 
-def imported(path: Path, modules, *, module_level: bool) -> set[str]:
+def imported(path: Path, modules) -> set[str]:
     """The backendlab modules ``path`` imports (``from backendlab.x import y``: ``backendlab.x.y`` where
-    that is a module). ``module_level``: only the imports run when it is imported, not those in functions."""
+    that is a module), inside functions too."""
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if module_level and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            return
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            return  # read by type checkers only
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.split(".")[0] == "backendlab")
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "backendlab":
@@ -154,7 +154,7 @@ def test_impl_imports_from_backendlab_only_what_sits_below_it():
     modules = package_modules()
     allowed = {*IMPL_MAY_IMPORT, *(m for m in modules if m.startswith("backendlab._impl"))}
     wrong = {
-        shown(path): sorted(imported(path, modules, module_level=False) - allowed)
+        shown(path): sorted(imported(path, modules) - allowed)
         for name, path in modules.items()
         if name.startswith("backendlab._impl")
     }
@@ -163,17 +163,13 @@ def test_impl_imports_from_backendlab_only_what_sits_below_it():
 
 
 def test_the_package_has_no_import_cycle():
-    """No cycle among the imports a module runs when it is imported (its module-level imports).
+    """No cycle among the package's imports, those inside functions (the lazy ones) included.
 
-    Imports inside functions are left out: a few are lazy on purpose, to import a framework or a
-    heavier module only when a command needs it, and some of those point back (``backendlab.launch``
-    and ``backendlab.workers`` call each other inside functions). An import names its module
-    (``from backendlab.x import y``: ``backendlab.x.y`` where that is a module, else ``backendlab.x``);
-    the package ``__init__`` that Python runs first is not counted, or every package would cycle
-    through its own ``__init__``.
+    An import names its module (``from backendlab.x import y``: ``backendlab.x.y`` where that is a
+    module, else ``backendlab.x``); imports under ``if TYPE_CHECKING:`` are for type checkers only.
     """
     modules = package_modules()
-    graph = {name: imported(path, modules, module_level=True) & set(modules) for name, path in modules.items()}
+    graph = {name: imported(path, modules) & set(modules) for name, path in modules.items()}
     found = cycle(graph)
     assert not found, "import cycle: " + " -> ".join(found)
 
