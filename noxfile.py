@@ -1,11 +1,11 @@
-"""The test matrix: one session per backend, each in its own virtualenv with only that backend
-installed, plus ``all`` with every backend for the cross-backend tests.
+"""The test matrix, by layer: the unit tests once with no framework installed, the per-backend tests once
+per backend (each in its own virtualenv with only that backend), then the cross-backend tests once.
 
     nox -l                              list the sessions
     nox                                 lint, then every test session
     nox -s lint                         ruff check and ruff format --check
-    nox -s tests                        every backend, then the cross-backend session
-    nox -s "tests(backend='jax')"       one of them
+    nox -s tests                        unit, each backend, then cross (tests/unit, tests/backend, tests/cross)
+    nox -s "tests(suite='torch')"       one of them
     nox -s bench                        the quick benchmark preset
 
 All installs use constraints.txt, the tested versions (torch==2.13.0 is the CPU wheel).
@@ -23,29 +23,32 @@ from backendlab.backends import BACKEND_NAMES, BACKENDS  # noqa: E402  (imports 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
-CROSS = "all"  # the session with every backend, for tests marked `cross`
-
-
-def _install(session: nox.Session, backend: str) -> None:
-    """The backend (or every backend), what exporting from it needs, keras_hub for the zoo's bert and gpt, and pytest.
-
-    keras-hub goes in without its dependencies: its metadata asks for tensorflow-text, which would
-    install the full tensorflow beside tensorflow-cpu (and into the jax and torch sessions); what it
-    imports at run time is Keras and the ``hub`` extra (see constraints.txt).
-    """
-    extras = "all,export" if backend == CROSS else f"{BACKENDS[backend].extra},export-{BACKENDS[backend].extra}"
-    session.install("-c", "constraints.txt", "-e", f".[{extras},hub,test]")
-    session.install("-c", "constraints.txt", "--no-deps", "keras-hub")
+UNIT, CROSS = "unit", "cross"
+#: Each test session: the folder of tests/ it runs, and the extras it installs.
+SUITES = {
+    UNIT: ("unit", "test"),
+    **{name: ("backend", f"{b.extra},export-{b.extra},hub,test") for name, b in BACKENDS.items()},
+    CROSS: ("cross", "all,export,hub,test"),
+}
 
 
 @nox.session
-@nox.parametrize("backend", [*BACKEND_NAMES, CROSS])
-def tests(session: nox.Session, backend: str) -> None:
-    """pytest with KERAS_BACKEND set; the `all` session runs the tests marked `cross`."""
-    _install(session, backend)
-    env = {"KERAS_BACKEND": BACKEND_NAMES[0] if backend == CROSS else backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    marker = "cross" if backend == CROSS else "not cross"
-    session.run("pytest", "-m", marker, "-p", "no:cacheprovider", "--durations=10", *session.posargs, env=env)
+@nox.parametrize("suite", list(SUITES))
+def tests(session: nox.Session, suite: str) -> None:
+    """pytest on one layer of tests/: `unit` (no framework installed), one backend's, or `cross` (every backend).
+
+    keras-hub goes in without its dependencies (the zoo's bert and gpt): its metadata asks for
+    tensorflow-text, which would install the full tensorflow beside tensorflow-cpu; what it imports at
+    run time is Keras and the ``hub`` extra (see constraints.txt).
+    """
+    folder, extras = SUITES[suite]
+    session.install("-c", "constraints.txt", "-e", f".[{extras}]")
+    if suite != UNIT:
+        session.install("-c", "constraints.txt", "--no-deps", "keras-hub")
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    if suite in BACKENDS:
+        env["KERAS_BACKEND"] = suite
+    session.run("pytest", f"tests/{folder}", "-p", "no:cacheprovider", "--durations=10", *session.posargs, env=env)
 
 
 @nox.session
@@ -59,7 +62,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The quick benchmark preset on every backend (under 3 minutes on 2 cores)."""
-    _install(session, CROSS)
+    session.install("-c", "constraints.txt", "-e", f".[{SUITES[CROSS][1]}]")
+    session.install("-c", "constraints.txt", "--no-deps", "keras-hub")
     session.run(
         "python", "benchmarks/quick.py", "--out", "bench-out", *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "2"}
     )

@@ -1,33 +1,39 @@
-"""Shared fixtures. Per-backend sessions run on the backend KERAS_BACKEND names;
-the `all` session (tests marked `cross`) drives worker processes instead, kept warm for the
-whole session in one pool.
+"""What every layer of the tests shares. The layers, each a folder and a nox session:
 
-Paths, constants and the subprocess runner live in ``helpers.py``."""
+- ``unit/``: no framework, no worker; runs once, in a virtualenv with no framework installed.
+- ``backend/``: runs once per backend, on the backend ``--backend`` names (by default ``KERAS_BACKEND``).
+- ``cross/``: runs once with every backend installed: the tests that compare backends, and those whose
+  subject does not depend on the backend (process lifetime, the pool's faults, command-line errors).
+
+Paths, constants and the subprocess runner live in ``helpers.py``; what a backend does differently, as
+data, in ``known_differences.py``.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from backendlab.backends import requested_backend_name
 
-
-@pytest.fixture(scope="session")
-def backend() -> str:
-    return requested_backend_name()
-
-
-@pytest.fixture(scope="session")
-def seed_result():
-    """The seed example with its defaults: MLP on breast cancer, SGD with Nesterov momentum."""
-    from backendlab.training import run_training
-
-    return run_training()
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        default=None,
+        help="the backend tests/backend runs on (jax, tensorflow or torch; default: KERAS_BACKEND)",
+    )
 
 
 @pytest.fixture(scope="session")
 def pool():
-    """Warm workers, one per backend, for the whole session: each framework is imported once."""
-    from backendlab.workers.runner import WorkerPool
+    """Warm workers, kept for the whole session: each framework is imported once, not once per test."""
+    from backendlab.workers import WorkerPool
 
     with WorkerPool() as workers:
         yield workers
+
+
+@pytest.fixture
+def a_file(tmp_path):
+    """A regular file: nothing can be written under it, even by root (the tests run as root here)."""
+    path = tmp_path / "notes.txt"
+    path.write_text("not a folder\n")
+    return path

@@ -7,12 +7,14 @@ fixtures stay in ``conftest.py``, where pytest finds them by itself.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from backendlab.backends import BACKEND_NAMES, BACKENDS
@@ -70,20 +72,6 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
     return run([sys.executable, "-m", "backendlab", *args], env=env, timeout=timeout)
 
 
-def assert_file_passes_without_framework(test_file: str, guard: str) -> None:
-    """Every test of ``test_file`` but ``guard`` (the caller), in a fresh interpreter: all pass, no framework loads."""
-    code = (
-        "import sys, pytest\n"
-        f"rc = pytest.main(['-q', '-p', 'no:cacheprovider', {test_file!r}, '-k', 'not {guard}'])\n"
-        f"print('frameworks imported:', [m for m in {('keras', *FRAMEWORKS)!r} if m in sys.modules])\n"
-        "sys.exit(rc)\n"
-    )
-    done = run_python(code, env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}, timeout=120)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "frameworks imported: []" in done.stdout
-    assert " failed" not in done.stdout and " passed" in done.stdout
-
-
 def on_backends(pool, code: str, folder: Path, backends: Sequence[str] = BACKEND_NAMES) -> dict[str, object]:
     """Run ``code`` on each backend's warm worker, one after another; what each left in ``result``."""
     found = {}
@@ -92,3 +80,70 @@ def on_backends(pool, code: str, folder: Path, backends: Sequence[str] = BACKEND
         assert done.ok, f"{backend}: {done.message}\n{done.log_tail}"
         found[backend] = done.result
     return found
+
+
+# --- files the tests write and read ---------------------------------------------------------------
+
+
+def report_json(folder: Path) -> dict:
+    """compare's ``report.json`` in ``folder``."""
+    return json.loads((Path(folder) / "report.json").read_text())
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as strict JSON readers (JavaScript, jq, Go) do."""
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def holds_only(folder: Path, *names: str) -> None:
+    """Nothing was written: the folder holds what the test put there, and no more."""
+    assert sorted(p.name for p in Path(folder).rglob("*")) == sorted(names)
+
+
+def write_npz(tmp_path: Path, name: str = "mine.npz", **parts) -> str:
+    """A small valid .npz (20 train and 6 test samples, 5 features, binary labels) with ``parts`` replaced."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.normal(size=(20, 5)),
+        "y_train": rng.integers(0, 2, 20),
+        "x_test": rng.normal(size=(6, 5)),
+        "y_test": rng.integers(0, 2, 6),
+    }
+    arrays.update(parts)
+    path = tmp_path / name
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return str(path)
+
+
+def floats(*shape: int) -> np.ndarray:
+    """Seeded standard-normal float32 inputs of ``shape``."""
+    return np.random.default_rng(0).standard_normal(shape).astype("float32")
+
+
+# --- the fixture files, as specs -------------------------------------------------------------------
+
+
+def pipeline(name: str) -> str:
+    """A data function of ``tests/fixtures/pipelines.py``, as a ``file.py:function`` spec."""
+    return f"{FIXTURES / 'pipelines.py'}:{name}"
+
+
+#: The layer factories of the parity helper's tests.
+PARITY_LAYERS = FIXTURES / "parity_layers.py"
+
+
+def parity_layer(name: str) -> str:
+    """A layer factory of ``tests/fixtures/parity_layers.py``, as a ``file.py:function`` spec."""
+    return f"{PARITY_LAYERS}:{name}"
+
+
+def frameworks_after(code: str, backend: str) -> list[str]:
+    """The frameworks a fresh interpreter has imported after running ``code`` with ``KERAS_BACKEND=backend``."""
+    loaded = f"import sys, json; print(json.dumps(sorted(m for m in {FRAMEWORKS!r} if m in sys.modules)))"
+    proc = run_python(f"{code}\n{loaded}", env={"KERAS_BACKEND": backend})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])

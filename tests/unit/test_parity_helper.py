@@ -1,0 +1,73 @@
+"""The parity helper for people who write their own layers: ``backendlab.testing.assert_backends_agree``,
+its pytest fixture ``backends_agree`` and ``backendlab check-layer``.
+
+The tests marked ``cross`` run every backend in the session's warm pool (conftest's ``pool``); this
+process itself imports no framework.
+"""
+
+from __future__ import annotations
+
+import pytest
+from helpers import FRAMEWORKS, PARITY_LAYERS, floats, parity_layer, run_cli, run_python
+
+from backendlab.testing import assert_backends_agree
+
+
+def test_importing_the_helper_and_the_plugin_pulls_in_no_framework():
+    code = (
+        "import sys, backendlab.testing, backendlab.layers.pytest_plugin, backendlab.layers.cli\n"
+        f"print([m for m in {('keras', *FRAMEWORKS)!r} if m in sys.modules])\n"
+    )
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def make_nested():
+    def make():
+        return None
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("factory", "message"),
+    [
+        (
+            lambda: None,
+            "factory <lambda> is a lambda: the backends' workers import it from its file by name, "
+            "so define it at module level (def make_layer(): return ...)",
+        ),
+        (
+            make_nested(),
+            "factory make_nested.<locals>.make is defined inside another function: the backends' workers "
+            "import it from its file by name, so define it at module level (def make_layer(): return ...)",
+        ),
+    ],
+    ids=["lambda", "nested"],
+)
+def test_a_factory_the_workers_cannot_import_is_refused_in_one_line(factory, message):
+    with pytest.raises(TypeError) as raised:
+        assert_backends_agree(factory, floats(2, 3))
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [parity_layer("no_such_factory"), "--input-shape", "4,6"],
+            f"backendlab: error: layer factory '{PARITY_LAYERS}:no_such_factory': '{PARITY_LAYERS}' "
+            "defines no function 'no_such_factory' at module level",
+        ),
+        (
+            [parity_layer("dense"), "--input-shape", "4,x"],
+            "backendlab: error: argument --input-shape: must be sizes separated by commas, like 4,16; got '4,x'",
+        ),
+    ],
+    ids=["missing-factory", "bad-shape"],
+)
+def test_check_layer_bad_usage_is_one_line_and_exit_2(args, message):
+    done = run_cli("check-layer", *args, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == message

@@ -1,0 +1,102 @@
+"""``backendlab tune``: every setting timed and judged against the backend's default settings.
+
+One tiny tune per backend session, shared by the module: two user models on raw sensor
+readings (tests/fixtures/tune_models.py). Under ``mixed_bfloat16`` one loses its inputs'
+signal (the parity verdict must catch it) and the other raises (a crashed setting). No test
+asserts a speed: speeds are measured by ``backendlab tune`` itself, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from backendlab.errors import UsageError
+from backendlab.tune.cli import add_tune_arguments, options_from_args
+from backendlab.tune.grid import Setting
+from backendlab.tune.report import snippet
+
+
+def test_the_snippet_is_code_that_compiles_the_winning_setting():
+    setting = Setting(True, steps_per_execution=32, intra_threads=1, inter_threads=1, dtype_policy="mixed_bfloat16")
+    code = snippet("tensorflow", setting)
+    assert code.splitlines() == [
+        "tf.config.threading.set_intra_op_parallelism_threads(1)",
+        "tf.config.threading.set_inter_op_parallelism_threads(1)  # before TensorFlow's first op",
+        'keras.config.set_dtype_policy("mixed_bfloat16")  # before building the model',
+        "model.compile(optimizer=optimizer, loss=loss, jit_compile=True, steps_per_execution=32)",
+    ]
+    compile(code, "snippet", "exec")
+    step = snippet("torch", Setting(True, loop="trainstep"))
+    assert "step = TrainStep(model, loss, optimizer, jit_compile=True)" in step
+    compile(step, "snippet", "exec")
+
+
+def test_the_readmes_snippet_is_the_one_tune_writes():
+    from helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    setting = Setting(False, steps_per_execution=32, intra_threads=1, inter_threads=1)
+    assert f"```python\n{snippet('tensorflow', setting)}\n```" in readme
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_tune_arguments(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("--models", "vgg"), "unknown model 'vgg': use mlp, cnn, rnn, transformer or path/to/file.py:build"),
+        (("--loops", "scan"), "unknown loop 'scan': valid loops are fit, trainstep"),
+        (
+            ("--dtype-policies", "float64"),
+            "unknown dtype policy 'float64': valid are float32, mixed_bfloat16, mixed_float16",
+        ),
+        (("--backends", "mxnet"), "unknown backend 'mxnet': valid backends are jax, tensorflow, torch"),
+        (("--models", "nothere.py:build"), "model file 'nothere.py' does not exist"),
+        (("--models", "mlp", "--data", "gone/data.py:load"), "data file 'gone/data.py' does not exist"),
+    ],
+)
+def test_bad_tune_options_are_one_line_errors(argv, message):
+    with pytest.raises(UsageError) as err:
+        options_from_args(parse(*argv))
+    assert str(err.value) == message
+
+
+def test_bad_thread_counts_are_refused_by_the_parser():
+    with pytest.raises(argparse.ArgumentError, match="threads are default or INTRA/INTER counts like 1/1, got '0/1'"):
+        parse("--threads", "default,0/1")
+    assert parse("--threads", "default,2/1,1").threads == ((None, None), (2, 1), (1, 1))
+
+
+def test_the_tune_command_refuses_a_missing_model_file_in_one_line_and_imports_no_framework(tmp_path):
+    from helpers import run_cli, run_python
+
+    done = run_cli("tune", "--models", "nothere.py:build", "--out", str(tmp_path / "out"), timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "backendlab: error: model file 'nothere.py' does not exist"
+    assert not (tmp_path / "out").exists()
+    code = (
+        "import sys; import backendlab.tune.run, backendlab.tune.cli, backendlab.tune.report; "
+        "print([m for m in ('keras', 'jax', 'tensorflow', 'torch') if m in sys.modules])"
+    )
+    assert run_python(code, timeout=60).stdout.strip() == "[]"
+
+
+def test_a_best_setting_below_the_native_loop_is_explained_from_its_profile():
+    from backendlab.tune.report import shortfall
+    from backendlab.tune.results import Best, Profile
+
+    best = Best("torch", "cnn", 32, {}, samples_per_sec=1600.0, speedup_vs_default=1.0, native_ratio=0.5, parity="same")
+    profile = Profile("torch", "cnn", 32, 7.0, 10.0, 0.8, 0.1, 0.02, native_forward_ms=2.0, native_step_ms=8.0)
+    assert shortfall(best, [profile]) == (
+        "torch cnn batch 32: the best setting's step takes 20.00 ms against the native loop's 10.00 ms; "
+        "timed alone, its phases take (ms) loss and backward 10.00, forward 7.00, optimizer 0.80, metrics 0.10, "
+        "host sync 0.02; the Keras forward pass takes +5.00 ms against the native forward pass on the same layers "
+        "(2.00 ms), the cost of calling through Keras's layers."
+    )
+    assert shortfall(best, []) is None  # no profile: nothing to explain it with
