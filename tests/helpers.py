@@ -40,7 +40,7 @@ ZOO = [
 ]
 
 #: The zoo's real architectures: each costs tens of seconds a backend, so they train on every backend in
-#: one place, tests/test_zoo_architectures.py (the cross session), and the per-backend tests use the rest.
+#: one place, tests/cross/test_zoo_architectures.py, and the per-backend tests use the rest.
 ARCHITECTURES = ("mobilenet", "resnet", "bert", "gpt")
 SMALL_ZOO = [name for name in sorted(MODELS) if name not in ARCHITECTURES]
 

@@ -321,7 +321,7 @@ class Compare:
         }
 
     def report(self) -> CompareReport:
-        report = build_report(
+        return build_report(
             self.opts,
             data=self.opts.run.data,
             reference=self.reference,
@@ -332,15 +332,10 @@ class Compare:
             loaded=self.loaded,
             references=REFERENCE_BACKENDS,
             interrupted=self.interrupted,
+            located=self.located,
+            import_s=self.import_s,
+            timing=self.timing(),
         )
-        report.timing = self.timing()
-        for name, (divergence, phases, layers) in self.located.items():
-            located = report.backends[name]
-            located.divergence, located.divergence_phases, located.divergence_layers = divergence, phases, layers
-        for name, seconds in self.import_s.items():
-            if name in report.backends:
-                report.backends[name].import_s = seconds
-        return report
 
     def write(self) -> CompareReport:
         report = self.report()

@@ -288,15 +288,30 @@ def build_report(
     loaded: dict[str, LoadedRun] | None = None,
     references: tuple[str, ...] = ("numpy",),
     interrupted: bool = False,
+    located: dict[str, tuple] | None = None,
+    import_s: dict[str, float | None] | None = None,
+    timing: dict | None = None,
 ) -> CompareReport:
     """The whole report from the workers' outcomes and arrays.
 
     ``planned`` lists the backends meant to train, in order (a backend without a run is
-    ``not run``); ``loaded`` holds the portability loaders, reference-only backends among them.
+    ``not run``); ``loaded`` holds the portability loaders, reference-only backends among them;
+    ``located``: per backend, where it first parts (a Divergence as a dict, the phases table, the
+    layers the probe reached); ``import_s``: each worker's import time; ``timing``: where the run's
+    time went.
     """
     skipped, loaded = skipped or {}, loaded or {}
     reports = {n: backend_report(trained[n].outcome) if n in trained else BackendReport(n, "not run") for n in planned}
     reports |= skipped
+    for name, (divergence, phases, layers) in (located or {}).items():
+        reports[name].divergence, reports[name].divergence_phases, reports[name].divergence_layers = (
+            divergence,
+            phases,
+            layers,
+        )
+    for name, seconds in (import_s or {}).items():
+        if name in reports:
+            reports[name].import_s = seconds
     ok = [trained[n].outcome.result for n in planned if n in trained and trained[n].outcome.ok]
     stochastic = ok[-1]["stochastic_layers"] if ok else []
     criterion = "statistical" if stochastic and not opts.run.disable_stochastic else "exact"
@@ -344,4 +359,5 @@ def build_report(
         portability=portability,
         numpy_reference=numpy_cells,
         export_verdict=export_verdict(exports),
+        timing=timing or {},
     )

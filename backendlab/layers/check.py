@@ -23,7 +23,7 @@ import numpy as np
 from backendlab.backends import plan
 from backendlab.compare.diff import Diff
 from backendlab.errors import UsageError
-from backendlab.layers.worker import ARRAYS, WEIGHTS
+from backendlab.layers.worker import ARRAYS, WEIGHTS, handle
 from backendlab.specs import is_callable_spec
 from backendlab.workers.protocol import Job
 from backendlab.workers.runner import WorkerPool, shared_pool
@@ -31,7 +31,6 @@ from backendlab.workers.runner import WorkerPool, shared_pool
 #: Relative and absolute tolerance, for outputs and gradients alike.
 DEFAULT_RTOL = 1e-5
 DEFAULT_ATOL = 1e-6
-HANDLER = "backendlab.layers.worker:handle"
 #: The longest one backend's job may take before it counts as hung.
 JOB_TIMEOUT_S = 600.0
 
@@ -288,11 +287,11 @@ def run_checks(
         "reference": reference,
     }
     # The reference alone first: it makes the weights the others load.
-    first = pool.run(reference, HANDLER, job, folder / reference, timeout=JOB_TIMEOUT_S)
+    first = pool.run(reference, handle, job, folder / reference, timeout=JOB_TIMEOUT_S)
     if (error := _failed([first], reference)) is not None:
         raise error
     shared = {**job, "weights": str(folder / reference / WEIGHTS)}
-    rest = pool.run_many([Job(b, HANDLER, shared, folder / b, JOB_TIMEOUT_S) for b in others]) if others else []
+    rest = pool.run_many([Job(b, handle, shared, folder / b, JOB_TIMEOUT_S) for b in others]) if others else []
     if (error := _failed(rest, reference)) is not None:
         raise error
     results = {o.backend: o.result for o in (first, *rest)}
@@ -314,7 +313,7 @@ def saving_checks(names, pool, job, results, arrays, folder: Path, rtol, atol) -
     models = {b: results[b]["model"] for b in names}
     load = {key: job[key] for key in ("factory", "inputs", "layout")}
     tasks = [
-        Job(b, HANDLER, {**load, "kind": "load", "models": models}, folder / f"load-{b}", JOB_TIMEOUT_S) for b in names
+        Job(b, handle, {**load, "kind": "load", "models": models}, folder / f"load-{b}", JOB_TIMEOUT_S) for b in names
     ]
     outcomes = pool.run_many(tasks)
     if (error := _failed(outcomes, names[0])) is not None:

@@ -121,7 +121,7 @@ def test_a_layer_that_fails_to_build_on_one_backend_is_an_assertion_with_its_err
 
 def test_a_factory_defined_in_the_test_file_itself_works(pool):
     report = assert_backends_agree(dense_in_this_file, floats(5, 4), pool=pool, backends=["torch", "tensorflow"])
-    assert report.factory.endswith("tests/test_parity_helper.py:dense_in_this_file")
+    assert report.factory.endswith("tests/cross/test_parity_helper.py:dense_in_this_file")
     assert [c.label for c in report.checks][:3] == [
         "tensorflow vs torch, output 0",
         "tensorflow vs torch, gradient of input 0",
