@@ -18,7 +18,7 @@ import nox
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from backendlab.backends import BACKEND_NAMES, BACKENDS  # noqa: E402  (imports no framework)
+from backendlab.backends import BACKENDS  # noqa: E402  (imports no framework)
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
