@@ -6,10 +6,9 @@ the backend ``KERAS_BACKEND`` names) when first called.
 
 from __future__ import annotations
 
-from typing import Any
-
 __version__ = "0.1.0"
 
+from backendlab import lazy  # noqa: E402
 from backendlab.backends import BACKEND_NAMES, BACKENDS, ensure_backend, installed_backends  # noqa: E402
 from backendlab.errors import BackendlabError, UsageError  # noqa: E402
 
@@ -32,10 +31,4 @@ _LAZY = {
 __all__ = ["BACKENDS", "BACKEND_NAMES", "BackendlabError", "UsageError", "ensure_backend", "installed_backends", *_LAZY]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(_LAZY[name])
-        return module if module.__name__.endswith(f".{name}") else getattr(module, name)
-    raise AttributeError(f"module 'backendlab' has no attribute {name!r}")
+__getattr__ = lazy.exports(__name__, _LAZY)

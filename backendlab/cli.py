@@ -152,8 +152,7 @@ LAUNCHER_GRACE_S = 5.0
 
 
 def run_train(args) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from backendlab.cli_display import bars
     from backendlab.results import check_writable, write_json
     from backendlab.training.files import check_save_path, resumed_spec, save_model, trained_spec
     from backendlab.training.loops import train
@@ -189,15 +188,8 @@ def run_train(args) -> int:
     with console.status(f"building {spec.model} on {backend.name}"):
         prep = prepare(spec, resume=args.resume)
     total = spec.epochs * epoch_steps(prep.config, prep.data)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not main_process,
+    with bars(
+        console, "[bold]{task.description}", "loss {task.fields[loss]:.4f}", transient=True, disable=not main_process
     ) as progress:
         task = progress.add_task(f"train {spec.model} ({prep.config.loop})", total=total, loss=float("nan"))
         try:

@@ -1,4 +1,4 @@
-"""What the command-line modules draw for bench and tune; the orchestrators below them draw nothing.
+"""What the command-line modules draw: progress bars and summaries; the orchestrators below them draw nothing.
 
 An orchestrator reports progress through its ``on_progress(name, stage, done=None, total=None,
 failed=False)`` argument: ``name`` is one worker's bar (made the first time it is named), ``done``
@@ -14,19 +14,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
+def bars(console: Console, label: str, status: str, *, transient: bool, disable: bool = False) -> Progress:
+    """A rich Progress with one look for every command: ``label``, the bar, done of total, ``status``, time."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(status),
+        TimeElapsedColumn(),
+        console=console,
+        transient=transient,
+        disable=disable,
+    )
+
+
 class ProgressBars:
     """An ``on_progress`` callback drawing one bar per name on ``console``, its names ``width`` wide; a context."""
 
     def __init__(self, console: Console, width: int):
-        self.progress = Progress(
-            TextColumn(f"{{task.description:<{width}}}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[stage]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        )
+        self.progress = bars(console, f"{{task.description:<{width}}}", "{task.fields[stage]}", transient=False)
         self.tasks: dict[str, int] = {}
 
     def __enter__(self) -> ProgressBars:

@@ -23,12 +23,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def pool():
-    """Warm workers, kept for the whole session: each framework is imported once, not once per test."""
-    from backendlab.workers import WorkerPool
+def pool(backendlab_pool):
+    """Warm workers, kept for the whole session: each framework is imported once, not once per test.
 
-    with WorkerPool() as workers:
-        yield workers
+    The same pool as backendlab's pytest plugin gives users (``backendlab_pool``), so the
+    ``backends_agree`` fixture runs on it too."""
+    return backendlab_pool
 
 
 @pytest.fixture

@@ -112,9 +112,8 @@ def options_from_args(args) -> CompareOptions:
 
 
 def run_compare(args) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from backendlab.cli import console, out
+    from backendlab.cli_display import bars
     from backendlab.compare.report import (
         batches_line,
         divergence_lines,
@@ -128,15 +127,7 @@ def run_compare(args) -> int:
 
     if args.json is not None:
         check_writable(args.json, "--json")  # before any worker starts
-    progress = Progress(
-        TextColumn("[bold]{task.description:<12}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[stage]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
+    progress = bars(console, "[bold]{task.description:<12}", "{task.fields[stage]}", transient=True)
     tasks: dict[tuple[str, str], int] = {}
 
     def on_event(backend: str, stage: str, info: dict) -> None:

@@ -21,8 +21,7 @@ module alone.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from backendlab import lazy
 
 #: Each name this package offers, and the module that defines it.
 _EXPORTS = {
@@ -72,9 +71,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value  # asked once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy.exports(__name__, {name: f".{module}" for name, module in _EXPORTS.items()})

@@ -13,8 +13,7 @@ per-backend ``_impl`` modules import) costs no more than itself.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from backendlab import lazy
 
 _EXPORTS = {
     "Job": "protocol",
@@ -26,7 +25,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy.exports(__name__, {name: f".{module}" for name, module in _EXPORTS.items()})

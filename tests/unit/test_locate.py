@@ -1,9 +1,6 @@
-"""Where and why a backend's step differs: ``compare.locate`` on made-up probes, then real probes.
+"""Where and why a backend's step differs: ``compare.locate`` on probe arrays built by hand.
 
-The unit tests build probe arrays by hand and import no framework. The ``cross`` tests replay
-each model of ``fixtures/divergent_models.py`` (and models that must agree) on the reference
-backend, probe the same step on the reference and on another backend, and check that
-``locate`` names the phase and the place each fixture was built to differ in.
+tests/cross/test_locate.py does the same on real probes of every backend.
 """
 
 from __future__ import annotations
