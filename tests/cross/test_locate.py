@@ -1,9 +1,8 @@
-"""Where and why a backend's step differs: ``compare.locate`` on made-up probes, then real probes.
+"""Where and why a backend's step differs, on real probes (tests/unit/test_locate.py: on made-up ones).
 
-The unit tests build probe arrays by hand and import no framework. The ``cross`` tests replay
-each model of ``fixtures/divergent_models.py`` (and models that must agree) on the reference
-backend, probe the same step on the reference and on another backend, and check that
-``locate`` names the phase and the place each fixture was built to differ in.
+Each model of ``fixtures/divergent_models.py`` (and models that must agree) is replayed on the
+reference backend, the same step is probed on the reference and on another backend, and ``locate``
+must name the phase and the place each fixture was built to differ in.
 """
 
 from __future__ import annotations
@@ -17,38 +16,6 @@ from helpers import FIXTURES
 
 from backendlab.compare.locate import DEFAULT_THRESHOLD, Divergence, locate
 from backendlab.workers.protocol import Job
-
-# --- locate on made-up probes -------------------------------------------------------------
-
-RNG = np.random.default_rng(0)
-KEYS = {
-    "forward": ["forward/hidden#0/0", "forward/skew#0/0", "forward/head#0/0"],
-    "loss": ["loss/total"],
-    "gradient": ["gradient/head/bias", "gradient/head/kernel", "gradient/hidden/bias", "gradient/hidden/kernel"],
-    "update": ["update/model/hidden/kernel", "update/model/head/kernel", "update/optimizer/sgd/hidden_kernel_momentum"],
-    "state": ["state/norm/moving_mean"],
-}
-LAYERS = {"hidden": "Dense", "skew": "Skew", "head": "Dense", "norm": "BatchNormalization"}
-
-
-def _place(key: str) -> dict:
-    phase, rest = key.split("/", 1)
-    name = rest.split("#")[0] if phase == "forward" else rest.removeprefix("model/").split("/")[0]
-    name = "hidden" if "hidden" in rest else name
-    variable = None if phase in ("forward", "loss") else rest.removeprefix("model/").removeprefix("optimizer/")
-    return {"key": key, "phase": phase, "layer": name, "layer_class": LAYERS.get(name), "variable": variable}
-
-
-def made_up_probe() -> tuple[dict, dict]:
-    arrays = {key: RNG.normal(size=(4, 3)).astype("float32") for keys in KEYS.values() for key in keys}
-    arrays["loss/total"] = np.float32(0.7)
-    return arrays, {"places": [_place(k) for keys in KEYS.values() for k in keys]}
-
-
-def with_noise(arrays: dict, rel: float = 2e-7) -> dict:
-    """Another backend's probe of the same step: float32 rounding everywhere."""
-    return {k: (a * (1 + rel * RNG.standard_normal(np.shape(a)))).astype("float32") for k, a in arrays.items()}
-
 
 # --- real probes, across backends ---------------------------------------------------------
 
