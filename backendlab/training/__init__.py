@@ -51,7 +51,6 @@ _EXPORTS = {
     "own_share": "schedule",
     "pad_last_batch": "schedule",
     "padded_samples": "schedule",
-    "process_index": "schedule",
     "samples_per_epoch": "schedule",
     "steps_per_epoch": "schedule",
     "take_own": "feeds",

@@ -11,7 +11,8 @@ import numpy as np
 
 from backendlab.backends import impl
 from backendlab.pipelines import InputRecorder, batch_checksum
-from backendlab.training.schedule import RECORD_READS, batch_slices, own_share, pad_last_batch, process_index
+from backendlab.training.schedule import RECORD_READS, batch_slices, own_share, pad_last_batch
+from backendlab.workers.ranks import process_index
 
 if TYPE_CHECKING:
     from backendlab.data import Dataset

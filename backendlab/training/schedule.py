@@ -7,12 +7,12 @@ here imports Keras or a framework.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from backendlab.errors import UsageError
+from backendlab.workers.ranks import process_index
 
 if TYPE_CHECKING:
     from backendlab.data import Dataset
@@ -108,11 +108,6 @@ def pad_last_batch(order: np.ndarray, config: RunSpec) -> tuple[np.ndarray, np.n
 
 #: A folder where each process of a ``--processes`` run writes the training samples it read (for tests).
 RECORD_READS = "BACKENDLAB_RECORD_READS"
-
-
-def process_index() -> int:
-    """Which process of a ``--processes`` run (or torchrun rank) this is: 0 in a run of one."""
-    return int(os.environ.get("RANK", os.environ.get("BACKENDLAB_PROCESS_ID", "0")))
 
 
 def own_share(order: np.ndarray, config: RunSpec, rank: int | None = None) -> np.ndarray:
