@@ -29,7 +29,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         name = _session_backend(metafunc.config)
-        metafunc.parametrize("backend", [pytest.param(name, marks=getattr(pytest.mark, name))], ids=[name])
+        metafunc.parametrize(
+            "backend", [pytest.param(name, marks=getattr(pytest.mark, name))], ids=[name], scope="session"
+        )
 
 
 @pytest.fixture(scope="session")
