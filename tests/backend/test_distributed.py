@@ -2,40 +2,38 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from helpers import run_cli
 
 from backendlab.errors import UsageError
+from backendlab.results import read_json, write_json
 from backendlab.runspec import RunSpec
-from backendlab.training import check_padding
+from backendlab.training import check_padding, run_training
 
 TOLERANCE = 1e-3  # compare's default
 
 EXACT = 1e-5  # two devices against one on the same batches: only the order of float additions differs
 
 
-def train_one_and_two_devices(tmp_path, *args: str, two: tuple[str, ...] = ()) -> tuple[dict, dict, list, list]:
-    """``backendlab train ARGS`` on one device and on two (plus ``two``): both results and final weights."""
+def train_one_and_two_devices(tmp_path, **options) -> tuple[dict, dict, list, list]:
+    """The run ``options`` (RunSpec fields) on one device, here, and on two, as ``backendlab train --devices 2``:
+    both results and final weights."""
     import keras
 
-    runs = {"one": (), "two": ("--devices", "2", *two)}
-    for name, extra in runs.items():
-        out = ("--save", str(tmp_path / f"{name}.keras"), "--json", str(tmp_path / f"{name}.json"))
-        proc = run_cli("train", *args, *extra, *out)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    one, two_ = (json.loads((tmp_path / f"{n}.json").read_text()) for n in runs)
-    weights = [keras.saving.load_model(tmp_path / f"{n}.keras").get_weights() for n in runs]
-    return one, two_, *weights
+    one = run_training(save=tmp_path / "one.keras", **options)
+    flags = [f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    out = ("--save", str(tmp_path / "two.keras"), "--json", str(tmp_path / "two.json"))
+    proc = run_cli("train", *flags, "--devices", "2", *out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    weights = [keras.saving.load_model(tmp_path / f"{n}.keras").get_weights() for n in ("one", "two")]
+    write_json(tmp_path / "one.json", one.to_dict())  # as `backendlab train --json` writes it
+    return read_json(tmp_path / "one.json"), read_json(tmp_path / "two.json"), *weights
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_two_devices_match_one_device_with_the_same_global_batch(model, backend, tmp_path):
-    one, two, w1, w2 = train_one_and_two_devices(
-        tmp_path, "--model", model, "--epochs", "2", "--batch-size", "32", "--drop-remainder"
-    )
+    one, two, w1, w2 = train_one_and_two_devices(tmp_path, model=model, epochs=2, batch_size=32, drop_remainder=True)
     assert two["config"]["devices"] == 2 and two["config"]["drop_remainder"]
     assert len(two["step_losses"]) == len(one["step_losses"])
     np.testing.assert_allclose(two["history"]["loss"], one["history"]["loss"], rtol=TOLERANCE, atol=TOLERANCE)
@@ -52,9 +50,7 @@ def test_two_devices_match_one_device_with_the_same_global_batch(model, backend,
     ],
 )
 def test_two_devices_train_like_one_device_by_default(model, data, batch, steps, backend, tmp_path):
-    one, two, w1, w2 = train_one_and_two_devices(
-        tmp_path, "--model", model, "--data", data, "--epochs", "2", "--batch-size", str(batch)
-    )
+    one, two, w1, w2 = train_one_and_two_devices(tmp_path, model=model, data=data, epochs=2, batch_size=batch)
     assert not two["config"]["drop_remainder"]
     assert len(two["step_losses"]) == len(one["step_losses"]) == 2 * steps  # the last, partial batch kept
     # torch's custom loop (its data-parallel path) logs no per-output losses; all else it logs is compared.

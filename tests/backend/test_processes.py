@@ -186,13 +186,13 @@ def _compare(start, backend: str, out: Path, *args: str, env: dict[str, str] | N
 def test_a_worker_past_its_timeout_is_killed_with_all_it_started(backend, start, tmp_path):
     out = tmp_path / "run"
     faults = {"BACKENDLAB_TEST_FAULTS": f"{backend}:hang"}  # the first training step never ends
-    run = _compare(start, backend, out, "--model", FAULTY, "--epochs", "1", "--timeout", "30", env=faults)
+    run = _compare(start, backend, out, "--model", FAULTY, "--epochs", "1", "--timeout", "15", env=faults)
     run.wait_for("worker", lambda: bool(run.workers()))
     assert run.finish() == 1, run.output()
     _assert_none_left(run)
     _check_workers(run, backend)
     report = json.loads((out / "report.json").read_text())["backends"][backend]
-    assert report["status"] == "timeout" and report["message"] == "no result after the 30s timeout; killed"
+    assert report["status"] == "timeout" and report["message"] == "no result after the 15s timeout; killed"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
