@@ -6,16 +6,13 @@ runs every backend in its own process and asserts that they print the same check
 
 from __future__ import annotations
 
-import os
 import sys
 
 import numpy as np
-from helpers import HAS_KERAS_HUB, on_backends
+from helpers import FIXTURES, HAS_KERAS_HUB, on_backends
 
 from backendlab.backends import BACKEND_NAMES
 from backendlab.models import HUB_MODELS, MODELS
-
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
 sys.path.insert(0, str(FIXTURES))
 
