@@ -11,6 +11,7 @@ per backend (each in its own virtualenv with only that backend), then the cross-
 All installs use constraints.txt, the tested versions (torch==2.13.0 is the CPU wheel).
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +25,9 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 UNIT, CROSS = "unit", "cross"
+#: pytest-xdist processes for the layers that start workers: their tests spend much of their time
+#: waiting on a subprocess's imports, which a second process overlaps (each has its own warm pool).
+PARALLEL = str(min(os.cpu_count() or 1, 4))
 #: Each test session: the folder of tests/ it runs, and the extras it installs.
 SUITES = {
     UNIT: ("unit", "test"),
@@ -48,7 +52,10 @@ def tests(session: nox.Session, suite: str) -> None:
     env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
     if suite in BACKENDS:
         env["KERAS_BACKEND"] = suite
-    session.run("pytest", f"tests/{folder}", "-p", "no:cacheprovider", "--durations=10", *session.posargs, env=env)
+    parallel = [] if suite == UNIT else ["-n", PARALLEL, "--dist", "loadfile"]
+    session.run(
+        "pytest", f"tests/{folder}", *parallel, "-p", "no:cacheprovider", "--durations=10", *session.posargs, env=env
+    )
 
 
 @nox.session

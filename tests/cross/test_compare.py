@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import report_json, run_cli
+from known_differences import ZOO_MAY_PART
 
 from backendlab.backends import BACKEND_NAMES
 from backendlab.compare import compare
@@ -93,11 +94,15 @@ def test_every_zoo_model_agrees_across_backends(model, pool, tmp_path):
         out=str(tmp_path),
         portability=False,
     )
-    details = {b: (r.status, r.verdict, r.message) for b, r in report.backends.items()}
-    assert report.verdict == "agree", details
+    details = {b: (r.status, r.verdict, r.message, r.divergence) for b, r in report.backends.items()}
     for r in report.backends.values():
-        if r.backend != report.reference:
-            assert r.differences["weights"].within and r.differences["predictions"].within
+        if r.backend == report.reference:
+            continue
+        if r.verdict == "diverge" and (model, r.backend) in ZOO_MAY_PART:
+            assert r.divergence["phase"] == ZOO_MAY_PART[model, r.backend], details
+            continue
+        assert r.verdict == "agree", details
+        assert r.differences["weights"].within and r.differences["predictions"].within
 
 
 def test_a_layer_that_computes_differently_on_one_backend_diverges(pool, tmp_path):

@@ -29,7 +29,7 @@ ZOO_NAMES = [name for name in MODELS if HAS_KERAS_HUB or name not in HUB_MODELS]
 CHECKSUMS = f"""
 import sys
 import keras
-sys.path.insert(0, {FIXTURES!r})
+sys.path.insert(0, {str(FIXTURES)!r})
 from portable_models import BUILDERS
 from backendlab.data import load_dataset
 from backendlab.init import portable_init

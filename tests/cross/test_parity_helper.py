@@ -19,13 +19,6 @@ from backendlab.testing import assert_backends_agree
 ALL = ["jax", "tensorflow", "torch"]
 
 
-def dense_in_this_file():
-    """A factory in the test file itself: the workers import this file by its path."""
-    import keras
-
-    return keras.layers.Dense(3, use_bias=False)
-
-
 @pytest.mark.parametrize(
     ("factory", "inputs", "weights"),
     [
@@ -117,17 +110,6 @@ def test_a_layer_that_fails_to_build_on_one_backend_is_an_assertion_with_its_err
         str(raised.value)
         == "the layer check failed on tensorflow: ValueError: this layer refuses to build on tensorflow"
     )
-
-
-def test_a_factory_defined_in_the_test_file_itself_works(pool):
-    report = assert_backends_agree(dense_in_this_file, floats(5, 4), pool=pool, backends=["torch", "tensorflow"])
-    assert report.factory.endswith("tests/cross/test_parity_helper.py:dense_in_this_file")
-    assert [c.label for c in report.checks][:3] == [
-        "tensorflow vs torch, output 0",
-        "tensorflow vs torch, gradient of input 0",
-        "tensorflow vs torch, gradient of dense/kernel",
-    ]
-    assert not report.failures
 
 
 def test_the_backends_agree_fixture_runs_on_the_sessions_warm_workers(backends_agree, pool):
