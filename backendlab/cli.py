@@ -26,6 +26,7 @@ from backendlab.backends import (
     requested_backend_name,
 )
 from backendlab.errors import BackendlabError, NonFiniteError
+from backendlab.native_logs import quiet_framework_imports
 from backendlab.runspec import RunSpec, add_run_arguments, given_fields
 from backendlab.workers.ranks import is_main_process, launched, leave_now, note_rank, one_of_processes
 
@@ -217,6 +218,7 @@ def _terminate(signum, frame):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_framework_imports()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["train", *argv]  # `backendlab` alone runs the seed example
