@@ -31,6 +31,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 from backendlab.backends import ALL_BACKENDS, Backend
@@ -142,6 +143,10 @@ class _Process:
         reported = [m for line in self.lines if (m := re.search(r"exitcode\s*:\s*(-?\d+)", line))]
         return int(reported[-1].group(1)) if reported else code
 
+    def found_bad_input(self, code: int) -> bool:
+        """Whether it ended for bad input: exit status 2, with its one line said."""
+        return self.status(code) == 2 and any(line.startswith(USAGE_PREFIX) for line in self.lines)
+
     def failure(self, code: int, processes: int) -> str:
         what = f"process {self.rank} of {processes}"
         if code < 0:
@@ -150,6 +155,20 @@ class _Process:
         if code == 2 and usage:
             return usage[-1][len(USAGE_PREFIX) :]
         return f"{what} failed (exit status {code}): {_error_line(list(self.lines)) or 'no error message'}"
+
+
+def cause(failures: dict[int, int], started: Sequence[_Process]) -> int:
+    """Of the processes that failed (slot -> exit code), the one whose failure ended the others.
+
+    Bad input (exit 2, said in its line) is found before training, so it is never a peer's doing: it is
+    the cause, and one killed meanwhile is not (JAX's coordination service aborts the other processes
+    when the first one leaves). Otherwise one that could not note its failure (killed) is taken to be
+    the cause of the others', and among the rest the one that failed first.
+    """
+    return min(
+        failures,
+        key=lambda s: (not started[s].found_bad_input(failures[s]), started[s].noted, started[s].failed_at),
+    )
 
 
 def launch(backend: Backend, processes: int, module: str, args: list[str]) -> int:
@@ -180,8 +199,7 @@ def launch(backend: Backend, processes: int, module: str, args: list[str]) -> in
                     done += 1
                     if other_code:
                         failures[other] = other_code
-                # One that could not note its failure (killed) is taken to be the cause of the others'.
-                first = min(failures, key=lambda s: (started[s].noted, started[s].failed_at))
+                first = cause(failures, started)
                 code = started[first].status(failures[first])
                 message = started[first].failure(code, processes)
                 _kill(started)
