@@ -123,14 +123,6 @@ BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
 REFERENCE_BACKENDS: tuple[str, ...] = tuple(n for n, b in ALL_BACKENDS.items() if not b.trainable)
 
 
-def get_backend(name: str) -> Backend:
-    """The Backend called ``name``, or one clear error naming the valid ones."""
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise UsageError(f"unknown backend {name!r}: valid backends are {', '.join(BACKEND_NAMES)}") from None
-
-
 def installed_backends() -> list[Backend]:
     return [b for b in BACKENDS.values() if b.installed]
 

@@ -102,11 +102,6 @@ def one_job(handler: Handler | str, job_path: Path) -> int:
     return code
 
 
-def worker_main(handler: Handler) -> int:
-    """Entry point of a module that runs its own handler as a fresh worker: ``python -m MODULE FOLDER/job.json``."""
-    return one_job(handler, Path(sys.argv[1]))
-
-
 def serve() -> int:
     """A warm worker: import the framework once, then run jobs until stdin closes.
 
