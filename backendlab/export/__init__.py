@@ -7,6 +7,7 @@ names of ``run.py`` are importable from here too; importing this package imports
 
 from __future__ import annotations
 
+from backendlab import lazy
 from backendlab.export.formats import DEFAULT_ATOL, DEFAULT_RTOL, FORMATS
 
 _RUN = (
@@ -24,9 +25,4 @@ _RUN = (
 __all__ = ["DEFAULT_ATOL", "DEFAULT_RTOL", "FORMATS", *_RUN]
 
 
-def __getattr__(name: str):
-    if name in _RUN:
-        from backendlab.export import run
-
-        return getattr(run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy.exports(__name__, dict.fromkeys(_RUN, ".run"))
