@@ -201,18 +201,26 @@ def requested_backend_name() -> str:
     return found[0].name if found else BACKEND_NAMES[0]
 
 
+def check_backend_variable() -> None:
+    """``KERAS_BACKEND``, where set, names a backend backendlab supports. Commands that run every backend
+    in workers of their own (compare, bench, tune, check-layer) do not use it, but a value that is no
+    backend is a mistake all the same, and told as train tells it. Imports nothing."""
+    name = os.environ.get("KERAS_BACKEND")
+    if name and name not in BACKENDS:
+        raise UsageError(
+            f"KERAS_BACKEND={name!r} is not a backend backendlab supports: "
+            f"set KERAS_BACKEND to one of {', '.join(BACKEND_NAMES)}"
+        )
+
+
 def ensure_backend() -> Backend:
     """Check the requested backend is known and installed, and fix it for this process.
 
     Must run before ``import keras``: it sets ``KERAS_BACKEND`` when it was unset, so
     Keras and backendlab agree on what runs.
     """
+    check_backend_variable()
     name = requested_backend_name()
-    if name not in BACKENDS:
-        raise UsageError(
-            f"KERAS_BACKEND={name!r} is not a backend backendlab supports: "
-            f"set KERAS_BACKEND to one of {', '.join(BACKEND_NAMES)}"
-        )
     backend = BACKENDS[name]
     if not backend.installed:
         raise UsageError(

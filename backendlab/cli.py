@@ -19,6 +19,7 @@ from rich.table import Table
 
 from backendlab.backends import (
     BACKENDS,
+    check_backend_variable,
     check_device_count,
     ensure_backend,
     impl,
@@ -154,21 +155,26 @@ LAUNCHER_GRACE_S = 5.0
 
 def run_train(args) -> int:
     from backendlab.cli_display import bars
+    from backendlab.data import check_data
+    from backendlab.models import check_model
     from backendlab.results import check_writable, write_json
-    from backendlab.training.files import check_save_path, resumed_spec, save_model, trained_spec
+    from backendlab.training.files import check_resume_path, check_save_path, resumed_spec, save_model, trained_spec
     from backendlab.training.loops import train
     from backendlab.training.preparation import prepare
     from backendlab.training.schedule import epoch_steps
 
-    # Where the results go is checked before any work, so a bad path wastes no training.
+    # Where the results go, and the names and files asked for, are checked before any framework is imported.
     if args.save is not None:
         check_save_path(args.save)
     if args.json is not None:
         check_writable(args.json, "--json")
     spec = RunSpec.from_args(args)
     if args.resume is not None:  # the run saved in the file, with the flags given here on top
+        check_resume_path(args.resume)
         spec = resumed_spec(args.resume, spec, given_fields(args.argv))
     spec.check()
+    check_model(spec.model)
+    check_data(spec.data)
     backend = ensure_backend()
     several = spec.processes > 1 or (spec.devices > 1 and backend.launcher)
     if several and not launched():
@@ -241,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(module, command: str, args) -> int:
     try:
+        if command != "info":  # info shows what KERAS_BACKEND says, usable or not
+            check_backend_variable()
         return getattr(module, f"run_{command.replace('-', '_')}")(args)
     except NonFiniteError as exc:  # the run itself failed, not its input: exit 1, as compare does
         if is_main_process():

@@ -22,7 +22,7 @@ import numpy as np
 
 from backendlab.errors import UsageError
 from backendlab.pipelines import ARRAYS, Pipeline, first_difference, pipeline_kind, read_all, read_train
-from backendlab.specs import call_user, is_callable_spec, load_callable
+from backendlab.specs import call_user, check_spec, is_callable_spec, load_callable
 
 
 @dataclass(frozen=True)
@@ -375,15 +375,22 @@ def _npz_array(npz: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
         ) from exc
 
 
-def _from_npz(path: Path) -> Dataset:
+def _open_parts(path: Path) -> np.lib.npyio.NpzFile:
+    """The ``.npz`` file at ``path``, holding the four parts; reads the archive's index, not its arrays."""
     if not path.is_file():
         raise UsageError(f"data file {str(path)!r} does not exist")
-    with _open_npz(path) as npz:
-        missing = [k for k in PARTS if k not in npz.files]
-        if missing:
-            raise UsageError(
-                f"data file {str(path)!r} lacks {', '.join(missing)}: an .npz needs x_train, y_train, x_test, y_test"
-            )
+    npz = _open_npz(path)
+    missing = [k for k in PARTS if k not in npz.files]
+    if missing:
+        npz.close()
+        raise UsageError(
+            f"data file {str(path)!r} lacks {', '.join(missing)}: an .npz needs x_train, y_train, x_test, y_test"
+        )
+    return npz
+
+
+def _from_npz(path: Path) -> Dataset:
+    with _open_parts(path) as npz:
         x_train, y_train, x_test, y_test = (_npz_array(npz, key, path) for key in PARTS)
     return from_arrays(path.name, (x_train, y_train), (x_test, y_test))
 
@@ -455,7 +462,25 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
         if pipeline_kind(train, f"data {name!r}: train") is None:
             return from_arrays(name, train, test)
         return from_pipelines(name, train, test, again=lambda: _call_data_function(func, name)[0])
-    raise UsageError(
+    raise UsageError(_unknown_dataset(name))
+
+
+def _unknown_dataset(name: str) -> str:
+    return (
         f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}, an .npz file, "
         "or path/to/file.py:function / package.module:function"
     )
+
+
+def check_data(name: str | None) -> None:
+    """What :func:`load_dataset` would refuse at once, told before any framework is imported: an unknown
+    name, a missing ``.npz`` file or one without the four parts, a function's file or package that is
+    missing, does not parse or has no such function (``check_spec``). None: the model's own data."""
+    if name is None or name in DATASETS:
+        return
+    if name.endswith(".npz"):
+        _open_parts(Path(name)).close()
+    elif is_callable_spec(name):
+        check_spec(name, "data")
+    else:
+        raise UsageError(_unknown_dataset(name))

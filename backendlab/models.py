@@ -14,7 +14,7 @@ import numpy as np
 
 from backendlab.data import Dataset, Target
 from backendlab.errors import UsageError, one_line
-from backendlab.specs import call_user, is_callable_spec, load_callable
+from backendlab.specs import call_user, check_spec, is_callable_spec, load_callable
 
 
 def _heads(keras, h, target: Target | dict[str, Target]):
@@ -267,6 +267,23 @@ def default_data(model: str) -> str:
     return MODELS[model].default_data if model in MODELS else "breast_cancer"
 
 
+def _unknown_model(name: str) -> str:
+    return (
+        f"unknown model {name!r}: use one of {', '.join(MODELS)}, "
+        "or path/to/file.py:build / package.module:build returning a keras.Model"
+    )
+
+
+def check_model(name: str) -> None:
+    """What :func:`build_model` would refuse at once, told before any framework is imported: an unknown
+    name, a missing file or package, a file that does not parse or has no such function (``check_spec``)."""
+    if name in MODELS:
+        return
+    if not is_callable_spec(name):
+        raise UsageError(_unknown_model(name))
+    check_spec(name, "model")
+
+
 def build_model(name: str, data: Dataset):
     """A zoo model by name, or the ``keras.Model`` a user's ``build()`` returns (compiled or not)."""
     import keras
@@ -274,10 +291,7 @@ def build_model(name: str, data: Dataset):
     if name in MODELS:
         return MODELS[name].build(data)
     if not is_callable_spec(name):
-        raise UsageError(
-            f"unknown model {name!r}: use one of {', '.join(MODELS)}, "
-            "or path/to/file.py:build / package.module:build returning a keras.Model"
-        )
+        raise UsageError(_unknown_model(name))
     model = call_user(load_callable(name, "model"), name, "model")
     if not isinstance(model, keras.Model):
         raise UsageError(f"model {name!r} returned {type(model).__name__}, not a keras.Model")

@@ -1,9 +1,12 @@
-"""Load a user's function named as ``path/to/file.py:function`` or ``package.module:function``."""
+"""Load a user's function named as ``path/to/file.py:function`` or ``package.module:function``, or check one
+without importing it (before any worker starts)."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import sysconfig
@@ -33,13 +36,111 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
 
 
 def check_spec(spec: str, what: str) -> None:
-    """Before any worker starts: a ``file.py:function`` names a file that exists. Imports nothing
-    (the file may import a framework); ``module:function`` is checked where it is imported."""
+    """Before any worker starts, what can be known of ``spec`` without importing it (a user's file may
+    import a framework): its shape, that its file or its module's package can be found, that the file
+    parses, and that it may define the function (:func:`may_define`). Each error is the one the import
+    would raise later."""
     target, _, func_name = spec.rpartition(":")
     if not target or not func_name:
         raise UsageError(f"{what} {spec!r} must look like path/to/file.py:function or package.module:function")
-    if target.endswith(".py") and not Path(target).is_file():
-        raise UsageError(f"{what} file {target!r} does not exist")
+    if target.endswith(".py"):
+        if not Path(target).is_file():
+            raise UsageError(f"{what} file {target!r} does not exist")
+        source, kind = Path(target), "file"
+    else:
+        source, kind = _module_source(target, what), "module"
+    if source is None:
+        return
+    try:
+        tree = ast.parse(source.read_bytes(), filename=str(source))
+    except SyntaxError as exc:
+        raise UsageError(f"{what} {kind} {target!r} failed to import: {_raised_at(exc)}") from None
+    except (OSError, ValueError, RecursionError):  # unreadable, null bytes, too deep: the import will say
+        return
+    if not may_define(tree, func_name):
+        raise UsageError(f"{what} {spec!r}: {target!r} has no function {func_name!r}")
+
+
+def _module_source(target: str, what: str) -> Path | None:
+    """The ``.py`` file of module ``target``, found as the import would find it but without running
+    any package's ``__init__``; None where that cannot be told without importing. A top-level
+    package that cannot be found is the import's own error."""
+    parts = target.split(".")
+    if parts[0] in sys.modules:
+        return None
+    found = None
+    for depth in range(len(parts)):
+        name = ".".join(parts[: depth + 1])
+        try:
+            if found is None:
+                found = importlib.util.find_spec(name)
+            else:  # a package's __init__ could change its __path__; then only the import can tell
+                locations = found.submodule_search_locations
+                found = importlib.machinery.PathFinder.find_spec(name, locations) if locations else None
+        except (ImportError, ValueError):
+            return None
+        if found is None:
+            if depth == 0:
+                raise UsageError(f"{what} module {target!r} cannot be imported: No module named {name!r}")
+            return None
+    origin = Path(found.origin) if found.origin and found.has_location else None
+    return origin if origin is not None and origin.suffix == ".py" and origin.is_file() else None
+
+
+#: Names through which a module can make names that no statement of it spells.
+_DYNAMIC_NAMES = frozenset({"globals", "vars", "exec", "eval", "setattr", "__import__"})
+_DYNAMIC_ATTRIBUTES = frozenset({"modules", "__dict__"})  # sys.modules[__name__], module.__dict__
+
+
+def may_define(tree: ast.Module, name: str) -> bool:
+    """Whether the module parsed as ``tree`` may have the attribute ``name`` once imported.
+
+    False only when nothing could make it: no statement at module level binds ``name`` (a def, a
+    class, an assignment of any kind, an import, a for/with/except target; inside module-level
+    ``if``/``try``/``for``/``with`` blocks too, for conditional definitions), no function declares it
+    ``global``, no ``something.name = ...`` anywhere (the module may import itself), and the module
+    has no way to make names at run time: no ``from x import *``, no module-level ``__getattr__``, no
+    use of ``globals``, ``vars``, ``exec``, ``eval``, ``setattr``, ``__import__``, ``sys.modules`` or
+    ``__dict__``. Whether the value is a function is left to the import.
+    """
+    bound = _top_level_names(tree)
+    if name in bound or "__getattr__" in bound:
+        return True
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and any(alias.name == "*" for alias in node.names):
+            return True
+        if isinstance(node, ast.Global) and name in node.names:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr == name and isinstance(node.ctx, ast.Store):
+            return True  # some_module.name = ..., the module itself among them
+        if isinstance(node, ast.Name) and node.id in _DYNAMIC_NAMES:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr in _DYNAMIC_ATTRIBUTES:
+            return True
+    return False
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """Every name a statement at module level binds; the bodies of functions, classes and lambdas bind their own."""
+    names: set[str] = set()
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
+        pending.extend(ast.iter_child_nodes(node))
+    return names
 
 
 def _import_file(target: str, what: str) -> ModuleType:

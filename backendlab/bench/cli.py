@@ -94,13 +94,18 @@ def preset_from_args(args) -> Preset:
         if jit not in JIT:
             raise UsageError(f"--jit-compile takes {', '.join(JIT)}, got {jit!r}")
     from backendlab.bench.shapes import SHAPES
+    from backendlab.data import check_data
     from backendlab.models import MODELS
     from backendlab.pipelines import KINDS
+    from backendlab.specs import check_spec
 
     known = list(dict.fromkeys([*SHAPES, *MODELS]))
     for model in args.models or ():
         if model not in known and ":" not in model:
             raise UsageError(f"unknown model {model!r}: use {', '.join(known)} or path/to/file.py:build")
+        if model not in known:
+            check_spec(model, "model")
+    check_data(args.data)
     for kind in args.pipelines or ():
         if kind not in KINDS:
             raise UsageError(f"unknown pipeline {kind!r} in --pipelines: use {', '.join(KINDS)}")

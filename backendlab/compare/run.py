@@ -37,8 +37,9 @@ from backendlab.compare.probe import handle as probe_handle
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
 from backendlab.compare.verdict import TRAIN_ARRAYS, LoadedRun, TrainedRun, build_report
 from backendlab.compare.worker import handle
+from backendlab.data import check_data
 from backendlab.errors import UsageError
-from backendlab.models import default_data
+from backendlab.models import check_model, default_data
 from backendlab.results import check_writable, read_json, write_json
 from backendlab.workers.protocol import MODEL, PROBE, RESULT, Handler, Job, Outcome
 from backendlab.workers.runner import WorkerPool
@@ -113,6 +114,8 @@ class Compare:
         env: dict[str, str] | None = None,
     ):
         run = opts.run.replace(data=opts.run.data or default_data(opts.run.model)).check()
+        check_model(run.model)  # names and files now: a worker would tell them after every import
+        check_data(run.data)
         self.opts = dataclasses.replace(opts, run=run)
         self.out = Path(opts.out)
         self.on_event = on_event or (lambda backend, stage, info: None)

@@ -8,8 +8,6 @@ saved ``.keras`` files are checked against the reference's (see :mod:`backendlab
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import inspect
 import sys
 import tempfile
@@ -24,7 +22,7 @@ from backendlab.backends import plan
 from backendlab.compare.diff import Diff
 from backendlab.errors import UsageError
 from backendlab.layers.worker import ARRAYS, WEIGHTS, handle
-from backendlab.specs import is_callable_spec
+from backendlab.specs import check_spec, is_callable_spec
 from backendlab.workers.protocol import Job
 from backendlab.workers.runner import WorkerPool, shared_pool
 
@@ -110,7 +108,7 @@ def factory_spec(factory: Callable[[], Any] | str) -> str:
     if isinstance(factory, str):
         if not is_callable_spec(factory):
             raise UsageError(f"layer factory {factory!r} must look like path/to/file.py:function")
-        _check_spec_names_a_function(factory)
+        check_spec(factory, "layer factory")  # read with ast: importing it could import a framework
         return factory
     if not inspect.isfunction(factory):
         raise TypeError(
@@ -131,26 +129,6 @@ def factory_spec(factory: Callable[[], Any] | str) -> str:
     if module is not None and getattr(module, name, None) is not factory:
         raise TypeError(f"factory {name}: {factory.__module__}.{name} is no longer this function; pass it by its name")
     return f"{Path(path).resolve()}:{name}"
-
-
-def _check_spec_names_a_function(spec: str) -> None:
-    """The file exists and defines ``name`` at the top (read with ``ast``: importing it could import a framework)."""
-    target, _, name = spec.rpartition(":")
-    if not target.endswith(".py"):
-        if importlib.util.find_spec(target.split(".")[0]) is None:
-            raise UsageError(f"layer factory module {target!r} cannot be found")
-        return
-    path = Path(target)
-    if not path.is_file():
-        raise UsageError(f"layer factory file {target!r} does not exist")
-    try:
-        tree = ast.parse(path.read_text(), filename=target)
-    except SyntaxError as exc:
-        raise UsageError(f"layer factory file {target!r} has a syntax error at line {exc.lineno}: {exc.msg}") from None
-    defined = {node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
-    defined |= {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if hasattr(t, "id")}
-    if name not in defined:
-        raise UsageError(f"layer factory {spec!r}: {target!r} defines no function {name!r} at module level")
 
 
 def write_inputs(inputs, path: Path) -> dict:

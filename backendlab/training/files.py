@@ -25,6 +25,21 @@ def check_save_path(path: str | os.PathLike) -> None:
     check_writable(path, "--save")
 
 
+def check_resume_path(path: str | os.PathLike) -> None:
+    """Before any framework is imported: ``--resume`` names a ``.keras`` file that exists and is a Keras archive."""
+    if not Path(path).exists():
+        raise UsageError(f"--resume {str(path)!r} does not exist: give the path of a saved .keras model")
+    _check_model_file(Path(path))
+    _archive_config(Path(path))
+
+
+def _check_model_file(path: Path) -> None:
+    if not path.exists():
+        raise UsageError(f"{str(path)!r} does not exist")
+    if path.suffix != ".keras" or not path.is_file():
+        raise UsageError(f"{str(path)!r} is not a saved .keras model file")
+
+
 #: The entry of a ``.keras`` archive where backendlab keeps the run that trained the model.
 RUN_ENTRY = "backendlab_run.json"
 
@@ -143,8 +158,7 @@ def load_model(path: str | os.PathLike):
     import keras
 
     path = Path(path)
-    if path.suffix != ".keras" or not path.is_file():
-        raise UsageError(f"{str(path)!r} is not a saved .keras model file")
+    _check_model_file(path)
     config = _archive_config(path)
     if '"module": "keras_hub' in json.dumps(config):
         # keras_hub registers its layers (BertBackbone, ...) with Keras when imported, and only then.

@@ -21,6 +21,7 @@ from backendlab.backends import BACKEND_NAMES, plan
 from backendlab.bench.results import WorkerFailure
 from backendlab.bench.run import BACKEND_WORDING, machine_for
 from backendlab.bench.shapes import SHAPES
+from backendlab.data import check_data
 from backendlab.errors import UsageError
 from backendlab.results import read_json
 from backendlab.runspec import RunSpec
@@ -62,8 +63,7 @@ class TuneOptions:
                 raise UsageError(f"unknown model {model!r}: use {', '.join(SHAPES)} or path/to/file.py:build")
             if ":" in model:
                 check_spec(model, "model")
-        if self.run.data and ":" in self.run.data:
-            check_spec(self.run.data, "data")
+        check_data(self.run.data)
         for policy in self.grid.dtype_policies:
             if policy not in TOLERANCES:
                 raise UsageError(f"unknown dtype policy {policy!r}: valid are {', '.join(TOLERANCES)}")

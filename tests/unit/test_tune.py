@@ -59,6 +59,7 @@ def parse(*argv):
         (("--backends", "mxnet"), "unknown backend 'mxnet': valid backends are jax, tensorflow, torch"),
         (("--models", "nothere.py:build"), "model file 'nothere.py' does not exist"),
         (("--models", "mlp", "--data", "gone/data.py:load"), "data file 'gone/data.py' does not exist"),
+        (("--models", "mlp", "--data", "gone.npz"), "data file 'gone.npz' does not exist"),
     ],
 )
 def test_bad_tune_options_are_one_line_errors(argv, message):
