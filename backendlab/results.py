@@ -144,6 +144,9 @@ class TrainResult:
     # The checksum of the starting weights: with --init portable, the same on every backend.
     start_checksum: str | None = None
     start_note: str | None = None  # one line naming variables that kept their backend's own initializer
+    # The start's variable paths by what it did with each (init.PortableStart.variables): drawn portably,
+    # kept as the model's build left them, or its backend's own (fallback); all empty where it drew nothing.
+    start_variables: dict[str, list[str]] = field(default_factory=dict)
     # Set when training stopped at a NaN or inf: history then holds the complete epochs, step_losses
     # every step up to and including that one, test nothing.
     nonfinite: NonFinite | None = None

@@ -10,6 +10,7 @@ from rich.table import Table
 from backendlab.backends import REFERENCE_BACKENDS
 from backendlab.compare.verdict import QUANTITIES
 from backendlab.export.formats import FORMATS as EXPORT_FORMATS
+from backendlab.init import NOTE_NAMES
 from backendlab.results import atomic_write_bytes, atomic_write_text
 
 #: The quantities each view shows, in the registry's order.
@@ -170,6 +171,17 @@ def batches_line(report) -> str:
     return f"batches: {'identical' if b['identical'] else 'NOT IDENTICAL'}: {b['message']}"
 
 
+def kept_sentence(report) -> str:
+    """The variables the portable start kept as the model's build left them (adapted, loaded), or ''."""
+    kept = (report.start or {}).get("kept") or []
+    if not kept:
+        return ""
+    names = ", ".join(f"`{path}`" for path in kept[:NOTE_NAMES])
+    if len(kept) > NOTE_NAMES:
+        names += f" and {len(kept) - NOTE_NAMES} more"
+    return f" Values the model's build set rather than drew at random were kept: {names}."
+
+
 def markdown(report) -> str:
     s = report.settings
     lines = [
@@ -180,7 +192,7 @@ def markdown(report) -> str:
         f"keras {report.keras_version}. Reference backend: {report.reference}. "
         f"Tolerance: |a - ref| <= {s['atol']:g} + {s['rtol']:g} * |ref| ({report.criterion} comparison).",
         "",
-        "Every backend started from the same weights (checksums below).",
+        "Every backend started from the same weights (checksums below)." + kept_sentence(report),
         "",
     ]
     if report.batches:

@@ -107,6 +107,10 @@ class CompareReport:
     # Every step's batch checksummed on every backend (compare.verdict.batches_proof): identical,
     # first_differing_step, kind (arrays, tf.data, DataLoader, PyDataset, generator), steps, message.
     batches: dict = field(default_factory=dict)
+    # The shared start as the backend that drew it made it (compare.verdict.shared_start): made_by, and the
+    # variable paths it drew portably (drawn), kept as the model's build left them (kept: adapt, set_weights,
+    # load_weights, ...) or left at its backend's own value (fallback); empty where none drew it.
+    start: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:

@@ -205,6 +205,17 @@ def export_cells(trained: dict[str, TrainedRun], planned: list[str]) -> dict[str
     }
 
 
+def shared_start(trained: dict[str, TrainedRun], planned: list[str]) -> dict:
+    """The start every backend loaded, as the first to train drew it: which variables it drew from the seed,
+    which it kept as the model's build left them, which kept their backend's own value; {} if none drew any."""
+    for name in planned:
+        run = trained.get(name)
+        variables = (run.outcome.result or {}).get("start_variables") if run and run.outcome.ok else None
+        if variables and any(variables.values()):
+            return {"made_by": name, **variables}
+    return {}
+
+
 def export_verdict(exports: dict[str, dict[str, dict]]) -> str | None:
     """The exports' own verdict: failed if any export failed, diverge if any predicted otherwise, else agree."""
     statuses = {cell["status"] for row in exports.values() for cell in row.values()}
@@ -360,4 +371,5 @@ def build_report(
         numpy_reference=numpy_cells,
         export_verdict=export_verdict(exports),
         timing=timing or {},
+        start=shared_start(trained, planned),
     )

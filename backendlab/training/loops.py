@@ -182,6 +182,7 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
         stochastic_layers=prep.stochastic,
         start_checksum=prep.start.checksum,
         start_note=prep.start.note,
+        start_variables=prep.start.variables(),
         nonfinite=watch.found,
         input_kind=data.kind,
         batch_checksums=recorder.checksums,

@@ -146,7 +146,7 @@ def build_and_compile(
             net = build_model(spec.model, dataset)
         # Also builds a lazily built model on a real sample (under --processes, one of this process's own).
         check_compatible(net, dataset, spec.model, first_rows(spec, dataset.sample_rows))
-        start = start_weights(net, spec, resume, initial_weights)
+        start = start_weights(net, spec, resume, initial_weights, rebuild=lambda: _rebuild(spec, dataset))
         if getattr(net, "compiled", False) and net.optimizer is not None:
             optimizer_name = type(net.optimizer).__name__.lower()
         else:
@@ -166,13 +166,26 @@ def build_and_compile(
     return net, spec, start
 
 
-def start_weights(net, spec: RunSpec, resume=None, initial_weights=None) -> PortableStart:
-    """Where training starts: a saved model's weights, compare's shared file, or portable ones from the seed."""
+def start_weights(net, spec: RunSpec, resume=None, initial_weights=None, rebuild=None) -> PortableStart:
+    """Where training starts: a saved model's weights, compare's shared file, or portable ones from the seed.
+
+    ``rebuild`` builds the model again (see :func:`portable_init`): what the model's factory set
+    after building (an adapted Normalization, weights it loaded) is kept in a portable start.
+    """
     if resume is None and initial_weights is not None:
         net.load_weights(initial_weights)
     if resume is None and initial_weights is None and spec.init == "portable":
-        return portable_init(net, spec.seed)
+        return portable_init(net, spec.seed, rebuild)
     return PortableStart(weights_checksum(np.asarray(w) for w in net.get_weights()))
+
+
+def _rebuild(spec: RunSpec, dataset: Dataset):
+    """The model built again, as :func:`build_and_compile` built it, for :func:`portable_init` to compare."""
+    # NumPy seeded as for the first build: values the factory draws from it are the same on every backend.
+    np.random.seed(spec.seed)
+    twin = build_model(spec.model, dataset)
+    check_compatible(twin, dataset, spec.model, first_rows(spec, dataset.sample_rows))
+    return twin
 
 
 def check_padding(model, config: RunSpec, num_samples: int) -> None:

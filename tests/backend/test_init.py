@@ -319,3 +319,75 @@ def test_an_unnamed_weight_of_a_custom_layer_is_covered():
     first = portable_init(build(), seed=2)
     assert first.fallback == [] and first.note is None
     assert portable_init(build(), seed=2).checksum == first.checksum
+
+
+# --- What a model's factory sets after building is kept ---------------------------------------------------------
+
+ADAPTED = f"{FIXTURES / 'adapted_models.py'}"
+
+
+def test_a_portable_start_keeps_what_the_factory_adapted_and_loaded():
+    """Through prepare(), as train and compare start: what the factory adapted and set survives, others are drawn."""
+    import adapted_models
+
+    from backendlab.training.preparation import prepare
+
+    prep = prepare(f"{ADAPTED}:build", f"{ADAPTED}:data", seed=0)
+    start, model = prep.start, prep.model
+    assert [p.split("/")[-2:] for p in start.kept] == [
+        ["norm", "mean"],
+        ["norm", "variance"],
+        ["pretrained", "kernel"],
+        ["pretrained", "bias"],
+    ]
+    assert [p.split("/")[-2:] for p in start.portable] == [
+        ["norm", "count"],
+        ["hidden", "kernel"],
+        ["hidden", "bias"],
+        ["out", "kernel"],
+        ["out", "bias"],
+    ]
+    assert start.fallback == [] and start.note is None
+    (x, _), _ = adapted_models.data()
+    norm = model.get_layer("norm")
+    np.testing.assert_allclose(norm.adapt_mean.numpy(), x.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(norm.adapt_variance.numpy(), x.var(0), rtol=1e-4)
+    pretrained = model.get_layer("pretrained")
+    np.testing.assert_array_equal(pretrained.kernel.numpy(), adapted_models.pretrained_kernel())
+    # The bias the factory drew from NumPy's global generator, seeded by the run's seed as for any build.
+    bias = np.random.RandomState(0).normal(0.0, 0.1, 6).astype("float32")
+    np.testing.assert_array_equal(pretrained.bias.numpy(), bias)
+    # The random ones are what a start without the rebuild draws: from the seed, not the backend.
+    keras.utils.set_random_seed(0)
+    plain = adapted_models.build()
+    portable_init(plain, seed=0)
+    np.testing.assert_array_equal(model.get_layer("hidden").kernel.numpy(), plain.get_layer("hidden").kernel.numpy())
+
+
+def test_initializers_that_draw_nothing_at_random_are_not_redrawn_by_chance():
+    """A seeded initializer is still drawn portably; a user's deterministic one is kept, not a fallback."""
+    from adapted_models import seeded_and_constant
+
+    model = seeded_and_constant()
+    start = portable_init(model, seed=0, rebuild=seeded_and_constant)
+    kernel, bias = model.weights
+    assert (start.portable, start.kept, start.fallback) == ([kernel.path], [bias.path], [])
+    np.testing.assert_array_equal(bias.numpy(), np.full(3, 0.5))
+    plain = seeded_and_constant()
+    again = portable_init(plain, seed=0)  # without the rebuild, nothing tells the user's constant from a draw
+    assert again.fallback == [plain.weights[1].path]
+    np.testing.assert_array_equal(kernel.numpy(), plain.weights[0].numpy())
+
+
+def test_the_rebuild_leaves_keras_and_numpy_global_state_as_it_was():
+    from adapted_models import build
+    from keras.src.backend.common import global_state
+
+    keras.utils.set_random_seed(3)
+    model = build()
+    state, numpy_state = random.getstate(), np.random.get_state()
+    counters = dict(global_state.get_global_attribute("object_name_uids"))
+    portable_init(model, seed=0, rebuild=build)
+    assert random.getstate() == state
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), numpy_state))
+    assert dict(global_state.get_global_attribute("object_name_uids")) == counters
