@@ -277,9 +277,13 @@ def _checked_leaf(a: np.ndarray, where: str, labels: bool) -> np.ndarray:
         )
     if a.ndim == 0:
         raise UsageError(f"{where} is a scalar: give an array with one row per sample")
-    # Features become float32, as a float32 Keras input casts them anyway; bool and integer
-    # labels are classes, int32 on every backend (JAX has no int64 by default).
-    a = a.astype("int32" if labels and a.dtype.kind in "biu" else "float32", copy=False)
+    # Integers stay integers, as int32 on every backend (JAX has no int64 by default): labels are
+    # classes, and integer features are ids that an Embedding or a lookup layer takes as they are (as
+    # float32 they lose ids above 2**24, and a lookup layer refuses them on JAX). Float features
+    # become float32, as a float32 Keras input casts them anyway; bool labels are classes, bool
+    # features become 0.0 and 1.0.
+    integer = a.dtype.kind in "iu" or (labels and a.dtype.kind == "b")
+    a = a.astype("int32" if integer else "float32", copy=False)
     _check_finite(a, where)
     return a
 

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import run_cli, write_npz
+from helpers import FIXTURES, run_cli, write_npz
 
 NONFINITE = "remove or replace non-finite values before training"
 
@@ -25,6 +25,16 @@ def test_uint8_images_and_bool_column_labels_train(tmp_path):
 
     result = run_training("cnn", path, epochs=1, batch_size=16)
     assert np.isfinite(result.history["loss"]).all() and set(result.test) == {"loss", "accuracy"}
+
+
+def test_integer_ids_reach_the_model_as_integers():
+    """int64 ids above 2**24 reach the model exactly, as int32, on every backend (float32 would round them)."""
+    from backendlab.training import run_training
+
+    result = run_training(
+        f"{FIXTURES}/user_models.py:id_lookup", f"{FIXTURES}/user_data.py:large_ids", epochs=20, batch_size=16
+    )
+    assert result.test["accuracy"] == 1.0
 
 
 BROKEN = "import numpy as np\n\ndef load(:\n    pass\n"

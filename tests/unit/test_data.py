@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backendlab.data import DATASETS, Target, infer_target, load_dataset
+from backendlab.data import DATASETS, Target, from_arrays, infer_target, load_dataset
 from backendlab.errors import UsageError
 
 
@@ -26,13 +26,24 @@ def test_digits_are_8x8_images_with_a_channel():
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
-def test_bundled_data_are_float32_and_deterministic(name):
+def test_bundled_data_are_float32_or_int32_ids_and_deterministic(name):
     a, b = load_dataset(name, seed=3), load_dataset(name, seed=3)
     xa = a.x_train if isinstance(a.x_train, dict) else {"x": a.x_train}
     xb = b.x_train if isinstance(b.x_train, dict) else {"x": b.x_train}
     for key in xa:
-        assert xa[key].dtype == np.float32
+        assert xa[key].dtype == (np.int32 if name in ("tokens", "next_tokens") else np.float32)
         assert np.array_equal(xa[key], xb[key])
+
+
+def test_integer_features_stay_integers_as_int32():
+    """Token ids above 2**24 survive (as float32 they would be rounded), and bool features become 0.0 and 1.0."""
+    ids = np.array([[2**24 + 1, 3], [5, 2**30 + 7]], dtype="int64")
+    flags = np.array([[True], [False]])
+    d = from_arrays(
+        "ids", ({"ids": ids, "flags": flags}, np.array([0, 1])), ({"ids": ids, "flags": flags}, np.array([1, 0]))
+    )
+    assert d.x_train["ids"].dtype == np.int32 and d.x_train["ids"][0, 0] == 2**24 + 1
+    assert d.x_train["flags"].dtype == np.float32 and d.x_train["flags"].tolist() == [[1.0], [0.0]]
 
 
 def test_npz_file(tmp_path):

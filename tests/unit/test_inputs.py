@@ -202,12 +202,15 @@ def test_mixed_python_objects_are_refused(tmp_path):
     assert usage_error(spec) == f"data '{spec}': y_train has dtype object: {NOT_NUMERIC}"
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float16", "int64", "uint8", "bool"])
-def test_numeric_features_become_float32(tmp_path, dtype):
+@pytest.mark.parametrize(
+    "dtype, becomes",
+    [("float64", "float32"), ("float16", "float32"), ("bool", "float32"), ("int64", "int32"), ("uint8", "int32")],
+)
+def test_float_features_become_float32_and_integer_features_int32(tmp_path, dtype, becomes):
     x = np.random.default_rng(0).integers(0, 2, size=(20, 5)).astype(dtype)
     data = load_dataset(write_npz(tmp_path, x_train=x, x_test=x[:6]))
-    assert data.x_train.dtype == data.x_test.dtype == np.float32
-    assert np.array_equal(data.x_train, x.astype("float32"))
+    assert data.x_train.dtype == data.x_test.dtype == np.dtype(becomes)
+    assert np.array_equal(data.x_train, x.astype(becomes))
 
 
 @pytest.mark.parametrize(
