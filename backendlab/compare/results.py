@@ -107,6 +107,10 @@ class CompareReport:
     # Every step's batch checksummed on every backend (compare.verdict.batches_proof): identical,
     # first_differing_step, kind (arrays, tf.data, DataLoader, PyDataset, generator), steps, message.
     batches: dict = field(default_factory=dict)
+    # The one backend that differs from all the others (compare.verdict.odd_one_out): backend, agreeing,
+    # by (majority, or numpy: Keras's numpy backend's starting predictions), message; {} where none is alone.
+    # Where it is the reference asked for, ``reference`` is the first agreeing backend instead.
+    odd_one_out: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
