@@ -8,12 +8,14 @@ The orchestrator (this module) imports no framework. It keeps one warm worker pe
 1. one after another, each trains: the first builds the model and saves the starting
    weights (``initial.weights.h5``), every later one loads them, and every one sees the
    same batches in the same order (backendlab's seeded NumPy generator);
-2. where a backend diverges (or everywhere, with ``locate``), the step where it parts is
-   taken apart on it and on the reference, from the same replayed state, phase by phase
-   (:mod:`backendlab.compare.probe`, :func:`backendlab.compare.locate.locate`);
-3. side by side, each then loads every backend's saved ``.keras`` file and predicts (the
+2. side by side, each then loads every backend's saved ``.keras`` file and predicts (the
    portability matrix); Keras's numpy backend, where it can run the model, predicts with
    the starting weights as an independent reference;
+3. where a backend diverges (or everywhere, with ``locate``), the step where it parts is
+   taken apart on it and on the reference, from the same replayed state, phase by phase
+   (:mod:`backendlab.compare.probe`, :func:`backendlab.compare.locate.locate`); where only
+   evaluation differs, evaluate is taken apart instead; where the reference is the odd one
+   out, a backend that agrees with the others takes its place;
 4. everything is compared against the reference backend and written, atomically, after
    every step: a Ctrl-C leaves every finished backend's results readable.
 

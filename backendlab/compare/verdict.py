@@ -240,6 +240,25 @@ def _odd_one_out(
     return odd_one_out(names, agree, numpy) if len(names) > 1 else {}
 
 
+def _blame(
+    reference: str, reports, trained, numpy_cells: dict, opts, criterion: str, batches: dict
+) -> tuple[str, dict]:
+    """The odd one out (:func:`odd_one_out`), and the backend the others are measured against: the reference,
+    or where it is the odd one out, the first that agrees with the others (and every backend is compared anew).
+
+    None is named where the reference has no result, or where the backends were not fed the same batches:
+    there the differences are the input's doing."""
+    if reports[reference].status != "ok" or (batches and not batches["identical"]):
+        return reference, {}
+    odd = _odd_one_out(reports, trained, numpy_cells, opts, criterion)
+    if odd.get("backend") != reference:
+        return reference, odd
+    yardstick = odd["agreeing"][0]
+    _compare_with(yardstick, reports, trained, opts, criterion)
+    measured = f"; the differences are measured against {yardstick}, not {reference}"
+    return yardstick, {**odd, "message": odd["message"] + measured}
+
+
 def _compare_with(yardstick: str, reports: dict[str, BackendReport], trained: dict[str, TrainedRun], opts, criterion):
     """Every backend that trained compared anew, with ``yardstick`` in the reference's place."""
     ref = reports[yardstick]
@@ -438,17 +457,13 @@ def build_report(
             portability.setdefault(saver, {})[loader] = cell
         if loader in references:
             numpy_cells = numpy_reference(run, {n: trained[n] for n in planned if n in trained}, opts)
-    odd = _odd_one_out(reports, trained, numpy_cells, opts, criterion) if ref.status == "ok" else {}
-    if odd.get("backend") == reference:  # the others are measured against one that agrees with them
-        reference = odd["agreeing"][0]
-        _compare_with(reference, reports, trained, opts, criterion)
-        odd["message"] += f"; the differences are measured against {reference}, not {odd['backend']}"
+    batches = batches_proof(trained, planned, reference)
+    reference, odd = _blame(reference, reports, trained, numpy_cells, opts, criterion, batches)
     exports = export_cells(trained, planned)
     for saver, cells in exports.items():
         portability.setdefault(saver, {}).update(cells)
     skip = set(references) | {fmt for row in exports.values() for fmt in row}
     settings = {**opts.settings(), "data": data, "backends": list(reports)}
-    batches = batches_proof(trained, planned, reference)
     verdict = _overall(reports, portability, skip, named_skip, interrupted)
     if batches and not batches["identical"] and not interrupted:
         verdict = "nondeterministic"  # before any verdict on the model: its numbers were fed different data

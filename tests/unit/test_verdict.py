@@ -323,3 +323,11 @@ def test_an_evaluation_located_is_reported_as_evaluation_not_as_a_step():
     md = markdown(report)
     assert "both load jax's trained weights and evaluate the test set" in md
     assert f"**torch**: {line.removeprefix('torch: ')}" in md
+
+
+def test_no_odd_one_out_is_named_where_the_backends_were_fed_other_batches():
+    trained = {"jax": _trained("jax", shift=3e-3), "tensorflow": _trained("tensorflow"), "torch": _trained("torch")}
+    for name, checksums in (("jax", ["a", "b"]), ("tensorflow", ["a", "b"]), ("torch", ["a", "c"])):
+        trained[name].outcome.result["batch_checksums"] = checksums
+    report = _report(trained)
+    assert report.verdict == "nondeterministic" and report.odd_one_out == {} and report.reference == "jax"
