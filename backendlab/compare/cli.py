@@ -118,6 +118,7 @@ def run_compare(args) -> int:
         batches_line,
         divergence_lines,
         export_line,
+        odd_line,
         portability_lines,
         terminal_table,
         timing_line,
@@ -165,6 +166,8 @@ def run_compare(args) -> int:
             out.print(f"{r.backend}: {r.message}", markup=False, highlight=False)
     for note in report.notes:
         out.print(f"note: {note}", markup=False, highlight=False)
+    if report.odd_one_out:
+        out.print(odd_line(report), markup=False, highlight=False)
     for line in divergence_lines(report):
         out.print(line, markup=False, highlight=False)
     if report.export_verdict:

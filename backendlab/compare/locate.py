@@ -33,6 +33,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 PHASES = ("forward", "loss", "gradient", "update", "state")
+#: The phases of an evaluation probe: each layer's output in inference, evaluate's loss, and its metrics.
+EVALUATE_PHASES = ("forward", "loss", "metrics")
 
 #: float32's machine epsilon is 1.19e-7. A forward pass, a backward pass or an adaptive
 #: optimizer's division by sqrt(velocity) leaves differences of up to about 1e-6 between backends
@@ -69,11 +71,15 @@ class Divergence:
     rel: float
     upstream_max_rel: float  # the largest relative difference anywhere upstream of it
     explanation: str  # one sentence for a person
+    # What was taken apart: a training step, or evaluate (or predict) on the test set from trained weights.
+    during: str = "training"
 
     @classmethod
-    def nowhere(cls, step: int | None, gap: float, rel: float, explanation: str) -> Divergence:
+    def nowhere(
+        cls, step: int | None, gap: float, rel: float, explanation: str, during: str = "training"
+    ) -> Divergence:
         """No place stands out: ``gap`` and ``rel`` are the largest differences anywhere, and why none is named."""
-        return cls(step, None, None, None, None, gap, rel, rel, explanation)
+        return cls(step, None, None, None, None, gap, rel, rel, explanation, during)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -136,9 +142,11 @@ def _what(place: dict) -> str:
             return f"the regularization loss of {variable} in layer {named}"
         if variable:
             return variable
-        return f"the loss of output {layer}" if layer else "the total loss"
+        function = f" ({place['function']})" if place.get("function") else ""
+        return f"the loss of output {layer}" if layer else f"the total loss{function}"
     subject = variable or place["key"].split("/", 1)[-1]
     return {
+        "metrics": f"the metric {subject}",
         "gradient": f"the gradient of {subject}",
         "update": f"the update of {subject}",
         "state": f"the change of {subject} in the forward pass",
@@ -151,6 +159,7 @@ _UPSTREAM = {
     "gradient": "the forward pass, the loss and the gradients of the layers after it agree",
     "update": "the forward pass, loss and gradients agree",
     "state": "the forward pass, loss, gradients and updates agree",
+    "metrics": "the forward pass and the loss agree",
 }
 
 
@@ -169,6 +178,7 @@ def locate(
     *,
     step: int | None,
     threshold_rel: float = DEFAULT_THRESHOLD,
+    during: str = "training",
 ) -> Divergence:
     """The first place, phase by phase, whose relative difference exceeds ``threshold_rel`` while
     all upstream agrees; ``phase`` None with the reason when none stands out.
@@ -178,6 +188,7 @@ def locate(
     Updates and state changes of different variables do not feed each other: there only the
     earlier phases are upstream. A place is named only if it also differs :data:`JUMP` times
     more than its upstream, so rounding amplified on its way is not blamed on where it surfaced.
+    ``during``: what the probes took apart (a training step, or evaluate or predict), as it is reported.
     """
     upstream = 0.0
     seen_upstream = False
@@ -212,11 +223,12 @@ def locate(
                     before,
                     f"{_what(place)} differs by {gap:.1e} (relative {rel:.1e}) while "
                     f"{_agreement(phase, before, seen_upstream)}" + _stochastic_note(place, mine_manifest),
+                    during,
                 )
         upstream = max(upstream, rel)
         seen_upstream = True
     if compared == 0:
-        return Divergence.nowhere(step, 0.0, 0.0, "the two probes have no place in common")
+        return Divergence.nowhere(step, 0.0, 0.0, "the two probes have no place in common", during)
     place, gap, rel = worst
     if first_over is None:
         return Divergence.nowhere(
@@ -224,7 +236,8 @@ def locate(
             gap,
             rel,
             f"no place differs by more than {threshold_rel:.0e} relative: the largest difference, "
-            f"{rel:.1e} in {_what(place)}, is float32 rounding spread over the whole step",
+            f"{rel:.1e} in {_what(place)}, is float32 rounding spread over the whole {_unit(during)}",
+            during,
         )
     start, start_gap, start_rel = first_over
     return Divergence.nowhere(
@@ -232,8 +245,13 @@ def locate(
         gap,
         rel,
         f"no single place stands out: differences grow gradually from {start_rel:.1e} in {_what(start)} "
-        f"to {rel:.1e} in {_what(place)}, as rounding amplified through the step",
+        f"to {rel:.1e} in {_what(place)}, as rounding amplified through the {_unit(during)}",
+        during,
     )
+
+
+def _unit(during: str) -> str:
+    return "step" if during == "training" else "evaluation" if during == "evaluate" else "prediction"
 
 
 def _stochastic_note(place: dict, manifest: Mapping | None) -> str:
@@ -243,13 +261,13 @@ def _stochastic_note(place: dict, manifest: Mapping | None) -> str:
     return ""
 
 
-def phases_table(reference_arrays: Arrays, mine_arrays: Arrays) -> list[dict]:
+def phases_table(reference_arrays: Arrays, mine_arrays: Arrays, phases: tuple[str, ...] = PHASES) -> list[dict]:
     """Per phase: how many arrays both probes hold, the largest differences and the key of the worst."""
     rows = []
     floors = phase_floors(reference_arrays)
-    for phase in PHASES:
+    for phase in phases:
         keys = sorted(k for k in reference_arrays if phase_of(k) == phase and k in mine_arrays)
-        diffs = {k: difference(mine_arrays[k], reference_arrays[k], floors[phase]) for k in keys}
+        diffs = {k: difference(mine_arrays[k], reference_arrays[k], floors.get(phase, ABS_FLOOR)) for k in keys}
         worst = max(keys, key=lambda k: diffs[k][1], default=None)
         rows.append(
             {
@@ -261,3 +279,20 @@ def phases_table(reference_arrays: Arrays, mine_arrays: Arrays) -> list[dict]:
             }
         )
     return rows
+
+
+def evaluation_window(mine: Arrays, reference: Arrays, samples: int, batch_size: int, limit: int) -> tuple[int, int]:
+    """The test samples whose layer outputs an evaluation probe records: all of them if they are ``limit`` or
+    fewer, else whole batches, ``limit`` samples at most, from the batch of the sample whose predictions
+    (``mine`` against ``reference``, under the same keys, samples first) differ most."""
+    if samples <= limit:
+        return 0, samples
+    gaps = np.zeros(samples)
+    for key, ref in reference.items():
+        a, r = np.asarray(mine.get(key, ref), np.float64), np.asarray(ref, np.float64)
+        if a.shape == r.shape and r.ndim and len(r) == samples:
+            gap = np.nan_to_num(np.abs(a - r).reshape(samples, -1), nan=np.inf).max(axis=1, initial=0.0)
+            gaps = np.maximum(gaps, gap)
+    batches = max(limit // batch_size, 1)
+    start = int(np.argmax(gaps)) // batch_size * batch_size
+    return start, min(start + batches * batch_size, samples)

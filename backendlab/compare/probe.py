@@ -21,6 +21,15 @@ Runs inside a worker process (``KERAS_BACKEND`` set); frameworks are imported in
 
             The result (the manifest) lists every compared place in the order
             :func:`backendlab.compare.locate.locate` walks them, with its layer and variable.
+``evaluate`` job ``{"run": RunSpec dict, "weights": path, "window": [start, stop]}``: load trained weights
+            (``weights.npz`` as compare's training worker saves them: ``w/<i>`` in ``get_weights`` order) and
+            evaluate the test set as ``model.evaluate`` does, batch by batch, into ``probe.npz``:
+
+            ``forward/<layer>#<call>/<output>``  each layer's output in inference (``predict``'s forward
+            pass too), for the test samples ``window`` (whole batches; default: all), batches concatenated
+            ``loss/output/<name>``, ``loss/regularization/<variable.path>``, ``loss/additional``,
+            ``loss/total``                       evaluate's loss and its terms, over the whole test set
+            ``metrics/<name>``                   evaluate's compiled metrics, over the whole test set
 
 The gradient and update are the backend's ``fit`` step taken apart (``_impl`` ``fit_gradients``
 and ``apply_gradients``): the optimizer receives exactly what it receives in ``fit``, so a sparse
@@ -241,7 +250,23 @@ def _record_loss(model, x, y, y_pred, arrays: dict, places: list) -> None:
     for tracker in getattr(compile_loss, "metrics", None) or []:
         tracker.reset_state()
     total = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=True)
-    trackers = list(getattr(compile_loss, "metrics", None) or [])  # built by the first call: this batch alone
+    _record_loss_terms(model, arrays, places)
+    arrays["loss/total"] = _numpy(total)
+    places.append(_total_loss_place(model))
+
+
+def _total_loss_place(model) -> dict:
+    """The total loss's place, with the function the model was compiled with where it has one."""
+    loss = model.loss
+    function = loss if isinstance(loss, str) else getattr(loss, "name", None) or getattr(loss, "__name__", None)
+    place = _place("loss/total", "loss")
+    return {**place, "function": function} if isinstance(function, str) else place
+
+
+def _record_loss_terms(model, arrays: dict, places: list) -> None:
+    """Each output's loss as its tracker holds it (where there are several), and each additional loss."""
+    compile_loss = getattr(model, "_compile_loss", None)
+    trackers = list(getattr(compile_loss, "metrics", None) or [])  # built by the first call
     if len(trackers) > 1:
         for tracker in trackers:
             name = tracker.name.removesuffix("_loss")
@@ -256,8 +281,6 @@ def _record_loss(model, x, y, y_pred, arrays: dict, places: list) -> None:
     if model.losses:  # regularization, activity regularization and add_loss: all fit adds
         arrays["loss/additional"] = _numpy(sum(model.losses))
         places.append(_place("loss/additional", "loss", variable="the model's additional losses"))
-    arrays["loss/total"] = _numpy(total)
-    places.append(_place("loss/total", "loss"))
 
 
 def probe_job(job: dict, workdir: Path, progress: Progress) -> dict:
@@ -321,10 +344,6 @@ def probe_job(job: dict, workdir: Path, progress: Progress) -> dict:
         places.append(_place(f"update/{key}", "update", *layer, path, _magnitude(before[key])))
     places += state_places
 
-    reached = {r["layer"] for r in records}
-    from backendlab.training.stochastic import sublayers
-
-    layers = sublayers(model)
     progress(len(PHASES), len(PHASES), "saving")
     save_npz(workdir / "probe.npz", arrays)
     return {
@@ -336,29 +355,105 @@ def probe_job(job: dict, workdir: Path, progress: Progress) -> dict:
         "loss": float(_numpy(loss)),
         "arrays": "probe.npz",
         "places": places,
-        "layers": {
-            "reached": [
-                {"name": name, "class": cls, "order": i}
-                for i, (name, cls) in enumerate(dict.fromkeys((r["layer"], r["class"]) for r in records))
-            ],
-            "not_reached": [
-                {"name": layer.name, "class": type(layer).__name__} for layer in layers if layer.name not in reached
-            ],
-        },
+        "layers": _layers(model, records),
         "sparse_gradients": sparse,
         "stochastic_layers": prep.stochastic,
     }
 
 
-JOBS = {"replay": replay_job, "probe": probe_job}
-REQUIRED = {"replay": ("run", "steps", "state"), "probe": ("run", "state", "step")}
+def _layers(model, records: list[dict]) -> dict:
+    """The layers whose outputs were recorded, in order, and those the recording could not reach."""
+    from backendlab.training.stochastic import sublayers
+
+    reached = {r["layer"] for r in records}
+    return {
+        "reached": [
+            {"name": name, "class": cls, "order": i}
+            for i, (name, cls) in enumerate(dict.fromkeys((r["layer"], r["class"]) for r in records))
+        ],
+        "not_reached": [
+            {"name": layer.name, "class": type(layer).__name__}
+            for layer in sublayers(model)
+            if layer.name not in reached
+        ],
+    }
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """One layer's outputs of consecutive batches as one array: along the samples where it has them."""
+    if all(p.ndim and p.shape[1:] == parts[0].shape[1:] for p in parts):
+        return np.concatenate(parts)
+    return np.concatenate([p.ravel() for p in parts])
+
+
+def evaluate_job(job: dict, workdir: Path, progress: Progress) -> dict:
+    """``model.evaluate`` on the test set taken apart: each batch as its ``test_step`` computes it, eagerly."""
+    import keras
+
+    from backendlab.training.hooks import STEP_LOSS
+    from backendlab.training.schedule import batch_slices
+
+    prep = _prepare(job)
+    model, data = prep.model, prep.data
+    with np.load(job["weights"], allow_pickle=False) as npz:
+        model.set_weights([npz[f"w/{i}"] for i in range(len(npz.files))])
+    samples = len(keras.tree.flatten(data.x_test)[0])
+    start, stop = job.get("window") or (0, samples)
+    slices = batch_slices(samples, prep.config.batch_size)
+    outputs: dict[str, list[np.ndarray]] = {}
+    records: list[dict] = []
+    model.reset_metrics()
+    for i, part in enumerate(slices):
+        progress(i, len(slices), "evaluating")
+        x, y = data.take("test", np.arange(part.start, part.stop))
+        x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
+        y = keras.tree.map_structure(keras.ops.convert_to_tensor, y)
+        recorded: dict[str, np.ndarray] = {}
+        calls: list[dict] = []
+        inside = start < part.stop and part.start < stop  # a batch of the window: its outputs are recorded
+        with recording_outputs(model, calls, recorded) if inside else contextlib.nullcontext():
+            y_pred = model(x, training=False)
+        records = records or calls
+        for key, value in recorded.items():
+            outputs.setdefault(key, []).append(value)
+        # As Keras's test_step: the loss, its tracker weighted by the batch's size, then the compiled metrics.
+        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=False)
+        model._loss_tracker.update_state(loss, sample_weight=part.stop - part.start)
+        model.compute_metrics(x, y, y_pred, sample_weight=None)
+    arrays = {key: _joined(parts) for key, parts in outputs.items()}
+    places = [_place(r["key"], "forward", r["layer"], r["class"]) for r in records]
+    _record_loss_terms(model, arrays, places)
+    results = {k: _numpy(v) for k, v in model.get_metrics_result().items() if k != STEP_LOSS}
+    arrays["loss/total"] = results.pop("loss")
+    places.append(_total_loss_place(model))
+    for name, value in results.items():
+        if f"loss/output/{name.removesuffix('_loss')}" not in arrays:
+            arrays[f"metrics/{name}"] = value
+            places.append(_place(f"metrics/{name}", "metrics", variable=name))
+    progress(len(slices), len(slices), "saving")
+    save_npz(workdir / "probe.npz", arrays)
+    return {
+        "backend": keras.backend.backend(),
+        "during": "evaluate",
+        "window": [start, stop],
+        "test_samples": samples,
+        "loss": float(arrays["loss/total"]),
+        "arrays": "probe.npz",
+        "places": places,
+        "layers": _layers(model, records),
+        "stochastic_layers": prep.stochastic,
+    }
+
+
+JOBS = {"replay": replay_job, "probe": probe_job, "evaluate": evaluate_job}
+REQUIRED = {"replay": ("run", "steps", "state"), "probe": ("run", "state", "step"), "evaluate": ("run", "weights")}
 
 
 def handle(job: dict, workdir: Path, progress: Progress) -> dict:
-    """A worker's entry: ``job["kind"]`` is ``replay`` or ``probe``."""
+    """A worker's entry: ``job["kind"]`` is ``replay``, ``probe`` or ``evaluate``."""
     kind = job.get("kind")
     if kind not in JOBS:
-        raise UsageError(f"unknown probe job kind {kind!r}: use {' or '.join(JOBS)}")
+        raise UsageError(f"unknown probe job kind {kind!r}: use {', '.join(JOBS)}")
     missing = [key for key in REQUIRED[kind] if key not in job]
     if missing:
         raise UsageError(f"probe job {kind!r} lacks {', '.join(missing)}")

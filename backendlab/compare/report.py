@@ -91,13 +91,18 @@ def portability_lines(report) -> list[str]:
     return lines
 
 
+#: What a probe took apart, where it was not a training step.
+TAKEN_APART = {"evaluate": "evaluation of the test set", "predict": "prediction of the test set"}
+
+
 def _where(d: dict) -> str:
     """``step 3 first differs in update of embedding (Embedding), ...: <explanation>``, or why nowhere."""
+    what = TAKEN_APART.get(d.get("during", "training"), f"step {d['step']}")
     if not d["phase"]:
-        return f"step {d['step']}: {d['explanation']}"
+        return f"{what}: {d['explanation']}"
     where = d["phase"] + (f" of {d['layer']} ({d['layer_class']})" if d.get("layer") else "")
     where += f", {d['variable']}" if d.get("variable") and d["variable"] != d.get("layer") else ""
-    return f"step {d['step']} first differs in {where}: {d['explanation']}"
+    return f"{what} first differs in {where}: {d['explanation']}"
 
 
 def divergence_lines(report) -> list[str]:
@@ -118,6 +123,12 @@ def _divergence_markdown(report) -> list[str]:
         "step changes (update), and the non-trainable changes (state). The first phase and place that differs "
         "while everything before it agrees is named.",
     ]
+    if any(r.divergence.get("during", "training") != "training" for r in located):
+        lines[-1] += (
+            f" Where training agrees and only evaluation or prediction differs, both load {report.reference}'s "
+            "trained weights and evaluate the test set as `evaluate` does: each layer's output in inference "
+            "(the forward pass `predict` runs too), the loss and the metrics."
+        )
     for r in located:
         lines += ["", f"**{r.backend}**: {_where(r.divergence)}", ""]
         reached = r.divergence_layers.get("reached", [])
@@ -136,6 +147,11 @@ def _divergence_markdown(report) -> list[str]:
                     f"{row['worst'] or '-'} |"
                 )
     return lines
+
+
+def odd_line(report) -> str:
+    """Which backend differs from all the others, where one does: ``jax is the odd one out: ...``."""
+    return report.odd_one_out.get("message", "")
 
 
 def export_line(report) -> str:
@@ -195,6 +211,8 @@ def markdown(report) -> str:
         "Every backend started from the same weights (checksums below)." + kept_sentence(report),
         "",
     ]
+    if report.odd_one_out:
+        lines += [f"**{odd_line(report)}.**", ""]
     if report.batches:
         lines += [batches_line(report).replace("batches: ", "Batches: ", 1) + ".", ""]
     lines += [f"> {note}" for note in report.notes] + ([""] if report.notes else [])

@@ -111,6 +111,10 @@ class CompareReport:
     # variable paths it drew portably (drawn), kept as the model's build left them (kept: adapt, set_weights,
     # load_weights, ...) or left at its backend's own value (fallback); empty where none drew it.
     start: dict = field(default_factory=dict)
+    # The one backend that differs from all the others (compare.verdict.odd_one_out): backend, agreeing,
+    # by (majority, or numpy: Keras's numpy backend's starting predictions), message; {} where none is alone.
+    # Where it is the reference asked for, ``reference`` is the first agreeing backend instead.
+    odd_one_out: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:

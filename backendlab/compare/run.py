@@ -8,12 +8,14 @@ The orchestrator (this module) imports no framework. It keeps one warm worker pe
 1. one after another, each trains: the first builds the model and saves the starting
    weights (``initial.weights.h5``), every later one loads them, and every one sees the
    same batches in the same order (backendlab's seeded NumPy generator);
-2. where a backend diverges (or everywhere, with ``locate``), the step where it parts is
-   taken apart on it and on the reference, from the same replayed state, phase by phase
-   (:mod:`backendlab.compare.probe`, :func:`backendlab.compare.locate.locate`);
-3. side by side, each then loads every backend's saved ``.keras`` file and predicts (the
+2. side by side, each then loads every backend's saved ``.keras`` file and predicts (the
    portability matrix); Keras's numpy backend, where it can run the model, predicts with
    the starting weights as an independent reference;
+3. where a backend diverges (or everywhere, with ``locate``), the step where it parts is
+   taken apart on it and on the reference, from the same replayed state, phase by phase
+   (:mod:`backendlab.compare.probe`, :func:`backendlab.compare.locate.locate`); where only
+   evaluation differs, evaluate is taken apart instead; where the reference is the odd one
+   out, a backend that agrees with the others takes its place;
 4. everything is compared against the reference backend and written, atomically, after
    every step: a Ctrl-C leaves every finished backend's results readable.
 
@@ -32,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from backendlab.backends import ALL_BACKENDS, REFERENCE_BACKENDS, Wording, plan
-from backendlab.compare.locate import Divergence, locate, phases_table
+from backendlab.compare.locate import EVALUATE_PHASES, Divergence, evaluation_window, locate, phase_of, phases_table
 from backendlab.compare.probe import handle as probe_handle
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
-from backendlab.compare.verdict import TRAIN_ARRAYS, LoadedRun, TrainedRun, build_report
+from backendlab.compare.verdict import TRAIN_ARRAYS, LoadedRun, TrainedRun, build_report, evaluation_stage
 from backendlab.compare.worker import handle
 from backendlab.data import check_data
 from backendlab.errors import UsageError
@@ -45,6 +47,9 @@ from backendlab.workers.protocol import MODEL, PROBE, RESULT, Handler, Job, Outc
 from backendlab.workers.runner import WorkerPool
 
 INITIAL_WEIGHTS = "initial.weights.h5"
+
+#: An evaluation probe records every layer's outputs for at most this many test samples (whole batches).
+EVALUATE_SAMPLES = 512
 
 
 # --- planning -------------------------------------------------------------------------
@@ -90,8 +95,8 @@ def _arrays(folder: Path, names) -> dict[str, dict[str, np.ndarray]]:
     return {name: _load_npz(folder / f"{name}.npz") for name in names if (folder / f"{name}.npz").exists()}
 
 
-def _not_located(step: int, why: str) -> tuple[dict, list, dict]:
-    return Divergence.nowhere(step, 0.0, 0.0, f"not located: {why}").to_dict(), [], {}
+def _not_located(step: int | None, why: str, during: str = "training") -> tuple[dict, list, dict]:
+    return Divergence.nowhere(step, 0.0, 0.0, f"not located: {why}", during).to_dict(), [], {}
 
 
 # --- the run --------------------------------------------------------------------------
@@ -198,20 +203,27 @@ class Compare:
             self.trained[backend] = TrainedRun(self._ended(outcome), _arrays(folder, TRAIN_ARRAYS))
             self.write()
 
-    def locate_targets(self) -> dict[str, int]:
-        """backend -> the training step to take apart: where its losses first left the tolerance, or the first."""
-        report = self.report()
-        ref = report.backends.get(self.reference)
+    def locate_targets(self, report: CompareReport) -> dict[str, int | str]:
+        """backend -> what to take apart: the training step where its losses first left the tolerance (or the
+        first), or ``evaluate`` or ``predict`` where only they differ (:func:`~backendlab.compare.verdict.
+        evaluation_stage`). Each is measured against ``report.reference``: the odd one out's place, if the
+        reference was it."""
+        ref = report.backends.get(report.reference)
         if ref is None or ref.status != "ok" or self.opts.run.replicas > 1:
             return {}
-        if report.batches and (report.batches["kind"] != "arrays" or not report.batches["identical"]):
-            return {}  # the probe replays backendlab's own batches of arrays
+        if report.batches and not report.batches["identical"]:
+            return {}
         exact = report.criterion == "exact"
-        return {
-            name: r.first_divergent_step or 1
+        targets = {
+            name: (evaluation_stage(r) if r.verdict == "diverge" else None) or r.first_divergent_step or 1
             for name, r in report.backends.items()
-            if name != self.reference and r.status == "ok" and (self.opts.locate or (exact and r.verdict == "diverge"))
+            if name != report.reference
+            and r.status == "ok"
+            and (self.opts.locate or (exact and r.verdict == "diverge"))
         }
+        if report.batches and report.batches["kind"] != "arrays":  # the step's probe replays backendlab's arrays
+            targets = {name: target for name, target in targets.items() if isinstance(target, str)}
+        return targets
 
     def locate_all(self) -> None:
         """Take apart, on the reference and on each backend to locate, the step where it parts.
@@ -219,11 +231,20 @@ class Compare:
         The state just before that step is replayed once on the reference and loaded everywhere:
         both sides start the step from the same numbers, so what differs is that step's doing.
         The step probed is the one before the losses left the tolerance (its update made the
-        weights they were computed from), or the first step.
+        weights they were computed from), or the first step. Where training agrees and only
+        evaluation or prediction differs, that is taken apart instead (:meth:`locate_evaluation`).
         """
+        report = self.report()
+        yardstick = report.reference  # the reference, or, where it is the odd one out, one of the others
         by_step: dict[int, list[str]] = {}
-        for name, step in self.locate_targets().items():
-            by_step.setdefault(max(step - 1, 1), []).append(name)
+        evaluated: dict[str, str] = {}
+        for name, target in self.locate_targets(report).items():
+            if isinstance(target, str):
+                evaluated[name] = target
+            else:
+                by_step.setdefault(max(target - 1, 1), []).append(name)
+        if evaluated:
+            self.locate_evaluation(yardstick, evaluated)
         for step, names in by_step.items():
             folder = self.out / "locate" / f"step-{step}"
             state = folder / "state.npz"
@@ -234,27 +255,22 @@ class Compare:
                 "steps": step - 1,
                 "state": str(state.resolve()),
             }
-            done = self._ended(
-                self.pool.run_many([self._job(self.reference, replay, folder / "replay", probe_handle)])[0]
-            )
+            done = self._ended(self.pool.run_many([self._job(yardstick, replay, folder / "replay", probe_handle)])[0])
             if not done.ok:
                 for name in names:
                     self.located[name] = _not_located(step, f"replaying {step - 1} steps failed: {done.message}")
                 continue
             probe = {"kind": "probe", "run": self.opts.run.to_dict(), "state": str(state.resolve()), "step": step - 1}
-            jobs = [self._job(b, probe, folder / b, probe_handle) for b in [self.reference, *names]]
+            jobs = [self._job(b, probe, folder / b, probe_handle) for b in [yardstick, *names]]
             outcomes = {o.backend: self._ended(o) for o in self.pool.run_many(jobs)}
-            ref = outcomes[self.reference]
+            ref = outcomes[yardstick]
             for name in names:
                 mine = outcomes[name]
                 if not (ref.ok and mine.ok):
                     why = next(o.message for o in (ref, mine) if not o.ok)
                     self.located[name] = _not_located(step, f"probing step {step} failed: {why}")
                     continue
-                ref_arrays, mine_arrays = (
-                    _load_npz(folder / self.reference / PROBE),
-                    _load_npz(folder / name / PROBE),
-                )
+                ref_arrays, mine_arrays = _load_npz(folder / yardstick / PROBE), _load_npz(folder / name / PROBE)
                 found = locate(
                     ref_arrays,
                     ref.result,
@@ -264,6 +280,50 @@ class Compare:
                     threshold_rel=self.opts.locate_threshold,
                 )
                 self.located[name] = (found.to_dict(), phases_table(ref_arrays, mine_arrays), mine.result["layers"])
+        self.write()
+
+    def locate_evaluation(self, yardstick: str, stages: dict[str, str]) -> None:
+        """Take apart ``evaluate`` (or ``predict``: its forward pass alone) on the test set, on ``yardstick``
+        and on each backend of ``stages``, all from ``yardstick``'s trained weights: training agreed, so what
+        differs is evaluation's doing. The layers' outputs are recorded for at most :data:`EVALUATE_SAMPLES`
+        test samples, from the batch whose predictions differ most."""
+        weights = self.out / yardstick / "weights.npz"
+        theirs = self.trained[yardstick].arrays.get("predictions", {})
+        samples = next((len(a) for a in theirs.values() if np.ndim(a)), 0)
+        by_window: dict[tuple[int, int], list[str]] = {}
+        for name in stages:
+            mine = self.trained[name].arrays.get("predictions", {})
+            window = evaluation_window(mine, theirs, samples, self.opts.run.batch_size, EVALUATE_SAMPLES)
+            by_window.setdefault(window, []).append(name)
+        for i, (window, names) in enumerate(by_window.items()):
+            folder = self.out / "locate" / ("evaluate" if i == 0 else f"evaluate-{i}")
+            job = {"kind": "evaluate", "run": self.opts.run.to_dict(), "weights": str(weights.resolve())}
+            if window[1] > window[0]:
+                job["window"] = list(window)
+            jobs = [self._job(b, job, folder / b, probe_handle) for b in [yardstick, *names]]
+            outcomes = {o.backend: self._ended(o) for o in self.pool.run_many(jobs)}
+            ref = outcomes[yardstick]
+            for name in names:
+                mine, during = outcomes[name], stages[name]
+                if not (ref.ok and mine.ok):
+                    why = next(o.message for o in (ref, mine) if not o.ok)
+                    self.located[name] = _not_located(None, f"probing {during} failed: {why}", during)
+                    continue
+                ref_arrays, mine_arrays = _load_npz(folder / yardstick / PROBE), _load_npz(folder / name / PROBE)
+                if during == "predict":  # predict's forward pass is evaluate's, without the loss and metrics
+                    ref_arrays = {k: v for k, v in ref_arrays.items() if phase_of(k) == "forward"}
+                phases = ("forward",) if during == "predict" else EVALUATE_PHASES
+                found = locate(
+                    ref_arrays,
+                    ref.result,
+                    mine_arrays,
+                    mine.result,
+                    step=None,
+                    threshold_rel=self.opts.locate_threshold,
+                    during=during,
+                )
+                table = phases_table(ref_arrays, mine_arrays, phases)
+                self.located[name] = (found.to_dict(), table, mine.result["layers"])
         self.write()
 
     def portability_all(self) -> None:
@@ -361,9 +421,9 @@ class Compare:
         try:
             self.start_workers()
             self.train_all()
-            self.locate_all()
-            if self.opts.portability:
+            if self.opts.portability:  # first: Keras's numpy backend breaks ties over whom to locate
                 self.portability_all()
+            self.locate_all()
         except KeyboardInterrupt:
             self.interrupted = True
             self._collect_finished()

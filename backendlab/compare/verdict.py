@@ -7,8 +7,10 @@ quantity means one entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 
 import numpy as np
 
@@ -58,6 +60,7 @@ class Quantity:
     common_keys: bool = False  # compare the keys both backends logged, not all of them
     table: bool = True  # a column of the terminal table
     markdown: bool = True  # a column of report.md
+    stage: str = "training"  # what computes it: training, or evaluate or predict on the trained model
 
     def diff(self, mine: tuple, ref: tuple, rtol: float, atol: float) -> Diff:
         a, b = self.values(*mine), self.values(*ref)
@@ -72,11 +75,11 @@ QUANTITIES: tuple[Quantity, ...] = (
     # fit also logs per-output losses that the custom loop (torch's for --devices > 1) does not.
     Quantity("epoch_metrics", lambda r, a: r.history, common_keys=True),
     Quantity("weights", lambda r, a: a["weights"]),
-    Quantity("predictions", lambda r, a: a["predictions"]),
+    Quantity("predictions", lambda r, a: a["predictions"], stage="predict"),
     Quantity(
         "initial_predictions", lambda r, a: a["initial_predictions"], criteria=("exact", "statistical"), table=False
     ),
-    Quantity("test_metrics", lambda r, a: {k: [v] for k, v in r.test.items()}, table=False),
+    Quantity("test_metrics", lambda r, a: {k: [v] for k, v in r.test.items()}, table=False, stage="evaluate"),
     Quantity(
         "final_metrics_statistical",
         _final_metrics,
@@ -142,11 +145,128 @@ def compare_backend(
             f"(checksum {report.initial_checksum} vs {ref.initial_checksum})"
         )
     report.verdict = "agree" if agree else "diverge"
+    if not agree and not report.message and evaluation_stage(report, criterion):
+        report.message = evaluation_message(report, ref, opts)
     if not agree and not report.message:
         worst = [name for name in deciding if not report.differences[name].within]
         step = report.first_divergent_step
         where = f"; losses left the tolerance at step {step}" if step else ""
         report.message = f"outside rtol={opts.rtol:g}, atol={opts.atol:g} in {', '.join(worst)}{where}"
+
+
+def evaluation_stage(report: BackendReport, criterion: str = "exact") -> str | None:
+    """``evaluate`` or ``predict`` where only quantities of that stage left the tolerance (``evaluate`` if both
+    did), every quantity of training staying inside it; None otherwise."""
+    out = [
+        q
+        for q in QUANTITIES
+        if criterion in q.criteria and q.name in report.differences and not report.differences[q.name].within
+    ]
+    if not out or any(q.stage == "training" for q in out):
+        return None
+    return "evaluate" if any(q.stage == "evaluate" for q in out) else "predict"
+
+
+def _and(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def evaluation_message(report: BackendReport, ref: BackendReport, opts: CompareOptions) -> str:
+    """``training agrees; evaluation differs in the loss on tensorflow (test loss 249.4 against 7.387 on jax)``."""
+    said = []
+    if not report.differences["test_metrics"].within:
+        keys = [
+            k
+            for k in report.test
+            if k in ref.test and not Diff.of(report.test[k], ref.test[k], opts.rtol, opts.atol).within
+        ]
+        values = ", ".join(f"test {k} {report.test[k]:.4g} against {ref.test[k]:.4g}" for k in keys)
+        said.append(
+            f"evaluation differs in the {_and(keys)} on {report.backend} ({values} on {ref.backend})"
+            if keys
+            else f"evaluation reports other metrics on {report.backend} ({', '.join(report.test)}) than on "
+            f"{ref.backend} ({', '.join(ref.test)})"
+        )
+    if not report.differences["predictions"].within:
+        gap = report.differences["predictions"].max_abs
+        said.append(f"predict differs on {report.backend} (predictions up to {gap:.2e} from {ref.backend}'s)")
+    return "training agrees; " + "; ".join(said)
+
+
+def odd_one_out(names: list[str], agree: Callable[[str, str], bool], numpy: Mapping[str, str]) -> dict:
+    """The one backend that differs from every other, and how that was decided; {} where none is alone.
+
+    By ``majority``: the others (two or more) agree with each other, unless Keras's numpy backend
+    (``numpy``: backend -> its starting predictions' status against numpy's, where it ran) sides with
+    the lone backend against all of them. By ``numpy``, the tie-breaker where no majority decides:
+    the lone backend's starting predictions differ from numpy's, and some others' agree with them.
+    """
+    found = []
+    for odd in names:
+        rest = [n for n in names if n != odd]
+        if not rest or any(agree(odd, n) for n in rest):
+            continue
+        if len(rest) > 1 and all(agree(a, b) for a, b in combinations(rest, 2)):
+            if not (numpy.get(odd) == "agree" and all(numpy.get(n) == "diverge" for n in rest)):
+                both = "both" if len(rest) == 2 else "each of them"
+                why = f"{_and(rest)} agree with each other, and {odd} differs from {both}"
+                found.append({"backend": odd, "agreeing": rest, "by": "majority", "message": why})
+        elif numpy.get(odd) == "diverge" and any(numpy.get(n) == "agree" for n in rest):
+            agreeing = [n for n in rest if numpy.get(n) == "agree"]
+            theirs = _and([f"{n}'s" for n in agreeing])
+            why = (
+                f"it differs from {_and(rest)}, and its starting predictions differ from those of Keras's numpy "
+                f"backend, an independent reference, where {theirs} agree with them"
+            )
+            found.append({"backend": odd, "agreeing": agreeing, "by": "numpy", "message": why})
+    if len(found) != 1:
+        return {}
+    odd = found[0]
+    return {**odd, "message": f"{odd['backend']} is the odd one out: {odd['message']}"}
+
+
+def _odd_one_out(
+    reports: dict[str, BackendReport], trained: dict[str, TrainedRun], numpy_cells: dict, opts, criterion: str
+) -> dict:
+    """:func:`odd_one_out` among the backends that trained, each pair compared as a backend with its reference."""
+
+    def agree(a: str, b: str) -> bool:
+        trial = dataclasses.replace(reports[a], differences={}, message="", verdict=None)
+        compare_backend(trial, trained[a].arrays, reports[b], trained[b].arrays, opts, criterion)
+        return trial.verdict == "agree"
+
+    names = [n for n, r in reports.items() if r.status == "ok" and n in trained]
+    numpy = {n: cell["status"] for n, cell in numpy_cells.items() if n in names}
+    return odd_one_out(names, agree, numpy) if len(names) > 1 else {}
+
+
+def _blame(
+    reference: str, reports, trained, numpy_cells: dict, opts, criterion: str, batches: dict
+) -> tuple[str, dict]:
+    """The odd one out (:func:`odd_one_out`), and the backend the others are measured against: the reference,
+    or where it is the odd one out, the first that agrees with the others (and every backend is compared anew).
+
+    None is named where the reference has no result, or where the backends were not fed the same batches:
+    there the differences are the input's doing."""
+    if reports[reference].status != "ok" or (batches and not batches["identical"]):
+        return reference, {}
+    odd = _odd_one_out(reports, trained, numpy_cells, opts, criterion)
+    if odd.get("backend") != reference:
+        return reference, odd
+    yardstick = odd["agreeing"][0]
+    _compare_with(yardstick, reports, trained, opts, criterion)
+    measured = f"; the differences are measured against {yardstick}, not {reference}"
+    return yardstick, {**odd, "message": odd["message"] + measured}
+
+
+def _compare_with(yardstick: str, reports: dict[str, BackendReport], trained: dict[str, TrainedRun], opts, criterion):
+    """Every backend that trained compared anew, with ``yardstick`` in the reference's place."""
+    ref = reports[yardstick]
+    for name, report in reports.items():
+        if report.status == "ok" and name != yardstick:
+            report.differences, report.message, report.first_divergent_step = {}, "", None
+            compare_backend(report, trained[name].arrays, ref, trained[yardstick].arrays, opts, criterion)
+    ref.differences, ref.message, ref.first_divergent_step, ref.verdict = {}, "", None, "agree"
 
 
 def portability_cells(loader: str, saved: list[str], run: LoadedRun, trained: dict, opts: CompareOptions) -> dict:
@@ -348,12 +468,13 @@ def build_report(
             portability.setdefault(saver, {})[loader] = cell
         if loader in references:
             numpy_cells = numpy_reference(run, {n: trained[n] for n in planned if n in trained}, opts)
+    batches = batches_proof(trained, planned, reference)
+    reference, odd = _blame(reference, reports, trained, numpy_cells, opts, criterion, batches)
     exports = export_cells(trained, planned)
     for saver, cells in exports.items():
         portability.setdefault(saver, {}).update(cells)
     skip = set(references) | {fmt for row in exports.values() for fmt in row}
     settings = {**opts.settings(), "data": data, "backends": list(reports)}
-    batches = batches_proof(trained, planned, reference)
     verdict = _overall(reports, portability, skip, named_skip, interrupted)
     if batches and not batches["identical"] and not interrupted:
         verdict = "nondeterministic"  # before any verdict on the model: its numbers were fed different data
@@ -372,4 +493,5 @@ def build_report(
         export_verdict=export_verdict(exports),
         timing=timing or {},
         start=shared_start(trained, planned),
+        odd_one_out=odd,
     )

@@ -180,7 +180,7 @@ def test_compare_locates_a_diverging_backend_and_reports_it_everywhere(pool, tmp
     assert torch.divergence is None  # agreeing backends are located only when --locate asks
     d = tf.divergence
     keys = {"step", "phase", "layer", "layer_class", "variable", "abs", "rel", "upstream_max_rel", "explanation"}
-    assert set(d) == keys
+    assert set(d) == keys | {"during"} and d["during"] == "training"
     assert (d["phase"], d["layer"], d["layer_class"]) == ("update", "embedding", "Embedding")
     assert d["variable"] == "sequential/embedding/embeddings" and d["step"] == max(tf.first_divergent_step - 1, 1)
     assert d["rel"] > 1e-2 and d["upstream_max_rel"] < DEFAULT_THRESHOLD

@@ -10,7 +10,14 @@ import json
 import numpy as np
 import pytest
 
-from backendlab.compare.locate import DEFAULT_THRESHOLD, Divergence, locate, phases_table
+from backendlab.compare.locate import (
+    DEFAULT_THRESHOLD,
+    EVALUATE_PHASES,
+    Divergence,
+    evaluation_window,
+    locate,
+    phases_table,
+)
 
 RNG = np.random.default_rng(0)
 
@@ -153,7 +160,9 @@ def test_divergence_serializes_to_exactly_the_agreed_keys():
         "rel",
         "upstream_max_rel",
         "explanation",
+        "during",
     ]
+    assert data["during"] == "training"
     assert Divergence.from_dict(data) == found
 
 
@@ -166,3 +175,54 @@ def test_phases_table_has_one_row_per_phase_with_its_worst_array():
     assert rows["update"]["worst"] == "update/model/head/kernel"
     assert rows["update"]["max_rel"] == pytest.approx(0.5, rel=1e-3)
     assert rows["gradient"]["compared"] == 4 and rows["gradient"]["max_rel"] < DEFAULT_THRESHOLD
+
+
+# --- evaluation: the test set from trained weights, in inference ---------------------------------------------------
+
+
+def made_up_evaluation() -> tuple[dict, dict]:
+    """An evaluation probe: three layers' outputs on 64 test samples, evaluate's loss and one metric."""
+    forward = KEYS["forward"]
+    arrays = {key: RNG.normal(size=(64, 3)).astype("float32") for key in forward}
+    arrays |= {"loss/total": np.float32(7.387), "metrics/accuracy": np.float32(0.75)}
+    places = [_place(k) for k in forward] + [
+        {"key": "loss/total", "phase": "loss", "function": "binary_crossentropy"},
+        {"key": "metrics/accuracy", "phase": "metrics", "variable": "accuracy"},
+    ]
+    return arrays, {"places": places}
+
+
+def test_an_evaluation_whose_loss_alone_differs_names_the_loss_and_its_function():
+    ref, manifest = made_up_evaluation()
+    mine = with_noise(ref)
+    mine["loss/total"] = np.float32(249.45)
+    found = locate(ref, manifest, mine, manifest, step=None, during="evaluate")
+    assert (found.phase, found.during, found.step) == ("loss", "evaluate", None)
+    assert found.explanation.startswith("the total loss (binary_crossentropy) differs by 2.4e+02 (relative 3.3e+01)")
+    assert " while the forward pass agrees to " in found.explanation
+    rows = phases_table(ref, mine, EVALUATE_PHASES)
+    assert [(r["phase"], r["compared"]) for r in rows] == [("forward", 3), ("loss", 1), ("metrics", 1)]
+
+
+def test_an_evaluation_whose_metric_alone_differs_names_the_metric():
+    ref, manifest = made_up_evaluation()
+    mine = with_noise(ref)
+    mine["metrics/accuracy"] = np.float32(0.5)
+    found = locate(ref, manifest, mine, manifest, step=None, during="evaluate")
+    assert (found.phase, found.variable) == ("metrics", "accuracy")
+    assert found.explanation.startswith("the metric accuracy differs by 2.5e-01")
+    assert "while the forward pass and the loss agree" in found.explanation
+    quiet = locate(ref, manifest, with_noise(ref), manifest, step=None, during="evaluate")
+    assert quiet.phase is None and quiet.during == "evaluate"
+    assert quiet.explanation.endswith("is float32 rounding spread over the whole evaluation")
+
+
+def test_the_evaluation_window_is_every_sample_or_whole_batches_from_the_worst():
+    ref = {"out/0": np.zeros((1000, 2), "float32"), "out/1": np.zeros(1000, "float32")}
+    mine = {k: v.copy() for k, v in ref.items()}
+    assert evaluation_window(mine, ref, 1000, 32, 1024) == (0, 1000)
+    mine["out/1"][700] = 0.5  # batch 21 (672..703) of 32
+    assert evaluation_window(mine, ref, 1000, 32, 100) == (672, 768)  # three batches: 96 samples
+    mine["out/0"][990, 1] = np.nan  # NaN on one side counts as the largest difference
+    assert evaluation_window(mine, ref, 1000, 32, 100) == (960, 1000)
+    assert evaluation_window(mine, ref, 1000, 256, 100) == (768, 1000)  # one batch at least

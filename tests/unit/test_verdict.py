@@ -5,23 +5,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backendlab.compare.report import markdown, terminal_table
+from backendlab.compare.report import divergence_lines, markdown, odd_line, terminal_table
 from backendlab.compare.results import CompareOptions
-from backendlab.compare.verdict import QUANTITIES, LoadedRun, TrainedRun, build_report
+from backendlab.compare.verdict import QUANTITIES, LoadedRun, TrainedRun, build_report, evaluation_stage, odd_one_out
 from backendlab.runspec import RunSpec
 from backendlab.workers.protocol import Outcome
 
 LOSSES = [0.9, 0.7, 0.5, 0.4]
 
 
-def _trained(backend, losses=LOSSES, *, checksum="abc", stochastic=(), shift=0.0, nonfinite=None) -> TrainedRun:
+def _trained(
+    backend, losses=LOSSES, *, checksum="abc", stochastic=(), shift=0.0, nonfinite=None, test=None, start=0.5,
+    predicted=0.0,
+) -> TrainedRun:  # fmt: skip
+    """A training worker's outcome; ``shift`` moves the weights and predictions, ``predicted`` the predictions
+    alone, ``start`` the starting predictions; ``test``: evaluate's metrics."""
     result = {
         "info": {"framework_version": "1.0", "keras_version": "3.15.1"},
         "start_checksum": checksum,
         "train_time_s": 1.5,
         "history": {"loss": [losses[1], losses[-1]], "accuracy": [0.8, 0.9]},
         "step_losses": list(losses),
-        "test": {"loss": 0.45, "accuracy": 0.9},
+        "test": test or {"loss": 0.45, "accuracy": 0.9},
         "nonfinite": None
         if nonfinite is None
         else {"step": nonfinite, "quantity": "loss", "name": "loss", "value": "nan"},
@@ -30,8 +35,8 @@ def _trained(backend, losses=LOSSES, *, checksum="abc", stochastic=(), shift=0.0
     w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
     arrays = {
         "weights": {"w/0": w + shift},
-        "predictions": {"out": np.full(5, 0.25, np.float32) + shift},
-        "initial_predictions": {"out": np.full(5, 0.5, np.float32)},
+        "predictions": {"out": np.full(5, 0.25, np.float32) + shift + predicted},
+        "initial_predictions": {"out": np.full(5, start, np.float32)},
     }
     return TrainedRun(Outcome(backend, "ok", 0, 2.0, result, "", ""), arrays)
 
@@ -174,3 +179,155 @@ def test_the_report_views_show_the_registry_quantities():
         assert (f"{q.name} (abs / rel)" in header) == q.markdown
     columns = [c.header for c in terminal_table(report).columns]
     assert columns[5:] == [q.name.replace("_", " ") for q in QUANTITIES if q.table]
+
+
+# --- the odd one out, and a difference in evaluation alone ------------------------------------------------------
+
+
+def _numpy_run(start: float) -> dict[str, LoadedRun]:
+    """Keras's numpy backend predicting ``start`` from the shared starting weights (and nothing else loaded)."""
+    ok = Outcome("numpy", "ok", 0, 1.0, {"errors": {}}, "", "")
+    return {"numpy": LoadedRun(ok, {"initial": {"out": np.full(5, start, np.float32)}})}
+
+
+def test_the_reference_alone_differing_is_the_odd_one_out_and_the_others_are_measured_against_one_of_them():
+    trained = {"jax": _trained("jax", shift=3e-3), "tensorflow": _trained("tensorflow"), "torch": _trained("torch")}
+    report = _report(trained)
+    message = (
+        "jax is the odd one out: tensorflow and torch agree with each other, and jax differs from both; "
+        "the differences are measured against tensorflow, not jax"
+    )
+    assert report.odd_one_out == {
+        "backend": "jax",
+        "agreeing": ["tensorflow", "torch"],
+        "by": "majority",
+        "message": message,
+    }
+    assert report.reference == "tensorflow"
+    jax, tf, torch = (report.backends[n] for n in ("jax", "tensorflow", "torch"))
+    assert jax.verdict == "diverge" and jax.message == "outside rtol=0.001, atol=0.001 in weights, predictions"
+    assert jax.differences["weights"].max_abs == pytest.approx(3e-3, rel=1e-3)
+    assert tf.verdict == "agree" and tf.differences == {} and tf.message == ""
+    assert torch.verdict == "agree" and torch.differences["weights"].max_abs == 0.0
+    assert report.verdict == "diverge" and report.exit_code == 1  # the backends do differ
+    assert odd_line(report) == message
+    md = markdown(report)
+    assert f"**{message}.**" in md and "Reference backend: tensorflow." in md
+    assert "reference tensorflow" in terminal_table(report).title
+
+
+def test_another_backend_alone_differing_is_named_and_the_reference_stays():
+    trained = {"jax": _trained("jax"), "tensorflow": _trained("tensorflow"), "torch": _trained("torch", shift=3e-3)}
+    report = _report(trained)
+    assert report.reference == "jax" and report.backends["torch"].verdict == "diverge"
+    assert report.odd_one_out["message"] == (
+        "torch is the odd one out: jax and tensorflow agree with each other, and torch differs from both"
+    )
+
+
+def test_keras_numpy_backend_breaks_the_tie_between_two_backends_by_their_starting_predictions():
+    trained = {"jax": _trained("jax", shift=3e-3, start=0.6), "torch": _trained("torch")}
+    report = _report(trained, loaded=_numpy_run(0.5))
+    assert report.odd_one_out["backend"] == "jax" and report.odd_one_out["by"] == "numpy"
+    assert report.odd_one_out["message"] == (
+        "jax is the odd one out: it differs from torch, and its starting predictions differ from those of Keras's "
+        "numpy backend, an independent reference, where torch's agree with them; the differences are measured "
+        "against torch, not jax"
+    )
+    assert report.reference == "torch" and report.backends["jax"].verdict == "diverge"
+    assert report.backends["torch"].verdict == "agree"
+    theirs = _report(trained, loaded=_numpy_run(0.6))  # numpy sides with jax: torch is the odd one
+    assert theirs.odd_one_out["backend"] == "torch" and theirs.reference == "jax"
+    assert _report(trained).odd_one_out == {}  # two backends, no numpy: nobody can say which
+
+
+def test_no_odd_one_out_where_numpy_sides_with_the_lone_backend_or_every_backend_differs():
+    trained = {
+        "jax": _trained("jax", shift=3e-3),
+        "tensorflow": _trained("tensorflow", start=0.6),
+        "torch": _trained("torch", start=0.6),
+    }
+    report = _report(trained, loaded=_numpy_run(0.5))
+    assert report.odd_one_out == {} and report.reference == "jax"
+    assert report.backends["tensorflow"].verdict == report.backends["torch"].verdict == "diverge"
+    apart = {n: _trained(n, shift=s) for n, s in (("jax", 0.0), ("tensorflow", 3e-3), ("torch", 6e-3))}
+    assert _report(apart).odd_one_out == {}
+
+
+@pytest.mark.parametrize(
+    "names,agreeing,numpy,expected",
+    [
+        ("abc", {"bc"}, {}, ("a", ["b", "c"], "majority")),
+        ("abcd", {"bc", "bd", "cd"}, {}, ("a", ["b", "c", "d"], "majority")),
+        ("abc", {"bc"}, {"a": "agree", "b": "diverge", "c": "diverge"}, None),  # numpy against the majority
+        ("abc", {"bc"}, {"a": "diverge", "b": "diverge", "c": "diverge"}, ("a", ["b", "c"], "majority")),
+        ("ab", set(), {"a": "diverge", "b": "agree"}, ("a", ["b"], "numpy")),
+        ("ab", set(), {"a": "agree", "b": "agree"}, None),  # a difference in training alone: no tie-breaker
+        ("abc", set(), {"a": "diverge", "b": "agree", "c": "agree"}, ("a", ["b", "c"], "numpy")),
+        ("abc", set(), {"a": "diverge", "b": "diverge", "c": "agree"}, None),  # two alone: neither is named
+        ("abc", {"ab", "bc", "ac"}, {}, None),
+    ],
+)
+def test_odd_one_out_is_the_one_backend_alone(names, agreeing, numpy, expected):
+    found = odd_one_out(list(names), lambda a, b: a + b in agreeing or b + a in agreeing, numpy)
+    if expected is None:
+        assert found == {}
+    else:
+        assert (found["backend"], found["agreeing"], found["by"]) == expected
+        assert found["message"].startswith(f"{expected[0]} is the odd one out: ")
+
+
+def test_a_difference_in_evaluation_alone_says_training_agrees():
+    trained = {"jax": _trained("jax"), "torch": _trained("torch", test={"loss": 9.453, "accuracy": 0.9})}
+    torch = _report(trained).backends["torch"]
+    assert torch.verdict == "diverge" and evaluation_stage(torch) == "evaluate"
+    assert torch.message == (
+        "training agrees; evaluation differs in the loss on torch (test loss 9.453 against 0.45 on jax)"
+    )
+    off = _trained("torch", predicted=3e-3, test={"loss": 9.453, "accuracy": 0.5})
+    both = _report({"jax": _trained("jax"), "torch": off})
+    assert evaluation_stage(both.backends["torch"]) == "evaluate"
+    assert both.backends["torch"].message == (
+        "training agrees; evaluation differs in the loss and accuracy on torch (test loss 9.453 against 0.45, "
+        "test accuracy 0.5 against 0.9 on jax); predict differs on torch (predictions up to 3.00e-03 from jax's)"
+    )
+
+
+def test_a_difference_in_predictions_alone_is_predicts_and_one_in_training_is_trainings():
+    alone = _report({"jax": _trained("jax"), "torch": _trained("torch", predicted=3e-3)}).backends["torch"]
+    assert evaluation_stage(alone) == "predict"
+    assert alone.message == "training agrees; predict differs on torch (predictions up to 3.00e-03 from jax's)"
+    trained = _trained("torch", [0.9, 0.7, 0.52, 0.41], test={"loss": 9.0, "accuracy": 0.9})
+    training = _report({"jax": _trained("jax"), "torch": trained}).backends["torch"]
+    assert evaluation_stage(training) is None and training.message.startswith("outside rtol=0.001")
+
+
+def test_an_evaluation_located_is_reported_as_evaluation_not_as_a_step():
+    divergence = {
+        "step": None,
+        "phase": "loss",
+        "layer": None,
+        "layer_class": None,
+        "variable": None,
+        "abs": 9.0,
+        "rel": 20.0,
+        "upstream_max_rel": 0.0,
+        "explanation": "the total loss (binary_crossentropy) differs by 9.0e+00 (relative 2.0e+01) while the "
+        "forward pass agrees exactly",
+        "during": "evaluate",
+    }
+    trained = {"jax": _trained("jax"), "torch": _trained("torch", test={"loss": 9.453, "accuracy": 0.9})}
+    report = _report(trained, located={"torch": (divergence, [], {})})
+    line = f"torch: evaluation of the test set first differs in loss: {divergence['explanation']}"
+    assert divergence_lines(report) == [line]
+    md = markdown(report)
+    assert "both load jax's trained weights and evaluate the test set" in md
+    assert f"**torch**: {line.removeprefix('torch: ')}" in md
+
+
+def test_no_odd_one_out_is_named_where_the_backends_were_fed_other_batches():
+    trained = {"jax": _trained("jax", shift=3e-3), "tensorflow": _trained("tensorflow"), "torch": _trained("torch")}
+    for name, checksums in (("jax", ["a", "b"]), ("tensorflow", ["a", "b"]), ("torch", ["a", "c"])):
+        trained[name].outcome.result["batch_checksums"] = checksums
+    report = _report(trained)
+    assert report.verdict == "nondeterministic" and report.odd_one_out == {} and report.reference == "jax"
