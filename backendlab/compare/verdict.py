@@ -259,6 +259,22 @@ def _blame(
     return yardstick, {**odd, "message": odd["message"] + measured}
 
 
+def _stand_in(reference: str, reports: dict[str, BackendReport]) -> tuple[str, str]:
+    """The backend the others are measured against when the reference has no result: the first that trained.
+
+    A reference that failed (a model Keras cannot train on it, such as a TensorFlow-only preprocessing
+    layer under JAX's jit) still leaves the backends that did train comparable with each other."""
+    if reports[reference].status == "ok":
+        return reference, ""
+    trained = [name for name, r in reports.items() if r.status == "ok"]
+    if len(trained) < 2:  # nothing to compare with
+        return reference, ""
+    return trained[0], (
+        f"the reference {reference} has no usable result ({reports[reference].status}); "
+        f"the other backends are measured against {trained[0]} instead"
+    )
+
+
 def _compare_with(yardstick: str, reports: dict[str, BackendReport], trained: dict[str, TrainedRun], opts, criterion):
     """Every backend that trained compared anew, with ``yardstick`` in the reference's place."""
     ref = reports[yardstick]
@@ -446,6 +462,7 @@ def build_report(
     ok = [trained[n].outcome.result for n in planned if n in trained and trained[n].outcome.ok]
     stochastic = ok[-1]["stochastic_layers"] if ok else []
     criterion = "statistical" if stochastic and not opts.run.disable_stochastic else "exact"
+    reference, stand_in_note = _stand_in(reference, reports)
     ref = reports[reference]
     for name, report in reports.items():
         if name == reference or report.status not in ("ok", "nonfinite"):
@@ -476,6 +493,7 @@ def build_report(
     skip = set(references) | {fmt for row in exports.values() for fmt in row}
     settings = {**opts.settings(), "data": data, "backends": list(reports)}
     verdict = _overall(reports, portability, skip, named_skip, interrupted)
+    notes = _notes(opts, stochastic, criterion, skipped, named_skip) + ([stand_in_note] if stand_in_note else [])
     if batches and not batches["identical"] and not interrupted:
         verdict = "nondeterministic"  # before any verdict on the model: its numbers were fed different data
     return CompareReport(
@@ -485,7 +503,7 @@ def build_report(
         settings=settings,
         criterion=criterion,
         stochastic_layers=stochastic,
-        notes=_notes(opts, stochastic, criterion, skipped, named_skip),
+        notes=notes,
         keras_version=ok[-1]["info"]["keras_version"] if ok else None,
         backends=reports,
         portability=portability,

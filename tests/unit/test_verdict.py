@@ -127,6 +127,16 @@ def test_a_failed_reference_leaves_the_others_uncompared():
     assert torch.message == "not compared: the reference jax has no usable result (crashed)"
 
 
+def test_a_failed_reference_hands_the_yardstick_to_the_first_backend_that_trained():
+    report = _report({"jax": _failed("jax"), "tf": _trained("tf"), "torch": _trained("torch", [0.9, 0.5, 0.3, 0.2])})
+    assert report.reference == "tf" and report.verdict == "failed" and report.exit_code == 1
+    assert report.backends["tf"].verdict == "agree" and report.backends["torch"].verdict == "diverge"
+    assert report.backends["torch"].differences["step_losses"].max_abs > 0
+    assert "the reference jax has no usable result (crashed); the other backends are measured against tf instead" in (
+        report.notes
+    )
+
+
 def test_nonfinite_training_is_reported_with_its_step():
     losses = [0.9, float("nan"), float("nan"), float("nan")]
     report = _report({"jax": _trained("jax"), "tf": _trained("tf", losses, nonfinite=2)})
