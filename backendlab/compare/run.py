@@ -339,14 +339,10 @@ class Compare:
                         cell = outcome.result["cells"][saver][fmt] if outcome.ok else failed_cell(outcome.message)
                         if cell["status"] == "failed":
                             tried[saver, fmt][job.backend] = cell["message"]
-                            continue
-                        pending.discard((saver, fmt))
-                        own_failure = own[saver, fmt]["message"]
-                        self.rerouted.setdefault(saver, {})[fmt] = {
-                            **cell,
-                            "route": job.backend,
-                            "own_failure": own_failure,
-                        }
+                        else:
+                            pending.discard((saver, fmt))
+                            routed = {"route": job.backend, "own_failure": own[saver, fmt]["message"]}
+                            self.rerouted.setdefault(saver, {})[fmt] = {**cell, **routed}
         self.write()
 
     @staticmethod

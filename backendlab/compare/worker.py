@@ -168,7 +168,8 @@ def export_job(job: dict, workdir: Path, progress: Progress) -> dict:
             with np.load(todo["predictions"], allow_pickle=False) as saved:
                 expected = Expected(unflatten(structure, saved), f"{saver}'s trained model")
         except Exception as exc:
-            cells[saver] = {fmt: failed_cell(f"loading {saver}'s model: {one_line(exc)}") for fmt in todo["formats"]}
+            failed = failed_cell(f"reading {saver}'s model and predictions: {one_line(exc)}")
+            cells[saver] = dict.fromkeys(todo["formats"], failed)
             continue
         atol = job["export_atol"]
         cells[saver] = {
