@@ -8,6 +8,7 @@ import hashlib
 import importlib
 import importlib.machinery
 import importlib.util
+import inspect
 import sys
 import sysconfig
 import traceback
@@ -25,14 +26,56 @@ def is_callable_spec(spec: str) -> bool:
 
 def load_callable(spec: str, what: str) -> Callable[..., Any]:
     """The function that ``spec`` names; ``what`` ("model", "data") words the errors."""
-    target, _, func_name = spec.rpartition(":")
-    if not target or not func_name:
-        raise UsageError(f"{what} {spec!r} must look like path/to/file.py:function or package.module:function")
-    module = _import_file(target, what) if target.endswith(".py") else _import_module(target, what)
-    func = getattr(module, func_name, None)
+    target, func_name = _parts(spec, what)
+    func = getattr(_module(target, what), func_name, None)
     if not callable(func):
         raise UsageError(f"{what} {spec!r}: {target!r} has no function {func_name!r}")
     return func
+
+
+def user_objects(spec: str, what: str) -> dict[str, Any]:
+    """The public functions and classes of the user's code in ``spec``'s module, by name; {} for a zoo name.
+
+    A model compiled with a loss or metric that is a plain function of the user's file, or holding an
+    unregistered class, is saved by name only: Keras loads it back only when given these as ``custom_objects``.
+    What the module defines counts, and what it imports from another file of the user's; not what it imports
+    from an installed library (NumPy's ``mean`` must not stand in for Keras's ``"mean"``).
+    """
+    if not is_callable_spec(spec):
+        return {}
+    module = _module(_parts(spec, what)[0], what)
+    return {  # by the object's own name, as Keras saved it, whatever name the module binds it to
+        obj.__name__: obj
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(obj) or inspect.isclass(obj))
+        and (obj.__module__ == module.__name__ or _users_file(obj))
+    }
+
+
+def _parts(spec: str, what: str) -> tuple[str, str]:
+    target, _, func_name = spec.rpartition(":")
+    if not target or not func_name:
+        raise UsageError(f"{what} {spec!r} must look like path/to/file.py:function or package.module:function")
+    return target, func_name
+
+
+def _module(target: str, what: str) -> ModuleType:
+    return _import_file(target, what) if target.endswith(".py") else _import_module(target, what)
+
+
+def _users_file(obj: Any) -> bool:
+    """Whether ``obj`` was defined in a file of the user's: not in the standard library or an installed package."""
+    try:
+        filename = inspect.getsourcefile(obj)
+    except TypeError:  # built in
+        return False
+    return filename is not None and not filename.startswith(_library_paths())
+
+
+def _library_paths() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    return tuple(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))
 
 
 def check_spec(spec: str, what: str) -> None:
@@ -191,9 +234,7 @@ def _users_frame(exc: Exception) -> traceback.FrameSummary | None:
     """The deepest frame of the user's own code (not importlib, the standard library, installed
     packages or this file); the deepest frame of all when none is the user's."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
-    paths = sysconfig.get_paths()
-    library = tuple(paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))
-    own = [f for f in frames if not f.filename.startswith(library) and f.filename != __file__]
+    own = [f for f in frames if not f.filename.startswith(_library_paths()) and f.filename != __file__]
     return (own or frames or [None])[-1]
 
 

@@ -14,9 +14,13 @@ ORT_MAXPOOL = (
     "Non-zero status code returned while running MaxPool node. Name:'node_MaxPool_9' "
     "Status Message: Unsupported pooling size."
 )
-NO_TORCH_XLA = "tf_saved_model export on torch needs torch_xla installed: pip install torch_xla"
+NO_TORCH_XLA = (
+    "tf_saved_model export on torch needs torch_xla, which backendlab's extras do not install: "
+    "export the saved .keras file on tensorflow or jax instead (compare does so itself)"
+)
 
-#: (backend, model, format) -> the one line check_export gives, as measured (README: "Export").
+#: (backend, model, format) -> the one line check_export gives on the backend that trained the model, as
+#: measured (README: "Export"). compare then exports that model's .keras file on another backend (export_route).
 #: jax2onnx writes MaxPooling2D as a MaxPool over 4 window dimensions (1, 2, 2, 1), which onnxruntime refuses.
 #: Keras exports torch models to SavedModel through torch_xla, whose last release (2.9.0) needs torch 2.9.
 EXPORT_FAILURES = {
@@ -47,12 +51,21 @@ TUNE_EAGER_ONLY = {"torch"}
 
 def export_failure(backend: str, name: str, fmt: str) -> str | None:
     """The one line exporting zoo model ``name`` from ``backend`` to ``fmt`` is known to fail with, or None."""
-    from backendlab.export import missing_packages
+    from backendlab.export import missing_message
 
-    missing = missing_packages(fmt, backend)
-    if missing:
-        return f"{fmt} export on {backend} needs {' and '.join(missing)} installed: pip install {' '.join(missing)}"
-    return EXPORT_FAILURES.get((backend, name, fmt))
+    return missing_message(fmt, backend) or EXPORT_FAILURES.get((backend, name, fmt))
+
+
+def export_route(saver: str, name: str, fmt: str) -> str | None:
+    """The backend compare exports ``saver``'s ``name`` on as ``fmt``: ``saver`` itself where its export works,
+    else the first of the format's routes (backendlab.export.ROUTES) where it does; None where none does."""
+    from backendlab.backends import BACKEND_NAMES
+    from backendlab.export import ROUTES
+
+    if export_failure(saver, name, fmt) is None:
+        return saver
+    working = [b for b in ROUTES[fmt] if b in BACKEND_NAMES and export_failure(b, name, fmt) is None]
+    return next((b for b in working if b != saver), None)
 
 
 def keras_loads_torch_optimizers() -> bool:

@@ -100,8 +100,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for report.json, report.md, loss_curves.png and each backend's files (default: compare-out)",
     )
     parser.epilog = (
-        "Exit status: 0 every compared backend agrees; 1 a backend diverged or failed; "
-        "2 bad usage or nothing could run."
+        "Exit status: 0 every compared backend agrees, and so does every saved model loaded elsewhere and "
+        "every export; 1 a backend diverged or failed, or a saved model or an export did not agree (the "
+        "portability and exports lines say which); 2 bad usage or nothing could run."
     )
 
 
@@ -119,6 +120,7 @@ def run_compare(args) -> int:
         divergence_lines,
         export_line,
         odd_line,
+        portability_line,
         portability_lines,
         terminal_table,
         timing_line,
@@ -143,7 +145,8 @@ def run_compare(args) -> int:
             else next((k for k in reversed(tasks) if k[0] == backend), (backend, ""))
         )
         if stage == "start":
-            label = {"train": backend, "import": f"{backend} import"}.get(info["kind"], f"{backend} load")
+            kinds = {"train": backend, "import": f"{backend} import", "export": f"{backend} export"}
+            label = kinds.get(info["kind"], f"{backend} load")
             tasks[key] = progress.add_task(label, total=None, stage="starting worker")
         elif stage == "progress" and key in tasks:
             progress.update(
@@ -170,8 +173,9 @@ def run_compare(args) -> int:
         out.print(odd_line(report), markup=False, highlight=False)
     for line in divergence_lines(report):
         out.print(line, markup=False, highlight=False)
-    if report.export_verdict:
-        out.print(export_line(report), markup=False, highlight=False)
+    for line in (portability_line(report), export_line(report)):
+        if line:
+            out.print(line, markup=False, highlight=False)
     out.print(timing_line(report), markup=False, highlight=False)
     out.print(f"report: {runner.out / 'report.md'}, {runner.out / 'report.json'}, {runner.out / 'loss_curves.png'}")
     if args.json:

@@ -71,24 +71,77 @@ def terminal_table(report) -> Table:
     return table
 
 
-def portability_lines(report) -> list[str]:
-    if not report.portability:
-        return []
-    loaders = sorted(
+def _loaders(report) -> list[str]:
+    """The portability matrix's columns: the backends, then the reference-only ones, then the export formats."""
+    return sorted(
         {loader for row in report.portability.values() for loader in row},
         key=lambda n: (n in EXPORT_FORMATS, n in REFERENCE_BACKENDS, n),
     )
+
+
+def _cell_reasons(c: dict) -> list[str]:
+    """What a cell says about why something did not work: its own failure, a failed export's own route, and the
+    other routes tried."""
+    reasons = [c["message"]] if c.get("status") not in (None, "agree", "diverge") and c.get("message") else []
+    reasons += [c["own_failure"]] if c.get("own_failure") else []
+    return reasons + list((c.get("tried") or {}).values())
+
+
+def _cell_notes(report) -> dict[str, int]:
+    """Each distinct reason a portability cell gives (why it could not load, or failed), numbered in the
+    table's order: the table and the verdict lines cite it as ``[n]``, and it is written out once."""
+    notes: dict[str, int] = {}
+    for row in report.portability.values():
+        for loader in _loaders(report):
+            for reason in _cell_reasons(row.get(loader, {})):
+                notes.setdefault(reason, len(notes) + 1)
+    return notes
+
+
+def _cell(c: dict, notes: dict[str, int]) -> str:
+    """``agree (1.19e-07)``, ``agree (1.19e-07) via tensorflow [2]`` (why not on its own backend), ``could not
+    load [1]``, ``failed [3]; tried tensorflow [4]``."""
+    status = c.get("status", "-")
+    text = f"{status} ({_fmt(c['max_abs'])})" if status in ("agree", "diverge") else status
+    if c.get("message") in notes and status not in ("agree", "diverge"):
+        text += f" [{notes[c['message']]}]"
+    if c.get("route"):
+        text += f" via {c['route']}" + (f" [{notes[c['own_failure']]}]" if c.get("own_failure") in notes else "")
+    tried = c.get("tried") or {}
+    return text + ("; tried " + ", ".join(f"{b} [{notes[m]}]" for b, m in tried.items()) if tried else "")
+
+
+def portability_lines(report) -> list[str]:
+    """The portability matrix, then each reason a cell gives, once, however many cells share it."""
+    if not report.portability:
+        return []
+    loaders, notes = _loaders(report), _cell_notes(report)
     lines = ["| saved on \\ loaded on | " + " | ".join(loaders) + " |", "|---|" + "---|" * len(loaders)]
     for saver, row in report.portability.items():
-        cells = []
-        for loader in loaders:
-            c = row.get(loader, {})
-            if c.get("status") in ("agree", "diverge"):
-                cells.append(f"{c['status']} ({_fmt(c['max_abs'])})")
-            else:
-                cells.append(f"{c.get('status', '-')}: {c.get('message', '')}".strip(": "))
-        lines.append(f"| {saver} | " + " | ".join(cells) + " |")
-    return lines
+        lines.append(f"| {saver} | " + " | ".join(_cell(row.get(loader, {}), notes) for loader in loaders) + " |")
+    return lines + ([""] + [f"[{n}] {message}" for message, n in notes.items()] if notes else [])
+
+
+def portability_line(report) -> str:
+    """The saved models' verdict, apart from training's: how many of the loads ended how, citing the reasons."""
+    if report.portability_verdict is None:
+        return ""
+    notes = _cell_notes(report)
+    cells = [
+        c
+        for row in report.portability.values()
+        for loader, c in row.items()
+        if loader not in EXPORT_FORMATS and loader not in REFERENCE_BACKENDS
+    ]
+    counts: dict[str, list[dict]] = {}
+    for c in cells:
+        counts.setdefault(c["status"], []).append(c)
+    parts = []
+    for status, group in counts.items():
+        cited = sorted({notes[c["message"]] for c in group if c.get("message") in notes})
+        parts.append(f"{len(group)} of {len(cells)} {status}" + "".join(f" [{n}]" for n in cited))
+    what = "each backend's .keras file loaded on each backend"
+    return f"portability: {report.portability_verdict.upper()} ({what}: {', '.join(parts)})"
 
 
 #: What a probe took apart, where it was not a training step.
@@ -155,16 +208,17 @@ def odd_line(report) -> str:
 
 
 def export_line(report) -> str:
-    """The exports' verdict, apart from training's, with each export that did not agree."""
+    """The exports' verdict, apart from training's, with each export that did not agree or took another route."""
     if report.export_verdict is None:
         return ""
-    bad = [
-        f"{saver} as {fmt}: {cell['status']}" + (f" ({cell['message']})" if cell.get("message") else "")
+    notes = _cell_notes(report)
+    told = [
+        f"{saver} as {fmt}: {_cell(cell, notes)}"
         for saver, row in report.portability.items()
         for fmt, cell in row.items()
-        if fmt in EXPORT_FORMATS and cell["status"] != "agree"
+        if fmt in EXPORT_FORMATS and (cell["status"] != "agree" or cell.get("route"))
     ]
-    return f"exports: {report.export_verdict.upper()}" + ("; " + "; ".join(bad) if bad else "")
+    return f"exports: {report.export_verdict.upper()}" + ("; " + "; ".join(told) if told else "")
 
 
 def timing_line(report) -> str:
@@ -239,11 +293,13 @@ def markdown(report) -> str:
             "",
             "Predictions on the test set against the saving backend's own (largest absolute difference). "
             "Export columns: the model exported with Keras's `model.export` and run in the format's own runtime "
-            "(TensorFlow's SavedModel loader, onnxruntime) on one row and on every row; they have their own "
-            "verdict and do not decide training's.",
+            "(TensorFlow's SavedModel loader, onnxruntime) on one row and on every row. The saved models and "
+            "the exports each have their own verdict and do not decide training's.",
             "",
         ]
-        lines += portability_lines(report)
+        lines += [f"- {line}" if line.startswith("[") else line for line in portability_lines(report)]
+        if report.portability_verdict:
+            lines += ["", portability_line(report).replace("portability: ", "Portability: ", 1)]
         if report.export_verdict:
             lines += ["", export_line(report).replace("exports: ", "Exports: ", 1)]
     if report.numpy_reference:

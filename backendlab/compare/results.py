@@ -104,6 +104,9 @@ class CompareReport:
     timing: dict = field(default_factory=dict)
     # The exports' own verdict (agree, diverge, failed), apart from training's; None when none was checked.
     export_verdict: str | None = None
+    # The saved .keras files' own verdict, loaded on every backend (agree, diverge, could not load, failed),
+    # apart from training's; None when none was loaded (--no-portability).
+    portability_verdict: str | None = None
     # Every step's batch checksummed on every backend (compare.verdict.batches_proof): identical,
     # first_differing_step, kind (arrays, tf.data, DataLoader, PyDataset, generator), steps, message.
     batches: dict = field(default_factory=dict)
@@ -118,7 +121,9 @@ class CompareReport:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.verdict == "agree" else 1
+        """0 where training agrees and every saved model and export checked agrees too; else 1."""
+        checks = (self.verdict, self.portability_verdict or "agree", self.export_verdict or "agree")
+        return 0 if all(v == "agree" for v in checks) else 1
 
     @classmethod
     def from_dict(cls, d: dict) -> CompareReport:

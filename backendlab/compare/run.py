@@ -26,6 +26,7 @@ processes (:mod:`backendlab.workers.launch`), in processes of their own for that
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import shutil
 import time
 from collections.abc import Callable
@@ -41,6 +42,9 @@ from backendlab.compare.verdict import TRAIN_ARRAYS, LoadedRun, TrainedRun, buil
 from backendlab.compare.worker import handle
 from backendlab.data import check_data
 from backendlab.errors import UsageError
+from backendlab.export.formats import FORMATS as EXPORT_FORMATS
+from backendlab.export.formats import ROUTES as EXPORT_ROUTES
+from backendlab.export.formats import failed_cell, missing_packages
 from backendlab.models import check_model, default_data
 from backendlab.results import check_writable, read_json, write_json
 from backendlab.workers.protocol import MODEL, PROBE, RESULT, Handler, Job, Outcome
@@ -84,6 +88,11 @@ def predict_job(opts: CompareOptions, models: dict[str, str], initial: Path | No
         "models": models,
         "initial_weights": str(initial.resolve()) if initial else None,
     }
+
+
+def export_job(opts: CompareOptions, exports: dict[str, dict]) -> dict:
+    """Export other backends' saved models: saver -> {"model", "predictions" (its trained ones), "formats"}."""
+    return {"kind": "export", "run": opts.run.to_dict(), "exports": exports, "export_atol": opts.export_atol}
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -139,6 +148,8 @@ class Compare:
         self.loaders = [*self.runnable, *REFERENCE_BACKENDS] if opts.portability else []
         self.trained: dict[str, TrainedRun] = {}
         self.loaded: dict[str, LoadedRun] = {}
+        # saver -> format -> the cell of an export its own backend could not make, made on another (reroute_exports)
+        self.rerouted: dict[str, dict[str, dict]] = {}
         # backend -> (Divergence as a dict, phases table, the layers the probe reached and did not)
         self.located: dict[str, tuple[dict, list, dict]] = {}
         self.import_s: dict[str, float | None] = {}
@@ -354,6 +365,76 @@ class Compare:
                 self.loaded[job.backend] = LoadedRun(outcome, predictions)
         self.write()
 
+    def reroute_exports(self) -> None:
+        """Each export that failed on the backend that trained the model is made on another, in the order of
+        ``ROUTES``: one that loaded the model's ``.keras`` file and predicted as its trainer does (its
+        portability cell agrees) and has the format's exporter installed. The export is checked against the
+        trainer's own predictions. Where that route fails too, the next is tried."""
+        report = self.report()
+        own = {
+            (saver, fmt): cell
+            for saver, row in report.portability.items()
+            for fmt, cell in row.items()
+            if fmt in EXPORT_FORMATS and cell["status"] == "failed"
+        }
+        tried: dict[tuple[str, str], dict[str, str]] = {key: {} for key in own}  # route -> why it failed
+        pending = set(own)
+        for attempt in itertools.count(1):
+            by_route: dict[str, dict[str, list[str]]] = {}
+            for saver, fmt in sorted(pending):
+                route = self._route(report, saver, fmt, tried[saver, fmt])
+                if route is None:  # no backend left to try: the trainer's own failure stands
+                    pending.discard((saver, fmt))
+                    if tried[saver, fmt]:
+                        self.rerouted.setdefault(saver, {})[fmt] = {**own[saver, fmt], "tried": tried[saver, fmt]}
+                else:
+                    by_route.setdefault(route, {}).setdefault(saver, []).append(fmt)
+            if not by_route:
+                break
+            folder = self.out / "portability" / f"exports-{attempt}"
+            jobs = [
+                self._job(r, export_job(self.opts, self._exports(todo)), folder / r) for r, todo in by_route.items()
+            ]
+            for job, outcome in zip(jobs, self.pool.run_many(jobs), strict=True):
+                self._ended(outcome)
+                for saver, fmts in by_route[job.backend].items():
+                    for fmt in fmts:
+                        cell = outcome.result["cells"][saver][fmt] if outcome.ok else failed_cell(outcome.message)
+                        if cell["status"] == "failed":
+                            tried[saver, fmt][job.backend] = cell["message"]
+                        else:
+                            pending.discard((saver, fmt))
+                            routed = {"route": job.backend, "own_failure": own[saver, fmt]["message"]}
+                            self.rerouted.setdefault(saver, {})[fmt] = {**cell, **routed}
+        self.write()
+
+    @staticmethod
+    def _route(report: CompareReport, saver: str, fmt: str, tried: dict[str, str]) -> str | None:
+        """The next backend to export ``saver``'s model as ``fmt`` on, or None where none is left."""
+        return next(
+            (
+                b
+                for b in EXPORT_ROUTES[fmt]
+                if b != saver
+                and b not in tried
+                and report.portability[saver].get(b, {}).get("status") == "agree"
+                and not missing_packages(fmt, b)
+            ),
+            None,
+        )
+
+    def _exports(self, formats: dict[str, list[str]]) -> dict[str, dict]:
+        """An export job's work: saver -> its model file, the predictions it trained to make, and the formats."""
+        folder = {saver: (self.out / saver).resolve() for saver in formats}
+        return {
+            saver: {
+                "model": str(folder[saver] / MODEL),
+                "predictions": str(folder[saver] / "predictions.npz"),
+                "formats": f,
+            }
+            for saver, f in formats.items()
+        }
+
     def _collect_finished(self) -> None:
         """After Ctrl-C: a worker that wrote its result finished, even if we had not read it yet."""
         for backend in self.runnable:
@@ -396,6 +477,7 @@ class Compare:
             references=REFERENCE_BACKENDS,
             interrupted=self.interrupted,
             located=self.located,
+            rerouted=self.rerouted,
             import_s=self.import_s,
             timing=self.timing(),
         )
@@ -423,6 +505,7 @@ class Compare:
             self.train_all()
             if self.opts.portability:  # first: Keras's numpy backend breaks ties over whom to locate
                 self.portability_all()
+                self.reroute_exports()
             self.locate_all()
         except KeyboardInterrupt:
             self.interrupted = True

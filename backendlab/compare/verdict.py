@@ -294,10 +294,28 @@ def portability_cells(loader: str, saved: list[str], run: LoadedRun, trained: di
             mine = run.predictions[saver]
             diff = diff_arrays(mine, trained[saver].arrays["predictions"], opts.rtol, opts.atol)
             cell = {"status": "agree" if diff.within else "diverge", **asdict(diff)}
+        elif run.outcome.ok and saver in run.outcome.result.get("unloadable", {}):
+            cell = {"status": COULD_NOT_LOAD, "message": run.outcome.result["unloadable"][saver]}
         elif run.outcome.ok:
             cell = {"status": "failed", "message": run.outcome.result["errors"].get(saver, "")}
         cells[saver] = cell
     return cells
+
+
+#: A portability cell whose ``.keras`` file Keras would not load on that backend (its message says why).
+COULD_NOT_LOAD = "could not load"
+
+
+def portability_verdict(portability: dict[str, dict[str, dict]], skip: set) -> str | None:
+    """The saved models' own verdict, apart from training's, from the cells of backends loading each other's
+    files (``skip``: the other columns): failed where a loader failed otherwise, else could not load, else
+    diverge where a loaded model predicted otherwise, else agree; None when none was loaded."""
+    statuses = {c["status"] for row in portability.values() for loader, c in row.items() if loader not in skip}
+    if not statuses:
+        return None
+    if statuses - {"agree", "diverge", COULD_NOT_LOAD}:
+        return "failed"
+    return COULD_NOT_LOAD if COULD_NOT_LOAD in statuses else "diverge" if "diverge" in statuses else "agree"
 
 
 def numpy_reference(run: LoadedRun, trained: dict[str, TrainedRun], opts: CompareOptions) -> dict[str, dict]:
@@ -360,18 +378,17 @@ def export_verdict(exports: dict[str, dict[str, dict]]) -> str | None:
     return "failed" if "failed" in statuses else "diverge" if "diverge" in statuses else "agree"
 
 
-def _overall(reports: dict[str, BackendReport], portability: dict, skip: set, named_skip: bool, interrupted):
-    """Training's verdict: the backends and the cells of backends loading each other's files (``skip``: others)."""
+def _overall(reports: dict[str, BackendReport], named_skip: bool, interrupted):
+    """Training's verdict, from the backends alone: loading the saved models has its own (portability_verdict)."""
     statuses = {r.status for r in reports.values()}
     failed = statuses & {"failed", "crashed", "timeout", "not run", "nonfinite"} or (
         named_skip and "skipped" in statuses
     )
-    cells = [c for row in portability.values() for loader, c in row.items() if loader not in skip]
     if interrupted:
         return "incomplete"
     if failed:
         return "failed"
-    if any(r.verdict == "diverge" for r in reports.values()) or not all(c["status"] == "agree" for c in cells):
+    if any(r.verdict == "diverge" for r in reports.values()):
         return "diverge"
     return "agree"
 
@@ -436,6 +453,7 @@ def build_report(
     references: tuple[str, ...] = ("numpy",),
     interrupted: bool = False,
     located: dict[str, tuple] | None = None,
+    rerouted: dict[str, dict[str, dict]] | None = None,
     import_s: dict[str, float | None] | None = None,
     timing: dict | None = None,
 ) -> CompareReport:
@@ -444,7 +462,8 @@ def build_report(
     ``planned`` lists the backends meant to train, in order (a backend without a run is
     ``not run``); ``loaded`` holds the portability loaders, reference-only backends among them;
     ``located``: per backend, where it first parts (a Divergence as a dict, the phases table, the
-    layers the probe reached); ``import_s``: each worker's import time; ``timing``: where the run's
+    layers the probe reached); ``rerouted``: per saver and format, the cell of an export made on another
+    backend where its own failed; ``import_s``: each worker's import time; ``timing``: where the run's
     time went.
     """
     skipped, loaded = skipped or {}, loaded or {}
@@ -488,11 +507,13 @@ def build_report(
     batches = batches_proof(trained, planned, reference)
     reference, odd = _blame(reference, reports, trained, numpy_cells, opts, criterion, batches)
     exports = export_cells(trained, planned)
+    for saver, cells in (rerouted or {}).items():
+        exports.setdefault(saver, {}).update(cells)
     for saver, cells in exports.items():
         portability.setdefault(saver, {}).update(cells)
     skip = set(references) | {fmt for row in exports.values() for fmt in row}
     settings = {**opts.settings(), "data": data, "backends": list(reports)}
-    verdict = _overall(reports, portability, skip, named_skip, interrupted)
+    verdict = _overall(reports, named_skip, interrupted)
     notes = _notes(opts, stochastic, criterion, skipped, named_skip) + ([stand_in_note] if stand_in_note else [])
     if batches and not batches["identical"] and not interrupted:
         verdict = "nondeterministic"  # before any verdict on the model: its numbers were fed different data
@@ -509,6 +530,7 @@ def build_report(
         portability=portability,
         numpy_reference=numpy_cells,
         export_verdict=export_verdict(exports),
+        portability_verdict=portability_verdict(portability, skip),
         timing=timing or {},
         start=shared_start(trained, planned),
         odd_one_out=odd,

@@ -9,6 +9,8 @@ Jobs:
 ``predict``  load each listed ``.keras`` file (saved on any backend) and predict on the
              test split; optionally also predict with the starting weights (the numpy
              backend does this as an independent reference).
+``export``   load other backends' ``.keras`` files and export them in the formats their own
+             backend could not, each checked against the predictions its own backend made.
 
 Arrays go to ``.npz`` files beside ``result.json``.
 """
@@ -23,7 +25,6 @@ import numpy as np
 from backendlab.errors import NonFiniteError, one_line
 from backendlab.results import atomic_write_bytes
 from backendlab.runspec import RunSpec
-from backendlab.specs import is_callable_spec, load_callable
 from backendlab.workers.protocol import MODEL
 from backendlab.workers.ranks import is_main_process
 from backendlab.workers.serve import Progress
@@ -36,6 +37,15 @@ def flatten(tree, prefix: str = "out") -> dict[str, np.ndarray]:
     if isinstance(tree, (list, tuple)):
         return {k: v for i, sub in enumerate(tree) for k, v in flatten(sub, f"{prefix}/{i}").items()}
     return {prefix: np.asarray(tree)}
+
+
+def unflatten(tree, arrays, prefix: str = "out"):
+    """``tree``'s structure holding the arrays that :func:`flatten` made of a tree like it (``arrays``: by key)."""
+    if isinstance(tree, dict):
+        return {name: unflatten(sub, arrays, f"{prefix}/{name}") for name, sub in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [unflatten(sub, arrays, f"{prefix}/{i}") for i, sub in enumerate(tree)]
+    return np.asarray(arrays[prefix])
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -93,24 +103,32 @@ def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
     import keras
 
     from backendlab.data import load_dataset
-    from backendlab.training.files import load_model
+    from backendlab.errors import UsageError
+    from backendlab.training.files import load_model, users_custom_objects
 
     spec = RunSpec.from_dict(job["run"])
     data = load_dataset(spec.data, spec.seed)
-    if is_callable_spec(spec.model):
-        # The user's file registers its custom classes: import it before loading any saved model.
-        load_callable(spec.model, "model")
+    # The user's files register their custom classes when imported, and lend the rest by name.
+    custom_objects = users_custom_objects(spec)
     out: dict[str, str] = {}
-    errors: dict[str, str] = {}
+    errors: dict[str, str] = {}  # a model that loaded but did not predict, and the starting predictions
+    unloadable: dict[str, str] = {}  # saver -> why its file could not be loaded here
     todo = dict(job["models"])
     for i, (saver, path) in enumerate(todo.items()):
         progress(i, len(todo), f"loading {saver}'s model")
         try:
-            model = load_model(path)
+            model = load_model(path, custom_objects)
+        except UsageError as exc:  # "'<path>' cannot be loaded: <why>": the cell names the file already
+            unloadable[saver] = str(exc).split(" cannot be loaded: ", 1)[-1]
+            continue
+        except Exception as exc:  # one file that does not load must not hide the others
+            unloadable[saver] = one_line(exc)
+            continue
+        try:
             y = model.predict(data.x_test, batch_size=spec.batch_size, verbose=0)
             save_npz(workdir / f"from-{saver}.npz", flatten(y))
             out[saver] = f"from-{saver}.npz"
-        except Exception as exc:  # one file that does not load must not hide the others
+        except Exception as exc:
             errors[saver] = one_line(exc)
     if job.get("initial_weights"):
         # Built directly, not through prepare(): this also runs on Keras's numpy
@@ -126,10 +144,42 @@ def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:
             out["initial"] = "initial_predictions.npz"
         except Exception as exc:
             errors["initial"] = one_line(exc)
-    return {"backend": keras.backend.backend(), "predictions": out, "errors": errors}
+    return {"backend": keras.backend.backend(), "predictions": out, "errors": errors, "unloadable": unloadable}
 
 
-JOBS = {"train": train_job, "predict": predict_job}
+def export_job(job: dict, workdir: Path, progress: Progress) -> dict:
+    import keras
+
+    from backendlab.data import load_dataset
+    from backendlab.export.formats import failed_cell
+    from backendlab.export.run import Expected, check_export
+    from backendlab.training.files import load_model, users_custom_objects
+
+    spec = RunSpec.from_dict(job["run"])
+    data = load_dataset(spec.data, spec.seed)
+    custom_objects = users_custom_objects(spec)
+    cells: dict[str, dict[str, dict]] = {}
+    for i, (saver, todo) in enumerate(job["exports"].items()):
+        progress(i, len(job["exports"]), f"exporting {saver}'s model")
+        try:
+            model = load_model(todo["model"], custom_objects)
+            # The structure of its outputs, from one row: the saved predictions are flat.
+            structure = model.predict(keras.tree.map_structure(lambda a: a[:1], data.x_test), verbose=0)
+            with np.load(todo["predictions"], allow_pickle=False) as saved:
+                expected = Expected(unflatten(structure, saved), f"{saver}'s trained model")
+        except Exception as exc:
+            failed = failed_cell(f"reading {saver}'s model and predictions: {one_line(exc)}")
+            cells[saver] = dict.fromkeys(todo["formats"], failed)
+            continue
+        atol = job["export_atol"]
+        cells[saver] = {
+            fmt: check_export(model, data.x_test, workdir / saver / fmt, fmt, atol=atol, expected=expected)
+            for fmt in todo["formats"]
+        }
+    return {"backend": keras.backend.backend(), "cells": cells}
+
+
+JOBS = {"train": train_job, "predict": predict_job, "export": export_job}
 
 
 def handle(job: dict, workdir: Path, progress: Progress) -> dict:

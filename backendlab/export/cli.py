@@ -57,14 +57,11 @@ def default_out(model: Path, fmt: str) -> Path:
 
 
 def load_saved_model(path: Path):
-    """The model in ``path``; a backendlab file first imports the user's model file it names."""
-    from backendlab.specs import is_callable_spec, load_callable
-    from backendlab.training.files import load_model, saved_run
+    """The model in ``path``; a backendlab file lends it the user's files it names (their custom objects)."""
+    from backendlab.training.files import load_model, saved_run, users_custom_objects
 
     saved = saved_run(path)
-    if saved is not None and is_callable_spec(saved.model):
-        load_callable(saved.model, "model")  # the user's file registers its custom classes
-    return load_model(path), saved
+    return load_model(path, users_custom_objects(saved) if saved is not None else None), saved
 
 
 def check_inputs(model, data, name: str) -> None:

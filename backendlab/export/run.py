@@ -12,12 +12,11 @@ was fixed at 1 is caught. The verdict is a cell shaped like compare's portabilit
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +24,22 @@ import numpy as np
 
 from backendlab.compare.diff import Diff, combine
 from backendlab.errors import one_line
-from backendlab.export.formats import DEFAULT_ATOL, DEFAULT_RTOL, FORMATS
+from backendlab.export.formats import DEFAULT_ATOL, DEFAULT_RTOL, FORMATS, failed_cell, missing_message
 
-#: What each format needs besides the active backend's framework: (import name, pip name) pairs.
-#: Keras's ONNX export goes through a different converter on each backend (keras/src/export/onnx.py).
-NEEDS: dict[str, dict[str | None, tuple[tuple[str, str], ...]]] = {
-    # On torch Keras converts through torch_xla's StableHLO bridge (keras/src/backend/torch/export.py).
-    "tf_saved_model": {None: (("tensorflow", "tensorflow-cpu"),), "torch": (("torch_xla", "torch_xla"),)},
-    "onnx": {
-        None: (("onnx", "onnx"), ("onnxruntime", "onnxruntime")),
-        "tensorflow": (("tf2onnx", "tf2onnx"),),
-        "jax": (("jax2onnx", "jax2onnx"),),
-        "torch": (("onnxscript", "onnxscript"),),
-    },
-}
 #: How a format's export is named inside its folder: a file for ONNX, a folder for a SavedModel.
 ARTIFACT = {"tf_saved_model": "savedmodel", "onnx": "model.onnx"}
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What an export must predict on all the rows of its input, and whose predictions those are."""
+
+    predictions: Any  # an array, or the model's structure of them
+    of: str  # "torch's trained model"
+
+
 class ExportFailed(Exception):
     """One line that says which step of an export check failed and why."""
-
-
-def missing_packages(fmt: str, backend: str) -> list[str]:
-    """The pip names of what ``fmt`` needs on ``backend`` and is not installed."""
-    needs = NEEDS[fmt]
-    wanted = (*needs.get(None, ()), *needs.get(backend, ()))
-    return [pip for module, pip in wanted if importlib.util.find_spec(module) is None]
 
 
 def check_exports(
@@ -62,35 +50,47 @@ def check_exports(
 
 
 def check_export(
-    model, x, workdir: str | os.PathLike, fmt: str, *, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL
+    model,
+    x,
+    workdir: str | os.PathLike,
+    fmt: str,
+    *,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    expected: Expected | None = None,
 ) -> dict:
     """Export ``model`` as ``fmt`` into ``workdir``, run it in its runtime, compare with ``model.predict``.
 
     ``x`` is the model's input (an array, or a list or dict of arrays for several inputs); the export
-    is run on its first row and on all its rows. Never raises: a failure is a cell with status
+    is run on its first row and on all its rows. ``expected``: compare with these predictions on ``x``
+    instead (another backend's, that trained the model). Never raises: a failure is a cell with status
     ``failed`` and one line in ``message``.
     """
     try:
         artifact = export_model(model, workdir, fmt)
     except Exception as exc:  # a converter can fail anywhere; the check reports it, it does not crash
         return failed_cell(str(exc) if isinstance(exc, ExportFailed) else f"{fmt} export: {one_line(exc)}")
-    return verify_export(model, x, artifact, fmt, atol=atol, rtol=rtol)
+    return verify_export(model, x, artifact, fmt, atol=atol, rtol=rtol, expected=expected)
 
 
 def verify_export(
-    model, x, artifact: str | os.PathLike, fmt: str, *, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL
+    model,
+    x,
+    artifact: str | os.PathLike,
+    fmt: str,
+    *,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    expected: Expected | None = None,
 ) -> dict:
-    """The cell of an export already written at ``artifact``: run in its runtime against ``model.predict``."""
+    """The cell of an export already written at ``artifact``: run in its runtime against ``model.predict``
+    (or ``expected``, as :func:`check_export`)."""
     try:
-        return _compare(model, x, fmt, load_runtime(Path(artifact), fmt), atol, rtol)
+        return _compare(model, x, fmt, load_runtime(Path(artifact), fmt), atol, rtol, expected)
     except ExportFailed as exc:
         return failed_cell(str(exc))
     except Exception as exc:  # the runtime can refuse the file in its own words
         return failed_cell(f"{fmt} export cannot be run: {one_line(exc)}")
-
-
-def failed_cell(message: str) -> dict:
-    return {"status": "failed", "message": message, "max_abs": None, "max_rel": None, "within": False, "count": 0}
 
 
 def export_model(model, workdir: str | os.PathLike, fmt: str) -> Path:
@@ -100,11 +100,9 @@ def export_model(model, workdir: str | os.PathLike, fmt: str) -> Path:
     if fmt not in FORMATS:
         raise ExportFailed(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     backend = keras.backend.backend()
-    missing = missing_packages(fmt, backend)
+    missing = missing_message(fmt, backend)
     if missing:
-        raise ExportFailed(
-            f"{fmt} export on {backend} needs {' and '.join(missing)} installed: pip install {' '.join(missing)}"
-        )
+        raise ExportFailed(missing)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     artifact = workdir / ARTIFACT[fmt]
@@ -233,7 +231,7 @@ def _num_rows(x) -> int:
     return min(len(a) for a in keras.tree.flatten(x))
 
 
-def _compare(model, x, fmt: str, runtime: Runtime, atol: float, rtol: float) -> dict:
+def _compare(model, x, fmt: str, runtime: Runtime, atol: float, rtol: float, expected: Expected | None) -> dict:
     import keras
 
     total = _num_rows(x)
@@ -242,7 +240,8 @@ def _compare(model, x, fmt: str, runtime: Runtime, atol: float, rtol: float) -> 
     diffs: list[Diff] = []
     for n in dict.fromkeys((1, total)):  # one row, then all: a batch size baked to 1 fails the second
         rows = _rows(x, n)
-        expected = [np.asarray(y) for y in keras.tree.flatten(model.predict(rows, verbose=0))]
+        wanted = model.predict(rows, verbose=0) if expected is None else _rows(expected.predictions, n)
+        wanted = [np.asarray(y) for y in keras.tree.flatten(wanted)]
         flat, names = _flat_inputs(model, rows)
         try:
             got = runtime(flat, names)
@@ -251,9 +250,9 @@ def _compare(model, x, fmt: str, runtime: Runtime, atol: float, rtol: float) -> 
         except Exception as exc:
             where = f"runs on 1 row but fails on a batch of {n}" if n > 1 else "fails on a batch of 1 row"
             raise ExportFailed(f"{fmt} export {where}: {one_line(exc)}") from exc
-        if len(got) != len(expected):
-            raise ExportFailed(f"{fmt} export returns {len(got)} output(s), the model {len(expected)}")
-        for i, (a, ref) in enumerate(zip(got, expected)):
+        if len(got) != len(wanted):
+            raise ExportFailed(f"{fmt} export returns {len(got)} output(s), the model {len(wanted)}")
+        for i, (a, ref) in enumerate(zip(got, wanted)):
             if a.shape != ref.shape:
                 what = "output" if len(got) == 1 else f"output {i}"
                 raise ExportFailed(
@@ -262,11 +261,12 @@ def _compare(model, x, fmt: str, runtime: Runtime, atol: float, rtol: float) -> 
                 )
             diffs.append(Diff.of(a, ref, rtol, atol))
     diff = combine(diffs)
+    of = "the model" if expected is None else expected.of
     if diff.within:
-        message = f"{fmt} export predicts as the model does (max abs difference {diff.max_abs:.3g})"
+        message = f"{fmt} export predicts as {of} does (max abs difference {diff.max_abs:.3g})"
     else:
         message = (
-            f"{fmt} export predicts differently from the model: max abs difference {diff.max_abs:.3g}, "
+            f"{fmt} export predicts differently from {of}: max abs difference {diff.max_abs:.3g}, "
             f"outside atol={atol:g}, rtol={rtol:g}"
         )
     return {"status": "agree" if diff.within else "diverge", "message": message, **asdict(diff)}

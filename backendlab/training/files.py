@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from backendlab.errors import UsageError, one_line
 from backendlab.results import check_writable
 from backendlab.runspec import RunSpec
+from backendlab.specs import user_objects
 from backendlab.training.keras_fixes import avoid_needless_tensorflow
 
 if TYPE_CHECKING:
@@ -150,9 +151,16 @@ def _foreign_optimizer(config: dict) -> dict:
     return {optimizer.get("registered_name") or optimizer["class_name"]: public} if public else {}
 
 
-def load_model(path: str | os.PathLike):
+def users_custom_objects(spec: RunSpec) -> dict:
+    """What a model trained by ``spec`` may have been saved with by name only: the public functions and
+    classes of the user's data file and model file (the model's win a clash), for :func:`load_model`."""
+    return {**user_objects(spec.data or "", "data"), **user_objects(spec.model, "model")}
+
+
+def load_model(path: str | os.PathLike, custom_objects: dict | None = None):
     """A ``.keras`` file, saved on any backend, with its compile settings and optimizer state.
 
+    ``custom_objects``: the user's functions and classes it may name (:func:`users_custom_objects`).
     A file that is not one, or that Keras will not load, is a UsageError naming the file and why.
     """
     import keras
@@ -166,7 +174,8 @@ def load_model(path: str | os.PathLike):
             import keras_hub  # noqa: F401
     avoid_needless_tensorflow()
     try:
-        model = keras.saving.load_model(path, custom_objects=_foreign_optimizer(config) or None)
+        custom_objects = {**(custom_objects or {}), **_foreign_optimizer(config)}
+        model = keras.saving.load_model(path, custom_objects=custom_objects or None)
     except Exception as exc:  # a file from elsewhere can fail in any layer's from_config
         chain = [exc]  # Keras wraps the cause ("Could not locate class 'Fault'") in a generic message
         while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 20:

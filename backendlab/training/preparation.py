@@ -16,8 +16,7 @@ from backendlab.errors import UsageError
 from backendlab.init import PortableStart, portable_init, weights_checksum
 from backendlab.models import build_model, check_compatible, default_data
 from backendlab.runspec import RunSpec
-from backendlab.specs import is_callable_spec, load_callable
-from backendlab.training.files import load_model, saved_run
+from backendlab.training.files import load_model, saved_run, users_custom_objects
 from backendlab.training.keras_fixes import avoid_needless_tensorflow, set_random_seed
 from backendlab.training.schedule import (
     check_pipeline_options,
@@ -138,9 +137,8 @@ def build_and_compile(
         set_random_seed(spec.seed)
         if resume is not None:
             saved = saved_run(resume)
-            if saved is not None and is_callable_spec(saved.model):
-                load_callable(saved.model, "model")  # the user's file registers its custom classes
-            net = load_model(resume)
+            # The user's files register their custom classes when imported, and lend the rest by name.
+            net = load_model(resume, users_custom_objects(saved) if saved is not None else None)
             spec = spec.replace(model=saved.model if saved else str(resume))
         else:
             net = build_model(spec.model, dataset)

@@ -217,3 +217,19 @@ def test_train_step_trains_a_subclassed_model_whose_call_takes_no_training_flag(
     for _ in range(20):
         last = step(x, y)["loss"]
     assert np.isfinite(first) and last < first
+
+
+def test_a_model_compiled_with_the_users_own_functions_resumes_with_them(tmp_path):
+    """A focal loss and a metric that are plain functions of the model file, not registered with Keras: the
+    saved file names them only, and resuming it finds them in the file the run names."""
+    from backendlab.training import save_model, trained_spec
+
+    model = "tests/fixtures/custom_functions.py:focal_mlp"
+    first = prepare(model, epochs=1)
+    first_result = train(first)
+    path = save_model(first.model, tmp_path / "focal.keras", trained_spec(first))
+    rest = prepare(model, epochs=1, resume=path)
+    assert rest.model.loss.__name__ == "focal_loss" and rest.config.initial_epoch == 1
+    result = train(rest)
+    assert {"loss", "hit_rate"} <= set(result.history)
+    assert result.history["loss"][0] < first_result.history["loss"][0]  # it went on from the saved state

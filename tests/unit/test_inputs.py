@@ -276,3 +276,40 @@ def test_error_raised_while_importing_a_module(tmp_path, monkeypatch):
         f"data module 'inputs_raising_data' failed to import: FileNotFoundError at {path}:2: "
         "[Errno 2] No such file or directory: 'nowhere.npy'"
     )
+
+
+def test_a_model_files_own_functions_and_classes_are_its_custom_objects(tmp_path, monkeypatch):
+    """What a .keras file may name by name only: what the user wrote, here or in a file of theirs it imports,
+    by the object's own name; not what it takes from an installed library, nor what is private."""
+    (tmp_path / "user_losses.py").write_text("def focal(y_true, y_pred):\n    return y_pred\n")
+    path = tmp_path / "model_file.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            from math import sqrt
+            from numpy import mean
+            from user_losses import focal
+
+            def hit_rate(y_true, y_pred):
+                return y_pred
+
+            loss_fn = hit_rate
+
+            class Scale:
+                pass
+
+            def _helper():
+                pass
+
+            def build():
+                pass
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from backendlab.specs import user_objects
+
+    found = user_objects(f"{path}:build", "model")
+    assert sorted(found) == ["Scale", "build", "focal", "hit_rate"]
+    assert found["focal"].__module__ == "user_losses"
+    assert user_objects("mlp", "model") == {}  # a zoo name: nothing of the user's

@@ -163,10 +163,11 @@ def test_portability_cells_and_the_numpy_reference():
     assert report.numpy_reference == {
         b: {"status": "agree", "max_abs": 0.0, "max_rel": 0.0, "within": True, "count": 5} for b in trained
     }
-    assert report.verdict == "diverge"  # a model that does not load the same is a divergence
+    # A saved model that predicts otherwise elsewhere is the saved models' verdict, not training's.
+    assert (report.verdict, report.portability_verdict, report.exit_code) == ("agree", "diverge", 1)
 
 
-def test_a_model_that_does_not_load_is_a_failed_cell_with_its_error():
+def test_a_model_that_loads_but_does_not_predict_is_a_failed_cell_with_its_error():
     trained = {"jax": _trained("jax"), "torch": _trained("torch")}
     result = {"errors": {"torch": "ModuleNotFoundError: No module named 'x'"}}
     loaded = {
@@ -177,7 +178,96 @@ def test_a_model_that_does_not_load_is_a_failed_cell_with_its_error():
         "status": "failed",
         "message": "ModuleNotFoundError: No module named 'x'",
     }
-    assert report.verdict == "diverge"
+    assert (report.verdict, report.portability_verdict, report.exit_code) == ("agree", "failed", 1)
+
+
+KERAS_CANNOT_LOCATE = (
+    "TypeError: Could not locate function 'focal_loss'. Make sure custom classes and functions are decorated "
+    "with `@keras.saving.register_keras_serializable()`. If they are already decorated, make sure they are all "
+    "imported so that the decorator is run before trying to load them."
+)
+
+
+@pytest.fixture
+def unloadable():
+    """Training agreed on jax and torch; no backend could load either's .keras file (Keras's own reason)."""
+    trained = {"jax": _trained("jax"), "torch": _trained("torch")}
+    result = {"errors": {}, "unloadable": {"jax": KERAS_CANNOT_LOCATE, "torch": KERAS_CANNOT_LOCATE}}
+    loaded = {b: LoadedRun(Outcome(b, "ok", 0, 1.0, result, "", ""), {}) for b in ("jax", "torch", "numpy")}
+    return _report(trained, loaded=loaded)
+
+
+def test_a_model_that_cannot_load_leaves_trainings_verdict_alone(unloadable):
+    assert unloadable.portability["jax"]["torch"] == {"status": "could not load", "message": KERAS_CANNOT_LOCATE}
+    assert unloadable.verdict == "agree" and unloadable.backends["torch"].verdict == "agree"
+    assert unloadable.portability_verdict == "could not load"
+    assert unloadable.exit_code == 1  # everything compare checked must agree for 0
+
+
+def test_the_reason_a_model_cannot_load_is_given_once(unloadable):
+    from backendlab.compare.report import portability_line, portability_lines
+
+    lines = portability_lines(unloadable)
+    assert lines == [
+        "| saved on \\ loaded on | jax | torch | numpy |",
+        "|---|---|---|---|",
+        "| jax | could not load [1] | could not load [1] | could not load [1] |",
+        "| torch | could not load [1] | could not load [1] | could not load [1] |",
+        "",
+        f"[1] {KERAS_CANNOT_LOCATE}",
+    ]
+    assert portability_line(unloadable) == (
+        "portability: COULD NOT LOAD (each backend's .keras file loaded on each backend: 4 of 4 could not load [1])"
+    )
+    md = markdown(unloadable)
+    assert md.count("Could not locate function") == 1
+    assert md.startswith("# backendlab compare: AGREE")
+    assert "Portability: COULD NOT LOAD (" in md and f"- [1] {KERAS_CANNOT_LOCATE}" in md
+
+
+def test_every_saved_model_loading_the_same_is_its_own_agree_line():
+    from backendlab.compare.report import portability_line
+
+    trained = {"jax": _trained("jax"), "torch": _trained("torch")}
+    ok = Outcome("x", "ok", 0, 1.0, {"errors": {}}, "", "")
+    same = trained["jax"].arrays["predictions"]
+    report = _report(trained, loaded={b: LoadedRun(ok, {"jax": same, "torch": same}) for b in ("jax", "torch")})
+    assert (report.verdict, report.portability_verdict, report.exit_code) == ("agree", "agree", 0)
+    assert portability_line(report) == (
+        "portability: AGREE (each backend's .keras file loaded on each backend: 4 of 4 agree)"
+    )
+    assert _report(trained).portability_verdict is None  # --no-portability: nothing loaded, no line
+
+
+def test_an_export_made_on_another_backend_says_which_and_why():
+    from backendlab.compare.report import export_line, portability_lines
+
+    trained = {"jax": _trained("jax"), "torch": _trained("torch")}
+    own = "tf_saved_model export on torch needs torch_xla, which backendlab's extras do not install: ..."
+    trained["torch"].outcome.result["exports"] = {"tf_saved_model": {"status": "failed", "message": own}}
+    trained["jax"].outcome.result["exports"] = {
+        "tf_saved_model": {"status": "agree", "message": "", "max_abs": 1e-7, "within": True}
+    }
+    routed = {"status": "agree", "message": "predicts as torch's", "max_abs": 1.2e-7, "within": True}
+    rerouted = {"torch": {"tf_saved_model": {**routed, "route": "tensorflow", "own_failure": own}}}
+    report = _report(trained, rerouted=rerouted)
+    assert report.export_verdict == "agree" and report.exit_code == 0
+    assert report.portability["torch"]["tf_saved_model"]["route"] == "tensorflow"
+    assert portability_lines(report)[-3:] == [
+        "| torch | agree (1.20e-07) via tensorflow [1] |",
+        "",
+        f"[1] {own}",
+    ]
+    assert export_line(report) == "exports: AGREE; torch as tf_saved_model: agree (1.20e-07) via tensorflow [1]"
+    failed = {"torch": {"tf_saved_model": {"status": "failed", "message": own, "tried": {"tensorflow": "no"}}}}
+    report = _report(trained, rerouted=failed)
+    assert (report.verdict, report.export_verdict, report.exit_code) == ("agree", "failed", 1)
+    assert portability_lines(report)[-4:] == [
+        "| torch | failed [1]; tried tensorflow [2] |",
+        "",
+        f"[1] {own}",
+        "[2] no",
+    ]
 
 
 def test_the_report_views_show_the_registry_quantities():
