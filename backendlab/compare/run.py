@@ -203,7 +203,7 @@ class Compare:
             return {}
         if report.batches and (report.batches["kind"] != "arrays" or not report.batches["identical"]):
             return {}  # the probe replays backendlab's own batches of arrays
-        exact = report.criterion == "exact"
+        exact = report.criterion.kind == "exact"
         return {
             name: r.first_divergent_step or 1
             for name, r in report.backends.items()
@@ -219,6 +219,8 @@ class Compare:
         weights they were computed from), or the first step.
         """
         by_step: dict[int, list[str]] = {}
+        judged = self.report()  # the threshold and the rounding follow the model's compute dtype
+        threshold, compute_dtype = judged.settings["locate_threshold"], judged.criterion.compute_dtype
         for name, step in self.locate_targets().items():
             by_step.setdefault(max(step - 1, 1), []).append(name)
         for step, names in by_step.items():
@@ -258,7 +260,8 @@ class Compare:
                     mine_arrays,
                     mine.result,
                     step=step,
-                    threshold_rel=self.opts.locate_threshold,
+                    threshold_rel=threshold,
+                    compute_dtype=compute_dtype,
                 )
                 self.located[name] = (found.to_dict(), phases_table(ref_arrays, mine_arrays), mine.result["layers"])
         self.write()
