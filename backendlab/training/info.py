@@ -70,20 +70,23 @@ def optimizer_facts(optimizer) -> dict:
     inner = getattr(optimizer, "inner_optimizer", None)
     own = inner if inner is not None else optimizer
     config = own.get_config()
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(type(own).__init__).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
     settings = {
-        key: _plain(value)
-        for key, value in config.items()
-        if key == "learning_rate" or (key != "name" and key in defaults and value != defaults[key])
+        key: _plain(value) for key, value in config.items() if key == "learning_rate" or key in _changed(own, config)
     }
     facts = {"class": type(own).__name__, **settings}
     if inner is not None:
         facts["wrapped_by"] = type(optimizer).__name__
     return facts
+
+
+def _changed(obj, config: dict) -> set[str]:
+    """The keys of ``obj``'s config whose value is not its class's default (its ``__init__``'s), ``name`` aside."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(type(obj).__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    return {key for key, value in config.items() if key != "name" and key in defaults and value != defaults[key]}
 
 
 def _plain(value: Any) -> Any:
@@ -94,12 +97,16 @@ def _plain(value: Any) -> Any:
 
 
 def loss_name(loss: Any) -> Any:
-    """The compiled loss by name: a string as given, a Loss by its name, a function by its own; per output
-    as a dict or list."""
+    """The compiled loss in words: a string as given, a Loss by its class and every setting off its default
+    (``BinaryCrossentropy(label_smoothing=0.1)``), a function by its name; per output as a dict or list."""
     if isinstance(loss, dict):
         return {key: loss_name(value) for key, value in loss.items()}
     if isinstance(loss, (list, tuple)):
         return [loss_name(value) for value in loss]
     if loss is None or isinstance(loss, str):
         return loss
-    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
+    if hasattr(loss, "get_config") and not inspect.isfunction(loss):
+        config = loss.get_config()
+        changed = sorted(_changed(loss, config))
+        return type(loss).__name__ + (f"({', '.join(f'{k}={config[k]!r}' for k in changed)})" if changed else "")
+    return getattr(loss, "__name__", None) or type(loss).__name__

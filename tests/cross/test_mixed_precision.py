@@ -62,7 +62,8 @@ def test_report_md_names_the_models_own_compile_not_backendlabs_default(mixed):
     report, out = mixed
     md = (out / "report.md").read_text()
     assert (
-        "What ran: optimizer Adam (learning_rate=0.002), loss binary_crossentropy; batch 32, 2 steps an epoch; " in md
+        "What ran: optimizer Adam (learning_rate=0.002, amsgrad=True), loss BinaryCrossentropy(label_smoothing=0.1); "
+        "batch 32, 2 steps an epoch; " in md
     )
     assert "dtype policy mixed_bfloat16; 1 device, 1 process; fit, jit_compile jax on" in md
     assert "sgd" not in md.lower()
