@@ -16,6 +16,9 @@
                          the state in arrays and writes it back to Keras once, at the end);
                          under torchrun it trains its rank's share of the global batch; given
                          ``shares`` (torch, ``--processes``), ``(x, y)`` is that share alone
+``resolved_jit_compile(jit_compile=None)``
+                         whether ``make_train_step`` with this ``jit_compile`` compiles the step
+                         (XLA or torch.compile): what compare reports the custom loop ran as
 ``fit_gradients(model, x, y)``
                          one batch's ``(loss, gradients)`` as the backend's ``fit`` step
                          computes them, before its update: the gradients exactly as the

@@ -138,6 +138,11 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     return step
 
 
+def resolved_jit_compile(jit_compile=None) -> bool:
+    """Whether ``make_train_step`` compiles the step with this ``jit_compile``: under ``jax.jit`` (XLA) unless False."""
+    return jit_compile is not False
+
+
 def fit_gradients(model, x, y):
     """One batch's loss and gradients as ``fit``'s jitted ``train_step`` computes them, before the update.
 

@@ -127,6 +127,11 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     return step
 
 
+def resolved_jit_compile(jit_compile=None) -> bool:
+    """Whether ``make_train_step`` compiles the step with XLA: only if asked (else a plain tf.function graph)."""
+    return bool(jit_compile)
+
+
 def fit_gradients(model, x, y):
     """One batch's loss and gradients as ``fit``'s ``train_step`` computes them, before the update.
 

@@ -164,6 +164,11 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     return step
 
 
+def resolved_jit_compile(jit_compile=None) -> bool:
+    """Whether ``make_train_step`` compiles the step with ``torch.compile``: only if asked (else eager)."""
+    return bool(jit_compile)
+
+
 def fit_gradients(model, x, y):
     """One batch's loss and gradients as ``fit``'s ``train_step`` computes them, before the update."""
     y_pred = model(x, training=True)

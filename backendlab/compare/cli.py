@@ -6,13 +6,9 @@ import argparse
 import dataclasses
 
 from backendlab.backends import BACKEND_NAMES
-from backendlab.compare.results import (
-    DEFAULT_ATOL,
-    DEFAULT_LOCATE_THRESHOLD,
-    DEFAULT_RTOL,
-    DEFAULT_STAT_RTOL,
-    CompareOptions,
-)
+from backendlab.compare.locate import DEFAULT_THRESHOLD as DEFAULT_LOCATE_THRESHOLD
+from backendlab.compare.locate import threshold_for
+from backendlab.compare.results import DEFAULT_STAT_RTOL, DTYPE_TOLERANCES, CompareOptions
 from backendlab.compare.run import Compare
 from backendlab.export.formats import DEFAULT_ATOL as DEFAULT_EXPORT_ATOL
 from backendlab.export.formats import FORMATS as EXPORT_FORMATS
@@ -40,17 +36,19 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated (default: every installed one of {','.join(BACKEND_NAMES)})",
     )
     parser.add_argument("--reference", default=None, help="the backend the others are compared to (default: the first)")
+    by_dtype = {name: ", ".join(f"{d} {t[i]:g}" for d, t in DTYPE_TOLERANCES.items()) for i, name in enumerate("ra")}
     parser.add_argument(
         "--rtol",
         type=positive_float,
-        default=DEFAULT_RTOL,
-        help=f"relative tolerance (default: {DEFAULT_RTOL:g}, as Keras's own cross-backend checks after training)",
+        default=None,
+        help="relative tolerance (default: by the dtype the model computes in: "
+        f"{by_dtype['r']}; float32's as Keras's own cross-backend checks after training)",
     )
     parser.add_argument(
         "--atol",
         type=positive_float,
-        default=DEFAULT_ATOL,
-        help=f"absolute tolerance (default: {DEFAULT_ATOL:g}); agree means |a - ref| <= atol + rtol*|ref| everywhere",
+        default=None,
+        help=f"absolute tolerance (default: {by_dtype['a']}); agree means |a - ref| <= atol + rtol*|ref| everywhere",
     )
     parser.add_argument(
         "--stat-rtol",
@@ -74,9 +72,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--locate-threshold",
         type=positive_float,
-        default=DEFAULT_LOCATE_THRESHOLD,
+        default=None,
         help="relative difference from which the locator names a place "
-        f"(default: {DEFAULT_LOCATE_THRESHOLD:g}, about 100x float32 rounding)",
+        f"(default: {DEFAULT_LOCATE_THRESHOLD:g}, about 100x float32 rounding; where the model computes in a "
+        f"narrower dtype, 20 units of its rounding: {threshold_for('bfloat16'):.2g} for bfloat16)",
     )
     parser.add_argument(
         "--exports",
@@ -122,6 +121,7 @@ def run_compare(args) -> int:
         odd_line,
         portability_line,
         portability_lines,
+        ran_text,
         terminal_table,
         timing_line,
     )
@@ -161,6 +161,7 @@ def run_compare(args) -> int:
         report = runner.run()
     if report.batches:
         out.print(batches_line(report), markup=False, highlight=False)
+    out.print(f"ran: {ran_text(report)}", markup=False, highlight=False)
     out.print(terminal_table(report))
     for line in portability_lines(report):
         out.print(line, markup=False, highlight=False)

@@ -22,6 +22,9 @@ change is measured against at least ``VALUE_FLOOR`` (a tenth) of it: a differenc
 in the last place then reads as about 1e-6, and a change that differs by a thousandth of the
 variable still reads as 1e-2.
 
+A model that computes in a narrower dtype (a mixed precision policy) rounds far more: the threshold
+follows its epsilon (:func:`threshold_for`).
+
 NumPy only: the orchestrator imports no framework.
 """
 
@@ -32,6 +35,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from backendlab.compare.diff import EPSILON
+
 PHASES = ("forward", "loss", "gradient", "update", "state")
 #: The phases of an evaluation probe: each layer's output in inference, evaluate's loss, and its metrics.
 EVALUATE_PHASES = ("forward", "loss", "metrics")
@@ -41,6 +46,18 @@ EVALUATE_PHASES = ("forward", "loss", "metrics")
 #: (measured: GRU + RMSprop updates, 1.0e-6), so 1e-5, about 100 eps, separates a real difference
 #: from rounding with a margin of ten; the differences this looks for are 1e-3 and more.
 DEFAULT_THRESHOLD = 1e-5
+
+#: In a narrower compute dtype, a place is named from this many units of its rounding. bfloat16
+#: (eps 7.8e-3) left up to 4.9e-2 (6.3 eps) between backends in a mixed_bfloat16 step (measured: a
+#: two-layer Dense under Adam, JAX against TensorFlow and PyTorch, the largest in Adam's update), so
+#: twenty units, 0.16, keeps a margin of three.
+ROUNDING_UNITS = 20
+
+
+def threshold_for(compute_dtype: str) -> float:
+    """The default threshold for a model computing in ``compute_dtype``: float32's, or 20 of its epsilons if larger."""
+    return max(DEFAULT_THRESHOLD, ROUNDING_UNITS * EPSILON.get(compute_dtype, 0.0))
+
 
 #: An array's scale is at least this fraction of the largest magnitude in its phase (see above).
 PHASE_FLOOR = 1e-3
@@ -179,6 +196,7 @@ def locate(
     step: int | None,
     threshold_rel: float = DEFAULT_THRESHOLD,
     during: str = "training",
+    compute_dtype: str = "float32",
 ) -> Divergence:
     """The first place, phase by phase, whose relative difference exceeds ``threshold_rel`` while
     all upstream agrees; ``phase`` None with the reason when none stands out.
@@ -189,6 +207,7 @@ def locate(
     earlier phases are upstream. A place is named only if it also differs :data:`JUMP` times
     more than its upstream, so rounding amplified on its way is not blamed on where it surfaced.
     ``during``: what the probes took apart (a training step, or evaluate or predict), as it is reported.
+    ``compute_dtype``: what the model computes in, named as the rounding when nothing stands out.
     """
     upstream = 0.0
     seen_upstream = False
@@ -236,7 +255,7 @@ def locate(
             gap,
             rel,
             f"no place differs by more than {threshold_rel:.0e} relative: the largest difference, "
-            f"{rel:.1e} in {_what(place)}, is float32 rounding spread over the whole {_unit(during)}",
+            f"{rel:.1e} in {_what(place)}, is {compute_dtype} rounding spread over the whole {_unit(during)}",
             during,
         )
     start, start_gap, start_rel = first_over

@@ -56,11 +56,73 @@ def _rows(report, quantities: list[str]):
         yield r.backend, r.status, r.verdict or "-", r.initial_checksum or "-", time, test, diffs, r.message
 
 
+def criterion_words(c) -> str:
+    """``exact; dtype policy mixed_bfloat16, bfloat16 compute: the bfloat16 defaults``"""
+    policy = f"dtype policy {c.dtype_policy}" if c.dtype_policy else "no dtype policy reported"
+    if c.dtype_policy != c.compute_dtype:
+        policy += f", {c.compute_dtype} compute"
+    return f"{c.kind}; {policy}: {c.source}"
+
+
+def criterion_text(report) -> str:
+    """The tolerances and why those: ``rtol=0.016 atol=0.01 (exact; dtype policy ...: the bfloat16 defaults)``."""
+    c = report.criterion
+    return f"rtol={c.rtol:g} atol={c.atol:g} ({criterion_words(c)})"
+
+
+def _optimizer_text(optimizer: dict) -> str:
+    """``Adam (learning_rate=0.005, amsgrad=True)``; a wrapping LossScaleOptimizer named around it."""
+    settings = ", ".join(f"{k}={_setting(v)}" for k, v in optimizer.items() if k not in ("class", "wrapped_by"))
+    named = optimizer["class"] + (f" ({settings})" if settings else "")
+    return f"{optimizer['wrapped_by']}({named})" if optimizer.get("wrapped_by") else named
+
+
+def _setting(value) -> str:
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def _loss_text(loss) -> str:
+    """``binary_crossentropy``; per output ``y1: mse, y2: sparse_categorical_crossentropy``."""
+    if isinstance(loss, dict):
+        return ", ".join(f"{name}: {_loss_text(value)}" for name, value in loss.items())
+    if isinstance(loss, list):
+        return ", ".join(_loss_text(value) for value in loss)
+    return str(loss)
+
+
+def _per_backend(values: dict, word=str) -> str:
+    """One value for all (``fit``), or each backend's (``jax on, tensorflow off``)."""
+    if len(set(values.values())) == 1:
+        return word(next(iter(values.values())))
+    return ", ".join(f"{backend} {word(value)}" for backend, value in values.items())
+
+
+def ran_text(report) -> str:
+    """What really ran, as the workers reported it: the model's compile, batches, dtype policy,
+    devices and processes, the loop and ``jit_compile`` on each backend."""
+    r = report.ran
+    if not r:
+        s = report.settings
+        return f"nothing trained (asked: batch {s['batch_size']}, optimizer {s['optimizer'] or 'sgd'})"
+    batch = f"batch {r['batch_size']}"
+    if r["last_batch_size"] != r["batch_size"]:
+        batch += f" (the last {r['last_batch_size']})"
+    batch += f", {r['steps_per_epoch']} steps an epoch"
+    where = f"{r['devices']} device{'s' if r['devices'] > 1 else ''}"
+    where += f", {r['processes']} process{'es' if r['processes'] > 1 else ''}"
+    loop = _per_backend(r["loop"], lambda v: "fit" if v == "fit" else "custom loop")
+    jit = _per_backend(r["jit_compile"], lambda v: "on" if v else "off")
+    return (
+        f"optimizer {_optimizer_text(r['optimizer'])}, loss {_loss_text(r['loss'])}; {batch}; "
+        f"dtype policy {r['dtype_policy']}; {where}; {loop}, jit_compile {jit}"
+    )
+
+
 def terminal_table(report) -> Table:
     s = report.settings
     table = Table(
         title=f"compare: {s['model']} on {s['data']}, {s['epochs']} epochs, batch {s['batch_size']}; "
-        f"reference {report.reference}; rtol={s['rtol']:g} atol={s['atol']:g} ({report.criterion})",
+        f"reference {report.reference}; {criterion_text(report)}",
         caption=f"verdict: {report.verdict.upper()}    cells: largest absolute / relative difference to the reference",
     )
     for col in ("backend", "status", "verdict", "start checksum", "train time", *(q.replace("_", " ") for q in TABLE)):
@@ -254,13 +316,16 @@ def kept_sentence(report) -> str:
 
 def markdown(report) -> str:
     s = report.settings
+    c = report.criterion
     lines = [
         f"# backendlab compare: {report.verdict.upper()}",
         "",
-        f"Model `{s['model']}` on `{s['data']}`: {s['epochs']} epochs, batch size {s['batch_size']}, "
-        f"optimizer {s['optimizer'] or 'sgd (momentum 0.9, Nesterov)'}, seed {s['seed']}; "
-        f"keras {report.keras_version}. Reference backend: {report.reference}. "
-        f"Tolerance: |a - ref| <= {s['atol']:g} + {s['rtol']:g} * |ref| ({report.criterion} comparison).",
+        f"Model `{s['model']}` on `{s['data']}`: {s['epochs']} epochs, seed {s['seed']}; "
+        f"keras {report.keras_version}. Reference backend: {report.reference}.",
+        "",
+        f"What ran: {ran_text(report)}.",
+        "",
+        f"Tolerance: |a - ref| <= {c.atol:g} + {c.rtol:g} * |ref| ({criterion_words(c)}).",
         "",
         "Every backend started from the same weights (checksums below)." + kept_sentence(report),
         "",
@@ -350,11 +415,11 @@ def loss_curves_png(report) -> bytes | None:
                 gap = np.abs(losses[:n] - ref[:n])
             gap = np.where(np.isfinite(gap), np.maximum(gap, 1e-12), np.nan)
             bottom.semilogy(np.arange(1, n + 1), gap, styles[i % 4], label=f"|{backend} - {report.reference}|")
-        s = report.settings
+        c = report.criterion
         finite = np.abs(ref[np.isfinite(ref)])
         if finite.size:
             bottom.axhline(
-                s["atol"] + s["rtol"] * float(finite.mean()),
+                c.atol + c.rtol * float(finite.mean()),
                 color="grey",
                 linewidth=0.8,
                 label="tolerance (at mean loss)",

@@ -9,15 +9,26 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from backendlab.compare.diff import Diff
-from backendlab.compare.locate import DEFAULT_THRESHOLD as DEFAULT_LOCATE_THRESHOLD
+from backendlab.compare.diff import EPSILON, Diff
 from backendlab.export.formats import DEFAULT_ATOL as DEFAULT_EXPORT_ATOL
 from backendlab.results import NonFinite
 from backendlab.runspec import RunSpec
 
-#: Keras's own cross-backend checks use 1e-3 after training; so do we, by default.
+#: Keras's own cross-backend checks use 1e-3 after training; so do we, by default, for float32.
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-3
+
+#: The default (rtol, atol) for each compute dtype. A mixed precision policy computes in a narrower
+#: dtype, which rounds every operation to its epsilon (bfloat16 7.8e-3, float16 9.8e-4), and training
+#: carries those roundings from step to step. rtol is two units of it (bfloat16 1.6e-2, which is also
+#: torch.testing.assert_close's; float16 2e-3), atol a little over one (1e-2, 1e-3): a value near zero
+#: computed from numbers of order one carries their rounding. Never tighter than float32's.
+DTYPE_TOLERANCES: dict[str, tuple[float, float]] = {
+    "float32": (DEFAULT_RTOL, DEFAULT_ATOL),
+    "float16": (2e-3, 1e-3),
+    "bfloat16": (1.6e-2, 1e-2),
+}
+
 #: With stochastic layers on, only final metrics can be compared, and loosely.
 DEFAULT_STAT_RTOL = 0.1
 
@@ -29,12 +40,12 @@ class CompareOptions:
     run: RunSpec = field(default_factory=RunSpec)
     backends: list[str] | None = None  # None: every installed backend
     reference: str | None = None  # None: the first that can run
-    rtol: float = DEFAULT_RTOL
-    atol: float = DEFAULT_ATOL
+    rtol: float | None = None  # None: the compute dtype's default (DTYPE_TOLERANCES)
+    atol: float | None = None
     stat_rtol: float = DEFAULT_STAT_RTOL
     portability: bool = True  # load every saved .keras file on every backend
     locate: bool = False  # locate where every backend parts from the reference, not only the diverging ones
-    locate_threshold: float = DEFAULT_LOCATE_THRESHOLD
+    locate_threshold: float | None = None  # None: the compute dtype's (compare.locate.threshold_for)
     # Export each trained model in these formats and run it in its runtime (with portability on). Off by
     # default: the converters take tens of seconds (jax2onnx about 20 s on 2 cores), longer than the seed's training.
     exports: list[str] = field(default_factory=list)
@@ -53,6 +64,54 @@ class CompareOptions:
         """What the report records: the run's settings and the comparison's, flat."""
         mine = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("run", "out")}
         return {**self.run.to_dict(), **mine}
+
+
+def loosest(dtypes) -> str:
+    """Of the dtypes a model computes in, the one that rounds most (the largest epsilon); float32 if none is known."""
+    known = [d for d in dtypes or () if d in EPSILON]
+    return max(known, key=EPSILON.__getitem__, default="float32")
+
+
+def tolerances_for(compute_dtype: str) -> tuple[float, float]:
+    """The default (rtol, atol) for a compute dtype; float32's for float64 and any dtype not in the table."""
+    return DTYPE_TOLERANCES.get(compute_dtype, DTYPE_TOLERANCES["float32"])
+
+
+@dataclass
+class Criterion:
+    """How the backends were held to the reference, and why to those tolerances."""
+
+    kind: str  # exact | statistical (stochastic layers on: final and test metrics within stat_rtol decide)
+    rtol: float
+    atol: float
+    stat_rtol: float
+    dtype_policy: str | None  # the model's dtype policy as its workers reported it; None when none trained
+    compute_dtype: str  # the least precise dtype its layers compute in: its defaults are used
+    given: list[str] = field(default_factory=list)  # the tolerances given as flags (rtol, atol); the rest default
+
+    @classmethod
+    def resolve(cls, kind: str, opts: CompareOptions, dtype_policy: str | None, compute_dtypes) -> Criterion:
+        """The tolerances given, else the defaults of the least precise dtype the model computes in."""
+        compute = loosest(compute_dtypes)
+        rtol, atol = tolerances_for(compute)
+        given = [name for name in ("rtol", "atol") if getattr(opts, name) is not None]
+        return cls(
+            kind,
+            opts.rtol if opts.rtol is not None else rtol,
+            opts.atol if opts.atol is not None else atol,
+            opts.stat_rtol,
+            dtype_policy,
+            compute,
+            given,
+        )
+
+    @property
+    def source(self) -> str:
+        """Where rtol and atol came from, in words."""
+        if len(self.given) == 2:
+            return "given"
+        defaults = f"the {self.compute_dtype} default"
+        return f"{self.given[0]} given, the other {defaults}" if self.given else f"{defaults}s"
 
 
 @dataclass
@@ -91,8 +150,8 @@ class BackendReport:
 class CompareReport:
     verdict: str  # agree | diverge | failed | incomplete | nondeterministic (the batches differed)
     reference: str | None
-    settings: dict
-    criterion: str  # exact | statistical
+    settings: dict  # rtol and atol as applied; batch_size, optimizer and learning_rate as they ran
+    criterion: Criterion
     stochastic_layers: list[str]
     notes: list[str]
     keras_version: str | None
@@ -118,6 +177,9 @@ class CompareReport:
     # by (majority, or numpy: Keras's numpy backend's starting predictions), message; {} where none is alone.
     # Where it is the reference asked for, ``reference`` is the first agreeing backend instead.
     odd_one_out: dict = field(default_factory=dict)
+    # What really ran, as the workers reported it (compare.verdict.ran_facts): the model's compile, its
+    # batches, dtype policy, devices and processes; loop and jit_compile per backend.
+    ran: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -128,4 +190,5 @@ class CompareReport:
     @classmethod
     def from_dict(cls, d: dict) -> CompareReport:
         """A report read back from ``report.json``: the table, markdown and plot draw it as they drew the original."""
-        return cls(**{**d, "backends": {k: BackendReport.from_dict(v) for k, v in d["backends"].items()}})
+        backends = {k: BackendReport.from_dict(v) for k, v in d["backends"].items()}
+        return cls(**{**d, "backends": backends, "criterion": Criterion(**d["criterion"])})

@@ -224,7 +224,7 @@ class Compare:
             return {}
         if report.batches and not report.batches["identical"]:
             return {}
-        exact = report.criterion == "exact"
+        exact = report.criterion.kind == "exact"
         targets = {
             name: (evaluation_stage(r) if r.verdict == "diverge" else None) or r.first_divergent_step or 1
             for name, r in report.backends.items()
@@ -248,6 +248,7 @@ class Compare:
         report = self.report()
         yardstick = report.reference  # the reference, or, where it is the odd one out, one of the others
         by_step: dict[int, list[str]] = {}
+        threshold, compute_dtype = report.settings["locate_threshold"], report.criterion.compute_dtype
         evaluated: dict[str, str] = {}
         for name, target in self.locate_targets(report).items():
             if isinstance(target, str):
@@ -255,7 +256,7 @@ class Compare:
             else:
                 by_step.setdefault(max(target - 1, 1), []).append(name)
         if evaluated:
-            self.locate_evaluation(yardstick, evaluated)
+            self.locate_evaluation(yardstick, evaluated, threshold, compute_dtype)
         for step, names in by_step.items():
             folder = self.out / "locate" / f"step-{step}"
             state = folder / "state.npz"
@@ -288,12 +289,13 @@ class Compare:
                     mine_arrays,
                     mine.result,
                     step=step,
-                    threshold_rel=self.opts.locate_threshold,
+                    threshold_rel=threshold,
+                    compute_dtype=compute_dtype,
                 )
                 self.located[name] = (found.to_dict(), phases_table(ref_arrays, mine_arrays), mine.result["layers"])
         self.write()
 
-    def locate_evaluation(self, yardstick: str, stages: dict[str, str]) -> None:
+    def locate_evaluation(self, yardstick: str, stages: dict[str, str], threshold: float, compute_dtype: str) -> None:
         """Take apart ``evaluate`` (or ``predict``: its forward pass alone) on the test set, on ``yardstick``
         and on each backend of ``stages``, all from ``yardstick``'s trained weights: training agreed, so what
         differs is evaluation's doing. The layers' outputs are recorded for at most :data:`EVALUATE_SAMPLES`
@@ -330,7 +332,8 @@ class Compare:
                     mine_arrays,
                     mine.result,
                     step=None,
-                    threshold_rel=self.opts.locate_threshold,
+                    threshold_rel=threshold,
+                    compute_dtype=compute_dtype,
                     during=during,
                 )
                 table = phases_table(ref_arrays, mine_arrays, phases)

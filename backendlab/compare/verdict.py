@@ -15,7 +15,8 @@ from itertools import combinations
 import numpy as np
 
 from backendlab.compare.diff import Diff, diff_arrays, first_step_outside
-from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
+from backendlab.compare.locate import threshold_for
+from backendlab.compare.results import BackendReport, CompareOptions, CompareReport, Criterion
 from backendlab.pipelines import ARRAYS, first_difference
 from backendlab.results import NonFinite
 from backendlab.workers.protocol import Outcome
@@ -440,6 +441,34 @@ def batches_proof(trained: dict[str, TrainedRun], planned: list[str], reference:
     }
 
 
+def ran_facts(trained: dict[str, TrainedRun], planned: list[str], reference: str) -> dict:
+    """What really ran, from the workers' own account (``ran``): the reference's (else the first to
+    report), with each backend's loop and ``jit_compile``, which a backend resolves for itself."""
+    told = {
+        n: trained[n].outcome.result["ran"]
+        for n in planned
+        if n in trained and trained[n].outcome.ok and "ran" in (trained[n].outcome.result or {})
+    }
+    if not told:
+        return {}
+    facts = dict(told.get(reference) or next(iter(told.values())))
+    facts["loop"] = {n: f["loop"] for n, f in told.items()}
+    facts["jit_compile"] = {n: f["jit_compile"] for n, f in told.items()}
+    return facts
+
+
+def _as_ran(settings: dict, ran: dict, trained: dict[str, TrainedRun], reference: str) -> dict:
+    """The settings with the batch size, optimizer and learning rate that ran in place of the flags'."""
+    settings = dict(settings)
+    if ran:
+        settings["batch_size"] = ran["batch_size"]
+    run = trained.get(reference)
+    if run is not None and run.outcome.ok and "config" in (run.outcome.result or {}):
+        config = run.outcome.result["config"]
+        settings["optimizer"], settings["learning_rate"] = config["optimizer"], config["learning_rate"]
+    return settings
+
+
 def build_report(
     opts: CompareOptions,
     *,
@@ -480,8 +509,14 @@ def build_report(
             reports[name].import_s = seconds
     ok = [trained[n].outcome.result for n in planned if n in trained and trained[n].outcome.ok]
     stochastic = ok[-1]["stochastic_layers"] if ok else []
-    criterion = "statistical" if stochastic and not opts.run.disable_stochastic else "exact"
+    kind = "statistical" if stochastic and not opts.run.disable_stochastic else "exact"
     reference, stand_in_note = _stand_in(reference, reports)
+    ran = ran_facts(trained, planned, reference)
+    judged = Criterion.resolve(kind, opts, ran.get("dtype_policy"), ran.get("compute_dtypes"))
+    # Every comparison below is held to these: the tolerances given, or the compute dtype's defaults.
+    threshold = opts.locate_threshold or threshold_for(judged.compute_dtype)
+    opts = dataclasses.replace(opts, rtol=judged.rtol, atol=judged.atol, locate_threshold=threshold)
+    criterion = judged.kind
     ref = reports[reference]
     for name, report in reports.items():
         if name == reference or report.status not in ("ok", "nonfinite"):
@@ -512,7 +547,7 @@ def build_report(
     for saver, cells in exports.items():
         portability.setdefault(saver, {}).update(cells)
     skip = set(references) | {fmt for row in exports.values() for fmt in row}
-    settings = {**opts.settings(), "data": data, "backends": list(reports)}
+    settings = _as_ran({**opts.settings(), "data": data, "backends": list(reports)}, ran, trained, reference)
     verdict = _overall(reports, named_skip, interrupted)
     notes = _notes(opts, stochastic, criterion, skipped, named_skip) + ([stand_in_note] if stand_in_note else [])
     if batches and not batches["identical"] and not interrupted:
@@ -522,7 +557,7 @@ def build_report(
         batches=batches,
         reference=reference,
         settings=settings,
-        criterion=criterion,
+        criterion=judged,
         stochastic_layers=stochastic,
         notes=notes,
         keras_version=ok[-1]["info"]["keras_version"] if ok else None,
@@ -534,4 +569,5 @@ def build_report(
         timing=timing or {},
         start=shared_start(trained, planned),
         odd_one_out=odd,
+        ran=ran,
     )

@@ -5,14 +5,16 @@ Jobs:
 ``train``    build the model, load the shared starting weights (or make them, for the
              first worker), predict with them, train on backendlab's batch order, then
              save final weights, test predictions and the ``.keras`` model, and export it
-             in each format asked for, checking each export in its runtime.
+             in each format asked for, checking each export in its runtime. Its result
+             says what really ran (``ran``: the model's compile, batches, dtype policy,
+             jit_compile; :func:`backendlab.training.info.what_ran`).
 ``predict``  load each listed ``.keras`` file (saved on any backend) and predict on the
              test split; optionally also predict with the starting weights (the numpy
              backend does this as an independent reference).
 ``export``   load other backends' ``.keras`` files and export them in the formats their own
              backend could not, each checked against the predictions its own backend made.
 
-Arrays go to ``.npz`` files beside ``result.json``.
+Arrays go to ``.npz`` files beside ``result.json``, floats narrower than float32 widened to it.
 """
 
 from __future__ import annotations
@@ -48,14 +50,28 @@ def unflatten(tree, arrays, prefix: str = "out"):
     return np.asarray(arrays[prefix])
 
 
+def float32_if_narrower(array: np.ndarray) -> np.ndarray:
+    """A float narrower than float32 (float16, ml_dtypes' bfloat16 and float8) as float32, exactly; others as they are.
+
+    NumPy has no bfloat16 of its own: an ``.npz`` holds it as raw bytes (``|V2``) that read back as
+    no numbers at all. Widened, every value is kept, and the orchestrator diffs them as float32.
+    """
+    dtype = array.dtype
+    if dtype.itemsize < 4 and (dtype.kind == "f" or dtype.name.startswith(("float", "bfloat"))):
+        return array.astype(np.float32)
+    return array
+
+
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Arrays to an ``.npz``, written atomically; floats narrower than float32 widened to it."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **{key: float32_if_narrower(np.asarray(a)) for key, a in arrays.items()})
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
     from backendlab.training.files import outside_distribution, save_model, trained_spec
+    from backendlab.training.info import what_ran
     from backendlab.training.loops import predict, train
     from backendlab.training.preparation import prepare
     from backendlab.training.schedule import epoch_steps
@@ -83,7 +99,7 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
         result = train(prep, on_step=lambda step, loss: progress(step, total, "training", loss=loss))
     except NonFiniteError as exc:
         # Stopped at the first NaN or inf: the run up to there is the result; a broken model is not saved.
-        return exc.result.to_dict()
+        return {**exc.result.to_dict(), "ran": what_ran(prep)}
     progress(total, total, "saving", force=True)
     predictions = flatten(predict(prep))
     if main:
@@ -96,7 +112,7 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
 
         progress(total, total, "exporting", force=True)
         exports = check_exports(prep.model, prep.data.x_test, workdir / "exports", job["exports"], job["export_atol"])
-    return {**result.to_dict(), "exports": exports}
+    return {**result.to_dict(), "exports": exports, "ran": what_ran(prep)}
 
 
 def predict_job(job: dict, workdir: Path, progress: Progress) -> dict:

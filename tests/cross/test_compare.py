@@ -45,7 +45,7 @@ def test_seed_example_agrees_on_every_backend(seed_compare):
     proc, out = seed_compare
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = report_json(out / "run")
-    assert report["verdict"] == "agree" and report["criterion"] == "exact"
+    assert report["verdict"] == "agree" and report["criterion"]["kind"] == "exact"
     assert report["settings"]["rtol"] == 1e-3 and report["settings"]["atol"] == 1e-3
     assert list(report["backends"]) == list(BACKEND_NAMES)
     checksums = {b["initial_checksum"] for b in report["backends"].values()}
@@ -150,7 +150,7 @@ def test_stochastic_layers_are_detected_and_compared_honestly(pool, tmp_path):
     loose = compare(
         model=model, backends=["jax", "torch"], epochs=3, portability=False, out=str(tmp_path / "loose"), pool=pool
     )
-    assert loose.stochastic_layers and loose.criterion == "statistical"
+    assert loose.stochastic_layers and loose.criterion.kind == "statistical"
     assert "draw from each backend's own random generator" in loose.notes[0]
     torch = loose.backends["torch"]
     assert torch.status == "ok" and torch.verdict == "agree", (torch.status, torch.message, torch.log_tail)
@@ -168,7 +168,7 @@ def test_stochastic_layers_are_detected_and_compared_honestly(pool, tmp_path):
         disable_stochastic=True,
         out=str(tmp_path / "exact"),
     )
-    assert exact.criterion == "exact" and exact.verdict == "agree"
+    assert exact.criterion.kind == "exact" and exact.verdict == "agree"
     assert exact.backends["torch"].differences["step_losses"].within
     assert "switched off" in exact.notes[0]
 
@@ -207,7 +207,7 @@ def test_a_subclassed_model_with_registered_custom_layers_agrees_everywhere(pool
     model = "tests/fixtures/registered_models.py:subclassed_registered"
     report = compare(model=model, epochs=2, out=str(tmp_path), pool=pool)
     details = {b: (r.status, r.verdict, r.message) for b, r in report.backends.items()}
-    assert report.verdict == "agree" and report.criterion == "exact", details
+    assert report.verdict == "agree" and report.criterion.kind == "exact", details
     assert report.stochastic_layers == []
     for saver, row in report.portability.items():
         assert set(row) == {*BACKEND_NAMES, "numpy"}

@@ -74,7 +74,7 @@ def test_compare_keeps_what_the_model_factory_adapted_and_loaded(pool, tmp_path)
         model=f"{spec}:build", data=f"{spec}:data", epochs=1, out=str(tmp_path), pool=pool, portability=False
     )
     details = {b: (r.status, r.verdict, r.message) for b, r in report.backends.items()}
-    assert report.verdict == "agree" and report.criterion == "exact", details
+    assert report.verdict == "agree" and report.criterion.kind == "exact", details
     assert len({r.initial_checksum for r in report.backends.values()}) == 1
     assert max(r.differences["step_losses"].max_rel for r in report.backends.values() if r.differences) <= 1e-5
     start = report_json(tmp_path)["start"]

@@ -32,7 +32,11 @@ def test_compare_agrees_on_each_pipeline_with_identical_batches(pool, tmp_path, 
     assert written["identical"] is True and written["first_differing_step"] is None
     assert written["kind"] == PIPELINES[name] and written["steps"] == 8  # 2 epochs of 4 batches of 16
     assert written["backends"] == ["jax", "tensorflow", "torch"]
-    assert "Batches: identical: every backend was fed the same" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "Batches: identical: every backend was fed the same" in md
+    # What ran: the pipeline's batches of 16, not the --batch-size default of 32
+    assert report.settings["batch_size"] == 16 and "What ran: optimizer SGD (learning_rate=0.01, momentum=0.9, " in md
+    assert "; batch 16, 4 steps an epoch; " in md
 
 
 def test_an_unseeded_shuffle_is_caught_before_any_verdict(pool, tmp_path):

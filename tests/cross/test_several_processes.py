@@ -36,3 +36,6 @@ def test_compare_under_two_processes_agrees_and_proves_the_same_batches(tmp_path
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["verdict"] == "agree" and report["settings"]["processes"] == 2
     assert report["batches"]["identical"] is True and report["batches"]["steps"] == 8  # 455 samples, batch 64
+    md = (tmp_path / "report.md").read_text()
+    assert "; batch 64 (the last 7), 8 steps an epoch; " in md
+    assert "; 1 device, 2 processes; jax fit, tensorflow fit, torch custom loop, " in md

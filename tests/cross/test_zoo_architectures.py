@@ -46,7 +46,7 @@ def test_compare_agrees_with_stochastic_layers_disabled(pool, tmp_path, model):
         model=model, epochs=1, disable_stochastic=True, portability=portability, out=str(tmp_path), pool=pool, **options
     )
     assert report.verdict == "agree", {b: (r.status, r.message) for b, r in report.backends.items()}
-    assert report.criterion == "exact"
+    assert report.criterion.kind == "exact"
     assert _kinds(report.stochastic_layers) == sorted(ARCHITECTURES[model][1])
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["batches"]["identical"] is True and written["batches"]["kind"] == "arrays"

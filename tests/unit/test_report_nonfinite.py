@@ -13,7 +13,7 @@ from rich.console import Console
 
 from backendlab.compare.diff import Diff
 from backendlab.compare.report import loss_curves_png, markdown, terminal_table, write_outputs
-from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
+from backendlab.compare.results import BackendReport, CompareOptions, CompareReport, Criterion
 from backendlab.results import NonFinite, write_json
 
 NAN, INF = float("nan"), float("inf")
@@ -43,7 +43,7 @@ def _report(reference_losses=(0.7, 0.6, 0.5, 0.4)) -> CompareReport:
         verdict="failed",
         reference="jax",
         settings={**CompareOptions().settings(), "data": "breast_cancer", "backends": list(backends)},
-        criterion="exact",
+        criterion=Criterion("exact", 1e-3, 1e-3, 0.1, "float32", "float32"),
         stochastic_layers=[],
         notes=[],
         keras_version="3.15.1",

@@ -53,7 +53,7 @@ def _report(trained, opts=None, **kw):
 
 def test_identical_runs_agree_with_every_quantity_measured():
     report = _report({"jax": _trained("jax"), "torch": _trained("torch")})
-    assert report.verdict == "agree" and report.exit_code == 0 and report.criterion == "exact"
+    assert report.verdict == "agree" and report.exit_code == 0 and report.criterion.kind == "exact"
     torch = report.backends["torch"]
     assert torch.verdict == "agree" and torch.first_divergent_step is None
     assert list(torch.differences) == [q.name for q in QUANTITIES if not q.only_statistical]
@@ -97,13 +97,13 @@ def test_stochastic_runs_decide_on_final_metrics_loosely():
     }
     report = _report(trained)
     torch = report.backends["torch"]
-    assert report.criterion == "statistical" and report.stochastic_layers == ["dropout"]
+    assert report.criterion.kind == "statistical" and report.stochastic_layers == ["dropout"]
     assert not torch.differences["step_losses"].within
     assert torch.differences["final_metrics_statistical"].within and torch.verdict == "agree"
     assert torch.first_divergent_step == 2  # for information: it does not decide here
     assert "draw from each backend's own random generator" in report.notes[0]
     exact = _report(trained, CompareOptions(run=RunSpec(disable_stochastic=True)))
-    assert exact.criterion == "exact" and exact.backends["torch"].verdict == "diverge"
+    assert exact.criterion.kind == "exact" and exact.backends["torch"].verdict == "diverge"
     assert "switched off" in exact.notes[0]
 
 
