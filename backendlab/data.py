@@ -8,6 +8,10 @@ Each is ``(x, y)`` arrays, or a pipeline (:mod:`backendlab.pipelines`): a ``tf.d
 a torch ``DataLoader``, a ``keras.utils.PyDataset`` or a function making a generator, each
 giving ``(x, y)`` batches. With a train pipeline, ``x_train``/``y_train`` hold its first batch
 (to build the model on) and ``pipeline`` the pipeline itself; a test pipeline is read into arrays.
+
+Either split may carry sample weights, as ``fit(x, y, sample_weight=w)`` takes them: arrays
+``(x, y, w)``, or a pipeline of ``(x, y, w)`` batches. ``w`` is one weight per sample, or per
+sample and time step (the shape of the loss), or a dict of them keyed like ``y``.
 """
 
 from __future__ import annotations
@@ -66,6 +70,9 @@ class Dataset:
     y_test: Any
     target: Target | dict[str, Target]
     pipeline: Pipeline | None = None  # a train pipeline; None: train on x_train, y_train in backendlab's order
+    # Sample weights (None: none). With a train pipeline, w_train is its first batch's.
+    w_train: Any = None
+    w_test: Any = None
 
     @property
     def num_train(self) -> int:
@@ -75,6 +82,11 @@ class Dataset:
     def sample_rows(self) -> int:
         """The rows ``x_train`` holds: every train sample, or a train pipeline's first batch."""
         return _num_samples(self.x_train)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether training is fed sample weights."""
+        return self.pipeline.weighted if self.pipeline else self.w_train is not None
 
     @property
     def kind(self) -> str:
@@ -91,6 +103,11 @@ class Dataset:
         """The rows ``index`` of ``split`` ("train" or "test"), as (x, y)."""
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
         return _map(lambda a: a[index], x), _map(lambda a: a[index], y)
+
+    def weights(self, split: str, index: np.ndarray) -> Any:
+        """The sample weights of the rows ``index`` of ``split``; None where the split has none."""
+        w = self.w_train if split == "train" else self.w_test
+        return None if w is None else _map(lambda a: a[index], w)
 
 
 def _per_output(target, fn):
@@ -252,6 +269,7 @@ def infer_target(y: np.ndarray, where: str) -> Target:
 
 
 PARTS = ("x_train", "y_train", "x_test", "y_test")
+WEIGHTS = ("w_train", "w_test")  # optional: None where a split has no sample weights
 NUMERIC_KINDS = "biuf"  # numpy dtype kinds: bool, signed and unsigned integer, float
 
 
@@ -301,13 +319,39 @@ def _check_finite(a: np.ndarray, where: str) -> None:
 
 
 def _check_split(name: str, split: str, arrays: dict[str, Any]) -> None:
-    """x and y of one split hold the same number of samples, and at least one."""
+    """x and y (and w) of one split hold the same number of samples, and at least one."""
     counts = {len(a) for key in (f"x_{split}", f"y_{split}") for a in _leaves(arrays[key])}
     if len(counts) != 1:
         raise UsageError(f"data {name!r}: x_{split} and y_{split} have different numbers of samples {sorted(counts)}")
+    if arrays.get(f"w_{split}") is not None:
+        _check_weights(name, split, arrays[f"w_{split}"], arrays[f"y_{split}"])
     if counts == {0}:
         raise UsageError(
             f"data {name!r}: x_{split} and y_{split} have no samples: the train and test splits each need at least one"
+        )
+
+
+def _check_weights(name: str, split: str, w: Any, y: Any, where: str | None = None) -> None:
+    """Sample weights fit their labels as ``fit`` takes them: one per sample (or per sample and step),
+    for every output alike, or a dict keyed like ``y``."""
+    where = where or f"data {name!r}: w_{split}"
+    if isinstance(w, dict):
+        if not isinstance(y, dict) or set(w) != set(y):
+            outputs = f"outputs {sorted(y)}" if isinstance(y, dict) else "one output"
+            raise UsageError(
+                f"{where} is a dict of {sorted(w)} but y_{split} has {outputs}: "
+                "key the sample weights like the labels, or give one array for every output"
+            )
+        for key in w:
+            _check_weights(name, split, w[key], y[key], f"{where}[{key!r}]")
+        return
+    samples = len(_leaves(y)[0])
+    if len(w) != samples:
+        raise UsageError(f"{where} has {len(w)} sample weights for {samples} samples: give one weight per sample")
+    if isinstance(y, dict) and not (w.ndim == 1 or w.shape[1:] == (1,)):
+        raise UsageError(
+            f"{where} has shape {w.shape}, but one array for several outputs holds one weight per sample: "
+            "give shape (samples,), or a dict of arrays keyed like the outputs"
         )
 
 
@@ -324,9 +368,13 @@ def _check_rows(name: str, arrays: dict[str, Any]) -> None:
 
 def check_arrays(name: str, parts: dict[str, Any]) -> dict[str, Any]:
     """The gate every dataset passes, bundled or a user's: ``parts`` (x_train, y_train, x_test,
-    y_test) as numeric, finite NumPy arrays with matching, non-zero sample counts; features
-    float32, bool and integer labels int32, float labels float32. Anything else: one UsageError."""
+    y_test, and sample weights w_train, w_test where given) as numeric, finite NumPy arrays with
+    matching, non-zero sample counts; features and weights float32, bool and integer labels int32,
+    float labels float32. Anything else: one UsageError."""
     arrays = {key: _as_arrays(parts[key], f"data {name!r}: {key}", key.startswith("y")) for key in PARTS}
+    for key in WEIGHTS:
+        given = parts.get(key)
+        arrays[key] = None if given is None else _as_arrays(given, f"data {name!r}: {key}", labels=False)
     for split in ("train", "test"):
         _check_split(name, split, arrays)
     _check_rows(name, arrays)
@@ -335,7 +383,7 @@ def check_arrays(name: str, parts: dict[str, Any]) -> dict[str, Any]:
 
 def validate(dataset: Dataset) -> Dataset:
     """``dataset`` with its arrays checked and cast by ``check_arrays``."""
-    return replace(dataset, **check_arrays(dataset.name, {key: getattr(dataset, key) for key in PARTS}))
+    return replace(dataset, **check_arrays(dataset.name, {key: getattr(dataset, key) for key in PARTS + WEIGHTS}))
 
 
 def _targets(name: str, y: Any) -> Target | dict[str, Target]:
@@ -344,10 +392,17 @@ def _targets(name: str, y: Any) -> Target | dict[str, Target]:
     return infer_target(y, f"data {name!r}: y_train")
 
 
+def _with_weights(split: tuple | list) -> tuple[Any, Any, Any]:
+    """``(x, y, w)`` of a split given as ``(x, y)`` or ``(x, y, w)``; ``w`` None where not given."""
+    return (*split, None) if len(split) == 2 else tuple(split)
+
+
 def from_arrays(name: str, train: tuple, test: tuple) -> Dataset:
-    """A dataset from ``(x_train, y_train), (x_test, y_test)``, checked, with targets read off the labels."""
-    (x_train, y_train), (x_test, y_test) = train, test
-    arrays = check_arrays(name, dict(zip(PARTS, (x_train, y_train, x_test, y_test))))
+    """A dataset from ``(x_train, y_train), (x_test, y_test)``, each split optionally with its sample
+    weights as a third array; checked, with targets read off the labels."""
+    (x_train, y_train, w_train), (x_test, y_test, w_test) = _with_weights(train), _with_weights(test)
+    parts = dict(zip(PARTS + WEIGHTS, (x_train, y_train, x_test, y_test, w_train, w_test)))
+    arrays = check_arrays(name, parts)
     return Dataset(name, **arrays, target=_targets(name, arrays["y_train"]))
 
 
@@ -396,7 +451,9 @@ def _open_parts(path: Path) -> np.lib.npyio.NpzFile:
 def _from_npz(path: Path) -> Dataset:
     with _open_parts(path) as npz:
         x_train, y_train, x_test, y_test = (_npz_array(npz, key, path) for key in PARTS)
-    return from_arrays(path.name, (x_train, y_train), (x_test, y_test))
+        # Optional sample weights, as fit takes them.
+        w_train, w_test = (_npz_array(npz, key, path) if key in npz.files else None for key in WEIGHTS)
+    return from_arrays(path.name, (x_train, y_train, w_train), (x_test, y_test, w_test))
 
 
 def _call_data_function(func: Callable, name: str) -> tuple[Any, Any]:
@@ -415,17 +472,24 @@ def _call_data_function(func: Callable, name: str) -> tuple[Any, Any]:
 
 
 def _splits(name: str, result: Any) -> tuple[Any, Any]:
-    """``(train, test)`` from what a data function returned; each is (x, y) or a pipeline."""
+    """``(train, test)`` from what a data function returned; each is (x, y), (x, y, sample_weight) or a pipeline."""
     try:
         train, test = result
-        for part, split in (("train", train), ("test", test)):
-            if pipeline_kind(split, f"data {name!r}: {part}") is None and len(split) != 2:
-                raise ValueError
     except (TypeError, ValueError):
         raise UsageError(
             f"data {name!r} must return ((x_train, y_train), (x_test, y_test)) or (train, test) pipelines "
             f"(tf.data, DataLoader, PyDataset, a function making a generator), got {type(result).__name__}"
         ) from None
+    for part, split in (("train", train), ("test", test)):
+        if pipeline_kind(split, f"data {name!r}: {part}") is not None:
+            continue
+        sequence = isinstance(split, (tuple, list))
+        if not sequence or len(split) not in (2, 3):
+            got = f"a {type(split).__name__} of {len(split)}" if sequence else type(split).__name__
+            raise UsageError(
+                f"data {name!r}: {part} is {got}: give (x_{part}, y_{part}), (x_{part}, y_{part}, w_{part}) with "
+                "sample weights, or a pipeline (tf.data, DataLoader, PyDataset, a function making a generator)"
+            )
     return train, test
 
 
@@ -436,19 +500,23 @@ def from_pipelines(name: str, train: Any, test: Any, again: Callable[[], Any]) -
     differs from the first the pipeline is not deterministic, and ``pipeline.repeat_differs_at`` says where.
     """
     kind = pipeline_kind(train, f"data {name!r}: train")
-    pipeline, x_first, y_first, labels = read_train(kind, train, f"data {name!r}: train")
+    pipeline, first, labels, weights = read_train(kind, train, f"data {name!r}: train")
     second = read_train(kind, again(), f"data {name!r}: train")[0]
     pipeline.repeat_differs_at = first_difference(pipeline.checksums, second.checksums)
     test_kind = pipeline_kind(test, f"data {name!r}: test")
-    x_test, y_test = read_all(test_kind, test, f"data {name!r}: test") if test_kind else test
-    parts = {"x_train": x_first, "y_train": y_first, "x_test": x_test, "y_test": y_test}
+    x_test, y_test, w_test = read_all(test_kind, test, f"data {name!r}: test") if test_kind else _with_weights(test)
+    x_first, y_first, w_first = _with_weights(first)
+    parts = dict(zip(PARTS + WEIGHTS, (x_first, y_first, x_test, y_test, w_first, w_test)))
     arrays = check_arrays(name, parts)
-    all_labels = _concat_labels(labels)
+    all_labels = _concat(labels)
     _as_arrays(all_labels, f"data {name!r}: y_train", labels=True)  # numeric and finite, every batch
+    if pipeline.weighted:  # every batch's weights: numeric, finite, one per sample
+        all_weights = _as_arrays(_concat(weights), f"data {name!r}: w_train", labels=False)
+        _check_weights(name, "train", all_weights, all_labels)
     return Dataset(name, **arrays, target=_targets(name, all_labels), pipeline=pipeline)
 
 
-def _concat_labels(batches: list) -> Any:
+def _concat(batches: list) -> Any:
     if isinstance(batches[0], dict):
         return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     return np.concatenate(batches)

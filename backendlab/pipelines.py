@@ -8,6 +8,9 @@ A data function returns ``(train, test)``; each is ``(x, y)`` arrays, as before,
 ``generator``   a function that makes a generator of ``(x, y)`` batches (called once per epoch:
                 a generator object itself can be read only once)
 
+A batch may also carry sample weights, ``(x, y, sample_weight)``, as ``fit`` takes them; then
+every batch of the pipeline does, and the weights are fed and checksummed with the batch.
+
 A pipeline fixes its own batches and their order: backendlab neither batches nor shuffles it.
 Every epoch reads it once, start to end, converts each batch to NumPy (what Keras's own data
 adapters do on a backend that is not the pipeline's framework), checksums it, and feeds it to
@@ -84,14 +87,16 @@ def leaves(tree: Any) -> list[np.ndarray]:
     return [tree]
 
 
-def batch_checksum(x: Any, y: Any) -> str:
-    """A hash of every input and label array's dtype, shape and bytes, and their float64 sum.
+def batch_checksum(x: Any, y: Any, sample_weight: Any = None) -> str:
+    """A hash of every input, label and sample weight array's dtype, shape and bytes, and their float64 sum.
 
-    Equal on two backends only if the train step was fed the very same numbers.
+    Equal on two backends only if the train step was fed the very same numbers. Without sample
+    weights, the checksum of ``(x, y)`` alone.
     """
     digest = hashlib.blake2b(digest_size=8)
     total = 0.0
-    for leaf in leaves((x, y)):
+    parts = (x, y) if sample_weight is None else (x, y, sample_weight)
+    for leaf in leaves(parts):
         a = np.ascontiguousarray(leaf)
         digest.update(f"{a.dtype.str}{a.shape}".encode())
         digest.update(a.tobytes())
@@ -122,13 +127,32 @@ def _py_dataset_batches(dataset) -> Iterator:
     dataset.on_epoch_end()
 
 
-def numpy_batches(kind: str, source: Any) -> Iterator[tuple[Any, Any]]:
-    """One epoch of ``source``: its ``(x, y)`` batches as NumPy arrays, in its own order."""
+def split_batch(batch: tuple) -> tuple[Any, Any, Any]:
+    """``(x, y, sample_weight)`` of a batch as a pipeline gives it; no weights: ``sample_weight`` is None."""
+    return batch if len(batch) == 3 else (*batch, None)
+
+
+def _parts(batch: tuple) -> str:
+    return "(x, y, sample_weight)" if len(batch) == 3 else "(x, y)"
+
+
+def numpy_batches(kind: str, source: Any) -> Iterator[tuple]:
+    """One epoch of ``source``: its ``(x, y)`` or ``(x, y, sample_weight)`` batches as NumPy arrays,
+    in its own order; every batch has the parts of the first."""
+    first = None
     for step, batch in enumerate(_raw_batches(kind, source), start=1):
         batch = numpy_tree(batch)
-        if not isinstance(batch, tuple) or len(batch) != 2:
+        if not isinstance(batch, tuple) or len(batch) not in (2, 3):
             got = f"a tuple of {len(batch)}" if isinstance(batch, tuple) else type(batch).__name__
-            raise UsageError(f"{kind} pipeline: batch {step} is {got}; backendlab needs (x, y) batches")
+            raise UsageError(
+                f"{kind} pipeline: batch {step} is {got}; backendlab needs (x, y) or (x, y, sample_weight) batches"
+            )
+        first = first or batch
+        if len(batch) != len(first):
+            raise UsageError(
+                f"{kind} pipeline: batch {step} is {_parts(batch)} but batch 1 was {_parts(first)}: "
+                "give every batch sample weights, or none"
+            )
         yield batch
 
 
@@ -144,8 +168,9 @@ class InputRecorder:
     wait_s: float = 0.0
     record: bool = True  # False: time only (bench), no checksums
 
-    def epoch(self, kind: str, source: Any, steps: int | None = None) -> Iterator[tuple[Any, Any]]:
-        """One epoch of ``source``; with ``steps``, the pipeline is read to its end before the last batch is given.
+    def epoch(self, kind: str, source: Any, steps: int | None = None) -> Iterator[tuple]:
+        """One epoch of ``source``, each batch ``(x, y)`` or ``(x, y, sample_weight)`` as the pipeline gives it
+        (what ``fit`` takes); with ``steps``, the pipeline is read to its end before the last batch is given.
 
         fit stops asking after ``steps`` batches; a pipeline left unfinished can start its next epoch
         elsewhere (a DataLoader's RandomSampler draws once more from its generator at the end).
@@ -155,7 +180,7 @@ class InputRecorder:
         while True:
             start = time.perf_counter()
             try:
-                x, y = next(batches)
+                batch = next(batches)
             except StopIteration:
                 return
             if steps is not None and given + 1 == steps:
@@ -163,9 +188,9 @@ class InputRecorder:
                     pass
             self.wait_s += time.perf_counter() - start
             if self.record:
-                self.checksums.append(batch_checksum(x, y))
+                self.checksums.append(batch_checksum(*batch))
             given += 1
-            yield x, y
+            yield batch
 
 
 def first_difference(a: list[str], b: list[str]) -> int | None:
@@ -184,6 +209,7 @@ class Pipeline:
     source: Any
     sizes: list[int]  # each batch's samples
     checksums: list[str]  # of that read
+    weighted: bool = False  # its batches are (x, y, sample_weight)
     repeat_differs_at: int | None = None  # where a second pipeline from the data function read differently
 
     @property
@@ -195,26 +221,30 @@ def batch_size_of(x: Any) -> int:
     return len(leaves(x)[0])
 
 
-def read_train(kind: str, source: Any, where: str) -> tuple[Pipeline, Any, Any, list]:
-    """Read the train pipeline once: the :class:`Pipeline`, its first batch (x, y), and every batch's labels."""
+def read_train(kind: str, source: Any, where: str) -> tuple[Pipeline, tuple, list, list]:
+    """Read the train pipeline once: the :class:`Pipeline`, its first batch (as it came), and every
+    batch's labels and sample weights (None each, where the batches have none)."""
     recorder = InputRecorder()
-    sizes, labels, first = [], [], None
-    for x, y in recorder.epoch(kind, source):
-        if first is None:
-            first = (x, y)
+    sizes, labels, weights, first = [], [], [], None
+    for batch in recorder.epoch(kind, source):
+        x, y, w = split_batch(batch)
+        first = first or batch
         sizes.append(batch_size_of(x))
         labels.append(y)
+        weights.append(w)
     if first is None:
         raise UsageError(f"{where} gave no batch: the train pipeline needs at least one")
-    return Pipeline(kind, source, sizes, recorder.checksums), first[0], first[1], labels
+    pipeline = Pipeline(kind, source, sizes, recorder.checksums, weighted=len(first) == 3)
+    return pipeline, first, labels, weights
 
 
-def read_all(kind: str, source: Any, where: str) -> tuple[Any, Any]:
-    """A (test) pipeline read once, its batches concatenated into (x, y) arrays."""
+def read_all(kind: str, source: Any, where: str) -> tuple[Any, Any, Any]:
+    """A (test) pipeline read once, its batches concatenated into (x, y, sample_weight) arrays
+    (``sample_weight`` None where the batches have none)."""
     batches = list(numpy_batches(kind, source))
     if not batches:
         raise UsageError(f"{where} gave no batch: the test pipeline needs at least one")
-    return concat([b[0] for b in batches]), concat([b[1] for b in batches])
+    return split_batch(tuple(concat([b[i] for b in batches]) for i in range(len(batches[0]))))
 
 
 def concat(trees: list) -> Any:
@@ -225,27 +255,28 @@ def concat(trees: list) -> Any:
     return np.concatenate(trees)
 
 
-def make_pipeline(kind: str, x: np.ndarray, y: np.ndarray, batch_size: int) -> Any:
-    """Arrays as a pipeline of ``kind``, in batches of ``batch_size``, in order (bench's inputs).
+def make_pipeline(kind: str, parts: tuple, batch_size: int) -> Any:
+    """Arrays ``(x, y)`` or ``(x, y, sample_weight)`` as a pipeline of ``kind``, in batches of
+    ``batch_size``, in order (bench's inputs).
 
     Imports the pipeline's framework: call it in a worker.
     """
     if kind == "tf.data":
         import tensorflow as tf
 
-        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+        return tf.data.Dataset.from_tensor_slices(tuple(parts)).batch(batch_size)
     if kind == "DataLoader":
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
-        return DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=batch_size)
+        return DataLoader(TensorDataset(*(torch.from_numpy(a) for a in parts)), batch_size=batch_size)
     if kind == "PyDataset":
-        return _array_batches_class()(x, y, batch_size)
+        return _array_batches_class()(parts, batch_size)
     if kind == "generator":
 
         def batches():
-            for start in range(0, len(x), batch_size):
-                yield x[start : start + batch_size], y[start : start + batch_size]
+            for start in range(0, len(parts[0]), batch_size):
+                yield tuple(a[start : start + batch_size] for a in parts)
 
         return batches
     raise UsageError(f"unknown pipeline {kind!r}: use one of {', '.join(KINDS)}")
@@ -255,15 +286,15 @@ def _array_batches_class():
     import keras
 
     class ArrayBatches(keras.utils.PyDataset):
-        def __init__(self, x, y, batch_size):
+        def __init__(self, parts, batch_size):
             super().__init__()
-            self.x, self.y, self.batch_size = x, y, batch_size
+            self.parts, self.batch_size = parts, batch_size
 
         def __len__(self):
-            return -(-len(self.x) // self.batch_size)
+            return -(-len(self.parts[0]) // self.batch_size)
 
         def __getitem__(self, index):
             part = slice(index * self.batch_size, (index + 1) * self.batch_size)
-            return self.x[part], self.y[part]
+            return tuple(a[part] for a in self.parts)
 
     return ArrayBatches

@@ -158,6 +158,8 @@ class TrainResult:
     input_wait_s: float = 0.0
     # A pipeline read twice before training (two calls of the data function): the first step where it differed.
     repeat_differs_at: int | None = None
+    # The splits whose sample weights were used: "train" (fed to every step, and in its checksum), "test" (evaluate).
+    sample_weights: list[str] = field(default_factory=list)
 
     @property
     def backend(self) -> str:

@@ -6,20 +6,20 @@
                          one (torch's binary cross-entropy raises on NaN predictions), so
                          training reports a NaN loss there as on every other backend
 ``make_train_step(model, loss_fn, optimizer, jit_compile=None)``
-                         a function ``(x, y) -> (loss, y_pred)`` that takes one optimizer
+                         a function ``(x, y, sample_weight=None) -> (loss, y_pred)`` that takes one optimizer
                          step with the framework's own autodiff, compiled where the
                          framework compiles (``jit_compile``: True for XLA on TensorFlow
                          and torch.compile on PyTorch, False for JAX without jax.jit, None
                          for each one's usual: jax.jit, tf.function, eager), on the model's
                          and optimizer's real Keras state; its ``run_many(batches)`` takes
-                         a step per ``(x, y)`` and returns the losses, unread (JAX carries
+                         a step per ``(x, y)`` or ``(x, y, sample_weight)`` and returns the losses, unread (JAX carries
                          the state in arrays and writes it back to Keras once, at the end);
                          under torchrun it trains its rank's share of the global batch; given
-                         ``shares`` (torch, ``--processes``), ``(x, y)`` is that share alone
+                         ``shares`` (torch, ``--processes``), ``(x, y, sample_weight)`` is that share alone
 ``resolved_jit_compile(jit_compile=None)``
                          whether ``make_train_step`` with this ``jit_compile`` compiles the step
                          (XLA or torch.compile): what compare reports the custom loop ran as
-``fit_gradients(model, x, y)``
+``fit_gradients(model, x, y, sample_weight=None)``
                          one batch's ``(loss, gradients)`` as the backend's ``fit`` step
                          computes them, before its update: the gradients exactly as the
                          optimizer receives them (sparse ones stay sparse); the forward

@@ -84,19 +84,19 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     optimizer.build(model.trainable_variables)
     training = _training(model)
 
-    def compute_loss(trainable, non_trainable, x, y):
+    def compute_loss(trainable, non_trainable, x, y, sample_weight):
         y_pred, non_trainable, losses = model.stateless_call(
             trainable, non_trainable, x, return_losses=True, **training
         )
-        loss = loss_fn(y, y_pred)
+        loss = loss_fn(y, y_pred, sample_weight)
         for extra in losses:  # regularization, as fit adds it
             loss = loss + extra
         return loss, (y_pred, non_trainable)
 
     grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
 
-    def update(trainable, non_trainable, opt_vars, x, y):
-        (loss, (y_pred, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y)
+    def update(trainable, non_trainable, opt_vars, x, y, sample_weight=None):
+        (loss, (y_pred, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y, sample_weight)
         trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
         return loss, y_pred, trainable, non_trainable, opt_vars
 
@@ -120,16 +120,16 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
             for variable, value in zip(variables, values):
                 variable.assign(value)
 
-    def step(x, y):
-        loss, y_pred, *new_state = jitted(*state(), x, y)
+    def step(x, y, sample_weight=None):
+        loss, y_pred, *new_state = jitted(*state(), x, y, sample_weight)
         write_back(*new_state)
         return loss, y_pred
 
     def run_many(batches) -> list:
         """The state stays in JAX arrays from step to step and goes back into Keras once, at the end."""
         current, losses = state(), []
-        for x, y in batches:
-            loss, _, *current = jitted(*current, x, y)
+        for batch in batches:  # (x, y) or (x, y, sample_weight)
+            loss, _, *current = jitted(*current, *batch)
             losses.append(loss)
         write_back(*current)
         return losses
@@ -143,7 +143,7 @@ def resolved_jit_compile(jit_compile=None) -> bool:
     return jit_compile is not False
 
 
-def fit_gradients(model, x, y):
+def fit_gradients(model, x, y, sample_weight=None):
     """One batch's loss and gradients as ``fit``'s jitted ``train_step`` computes them, before the update.
 
     The trainer's own ``compute_loss_and_updates`` under ``jax.value_and_grad``; the forward
@@ -153,13 +153,24 @@ def fit_gradients(model, x, y):
     grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
 
     @jax.jit
-    def compute(trainable, non_trainable, metrics, optimizer_variables, x, y):
+    def compute(trainable, non_trainable, metrics, optimizer_variables, x, y, sample_weight):
         return grad_fn(
-            trainable, non_trainable, metrics, x, y, None, training=True, optimizer_variables=optimizer_variables
+            trainable,
+            non_trainable,
+            metrics,
+            x,
+            y,
+            sample_weight,
+            training=True,
+            optimizer_variables=optimizer_variables,
         )
 
     (_, (loss, _, non_trainable, _)), grads = compute(
-        *([v.value for v in group] for group in variables), [v.value for v in model.optimizer.variables], x, y
+        *([v.value for v in group] for group in variables),
+        [v.value for v in model.optimizer.variables],
+        x,
+        y,
+        sample_weight,
     )
     for variable, value in zip(model.non_trainable_variables, non_trainable):
         variable.assign(value)

@@ -110,10 +110,10 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     optimizer.build(model.trainable_variables)
 
     @tf.function(reduce_retracing=True, jit_compile=bool(jit_compile))
-    def step(x, y):
+    def step(x, y, sample_weight=None):
         with tf.GradientTape() as tape:
             y_pred = model(x, training=True)
-            loss = loss_fn(y, y_pred)
+            loss = loss_fn(y, y_pred, sample_weight)
             if model.losses:  # regularization, as fit adds it
                 loss = loss + tf.add_n(model.losses)
         grads = tape.gradient(loss, model.trainable_weights)
@@ -121,7 +121,7 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
         return loss, y_pred
 
     def run_many(batches) -> list:
-        return [step(x, y)[0] for x, y in batches]
+        return [step(*batch)[0] for batch in batches]  # (x, y) or (x, y, sample_weight)
 
     step.run_many = run_many
     return step
@@ -132,7 +132,7 @@ def resolved_jit_compile(jit_compile=None) -> bool:
     return bool(jit_compile)
 
 
-def fit_gradients(model, x, y):
+def fit_gradients(model, x, y, sample_weight=None):
     """One batch's loss and gradients as ``fit``'s ``train_step`` computes them, before the update.
 
     Gradients stay as the tape gives them (``tf.IndexedSlices`` for an Embedding), since that
@@ -140,7 +140,7 @@ def fit_gradients(model, x, y):
     """
     with tf.GradientTape() as tape:
         y_pred = model(x, training=True)
-        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=True)
+        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
         scaled = model.optimizer.scale_loss(loss)
     return loss, tape.gradient(scaled, model.trainable_weights)
 

@@ -116,9 +116,9 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     # DDP averages the gradients across ranks during backward().
     net = DistributedDataParallel(model) if world > 1 else model
 
-    def forward_loss(x, y):
+    def forward_loss(x, y, sample_weight):
         y_pred = net(x, training=True)
-        loss = loss_fn(y, y_pred)
+        loss = loss_fn(y, y_pred, sample_weight)
         for extra in model.losses:  # regularization, as fit adds it
             loss = loss + extra
         return loss, y_pred
@@ -126,7 +126,7 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     if jit_compile:
         forward_loss = torch.compile(forward_loss)
 
-    def step(x, y, given: list[int] | None = None):
+    def step(x, y, sample_weight=None, given: list[int] | None = None):
         share = 1.0
         if world > 1:
             if given is None:  # every rank holds the global batch (--devices N): each takes its share
@@ -136,14 +136,16 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
                 # A rank left without a sample (a batch smaller than the world) still takes part in
                 # DDP's all-reduce: it trains on a copy of the batch's first sample, weighted zero.
                 part = slice(start, start + shares[rank]) if shares[rank] else slice(0, 1)
-                x, y = (keras.tree.map_structure(lambda a: a[part], t) for t in (x, y))
+                x, y, sample_weight = (
+                    None if t is None else keras.tree.map_structure(lambda a: a[part], t) for t in (x, y, sample_weight)
+                )
             else:  # each rank was given only its own share (--processes N)
                 shares, n = given, sum(given)
-            # DDP averages over ranks, each rank's loss being the mean over its share; weighting
-            # each by its share of the batch makes that the mean over the batch's samples, also
-            # when the shares differ (a last, partial batch).
+            # DDP averages over ranks, each rank's loss being the mean over its share (its weighted
+            # losses summed, over its samples); weighting each by its share of the batch makes that
+            # the mean over the batch's samples, also when the shares differ (a last, partial batch).
             share = shares[rank] * world / n
-        loss, y_pred = forward_loss(x, y)
+        loss, y_pred = forward_loss(x, y, sample_weight)
         model.zero_grad()
         (loss * share).backward()
         grads = [v.value.grad for v in model.trainable_weights]
@@ -158,7 +160,7 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
         return loss, y_pred
 
     def run_many(batches) -> list:
-        return [step(x, y)[0] for x, y in batches]
+        return [step(*batch)[0] for batch in batches]  # (x, y) or (x, y, sample_weight)
 
     step.run_many = run_many
     return step
@@ -169,11 +171,11 @@ def resolved_jit_compile(jit_compile=None) -> bool:
     return bool(jit_compile)
 
 
-def fit_gradients(model, x, y):
+def fit_gradients(model, x, y, sample_weight=None):
     """One batch's loss and gradients as ``fit``'s ``train_step`` computes them, before the update."""
     y_pred = model(x, training=True)
     model.zero_grad()
-    loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=True)
+    loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
     model.optimizer.scale_loss(loss).backward()
     return loss.detach(), [v.value.grad for v in model.trainable_weights]
 

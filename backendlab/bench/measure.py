@@ -11,6 +11,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,8 +34,29 @@ def steps_for(samples: int, batch_size: int, steps_per_execution: int) -> int:
 # --- models and data ------------------------------------------------------------------
 
 
+@dataclass
+class Samples:
+    """The arrays a cell trains on: inputs, labels, and the data's sample weights (None: it has none)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    w: np.ndarray | None = None
+
+    def head(self, n: int) -> Samples:
+        return Samples(self.x[:n], self.y[:n], None if self.w is None else self.w[:n])
+
+    @property
+    def parts(self) -> tuple:
+        """``(x, y)``, or ``(x, y, w)`` with weights: a batch as a pipeline gives it."""
+        return (self.x, self.y) if self.w is None else (self.x, self.y, self.w)
+
+    def fit(self) -> dict:
+        """``fit``'s arrays, as keywords."""
+        return {"x": self.x, "y": self.y, "sample_weight": self.w}
+
+
 def build_keras(name: str, job: dict, native):
-    """The Keras model for ``name``, its loss, and the (x, y) arrays it runs on."""
+    """The Keras model for ``name``, its loss, and the :class:`Samples` it runs on."""
     import keras
 
     from backendlab.data import from_arrays, load_dataset
@@ -52,23 +74,24 @@ def build_keras(name: str, job: dict, native):
             layers += [keras.layers.Flatten()]
         model = keras.Sequential(layers + [keras.layers.Dense(shape.classes)], name=name)
         x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["run"]["seed"])
-        return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), x, y
+        return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), Samples(x, y)
     if name in MODELS and name not in SHAPES:
         # The real architectures train on their own seeded data (images, token ids), repeated.
         data = load_dataset(MODELS[name].default_data, job["run"]["seed"])
         reps = -(-samples // data.num_train)
         x, y = (np.concatenate([a] * reps)[:samples] for a in (data.x_train, data.y_train))
-        return MODELS[name].build(data), data.loss(), x, y
+        return MODELS[name].build(data), data.loss(), Samples(x, y)
     if name in MODELS:
         shape = SHAPES[name]
         x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["run"]["seed"])
         data = from_arrays(f"bench_{name}", (x, y), (x[:2], y[:2]))
-        return MODELS[name].build(data), data.loss(), x, y
+        return MODELS[name].build(data), data.loss(), Samples(x, y)
     return build_user_model(name, job)
 
 
 def build_user_model(spec: str, job: dict):
-    """A user's ``file.py:build``, on its data function's arrays or on synthetic inputs of its input shape."""
+    """A user's ``file.py:build``, on its data function's arrays (and sample weights) or on synthetic inputs
+    of its input shape."""
     from backendlab.data import Target, load_dataset
     from backendlab.errors import UsageError
     from backendlab.models import build_model
@@ -80,11 +103,11 @@ def build_user_model(spec: str, job: dict):
         data = load_dataset(job["run"]["data"], job["run"]["seed"])
         if isinstance(data.x_train, dict) or isinstance(data.y_train, dict):
             raise UsageError(f"bench takes one input and one output; data {job['run']['data']!r} has several")
-        x, y = data.x_train, data.y_train
+        parts = (data.x_train, data.y_train, data.w_train)
         if data.pipeline:  # its samples, read once; --pipelines says what fit reads them from
-            x, y = read_all(data.kind, data.pipeline.source, f"data {job['run']['data']!r}: train")
-        reps = -(-samples // len(x))
-        x, y = np.concatenate([x] * reps)[:samples], np.concatenate([y] * reps)[:samples]
+            parts = read_all(data.kind, data.pipeline.source, f"data {job['run']['data']!r}: train")
+        reps = -(-samples // len(parts[0]))
+        x, y, w = (None if a is None else np.concatenate([a] * reps)[:samples] for a in parts)
         loss = data.loss()
     else:
         shape = tuple(job["input_shape"] or ())
@@ -99,10 +122,11 @@ def build_user_model(spec: str, job: dict):
         units = int(model(x[:2]).shape[-1])
         # Labels that fit the output: classes for softmax-sized outputs, 0/1 for one unit.
         _, y = synthetic_data(shape, max(units, 2), samples, job["run"]["seed"])
+        w = None
         loss = Target("multiclass", units).loss if units > 1 else Target("binary", 1).loss
     if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
         loss = model.loss  # the user's own choice
-    return model, loss, x, y
+    return model, loss, Samples(x, y, w)
 
 
 # --- timing -----------------------------------------------------------------------------
@@ -127,7 +151,7 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
 
     keras.backend.clear_session()
     set_random_seed(job["run"]["seed"])
-    model, loss, x, y = build_keras(cell["model"], job, native)
+    model, loss, samples = build_keras(cell["model"], job, native)
     jit = {"auto": "auto", "true": True, "false": False}[cell["jit_compile"]]
     optimizer = keras.optimizers.Adam(LEARNING_RATE, **ADAM)
     model.compile(optimizer=optimizer, loss=loss, jit_compile=jit, steps_per_execution=row.steps_per_execution)
@@ -144,24 +168,21 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
         native.sync([v.value for v in model.trainable_variables])
 
     if cell["mode"] == "fit" and cell.get("pipeline", "arrays") != "arrays":
-        row.first_step_s = _first_step(model, x[:first], y[:first], batch, wait)
-        times = _pipeline_fit(model, cell["pipeline"], x[:n], y[:n], row, passes, job["warmup"], wait)
+        row.first_step_s = _first_step(model, samples.head(first), batch, wait)
+        times = _pipeline_fit(model, cell["pipeline"], samples.head(n), row, passes, job["warmup"], wait)
     elif cell["mode"] == "fit":
-        start = time.perf_counter()
-        model.fit(x[:first], y[:first], batch_size=batch, epochs=1, shuffle=False, verbose=0)
-        wait(model)
-        row.first_step_s = time.perf_counter() - start
+        row.first_step_s = _first_step(model, samples.head(first), batch, wait)
         timer = EpochTimer(wait)
-        model.fit(x[:n], y[:n], batch_size=batch, epochs=passes, shuffle=False, verbose=0, callbacks=[timer])
+        model.fit(**samples.head(n).fit(), batch_size=batch, epochs=passes, shuffle=False, verbose=0, callbacks=[timer])
         times = timer.times[job["warmup"] :]
     else:
         start = time.perf_counter()
-        model.predict(x[:first], batch_size=batch, verbose=0)  # returns NumPy: the work is done
+        model.predict(samples.x[:first], batch_size=batch, verbose=0)  # returns NumPy: the work is done
         row.first_step_s = time.perf_counter() - start
         times = []
         for _ in range(passes):
             start = time.perf_counter()
-            model.predict(x[:n], batch_size=batch, verbose=0)
+            model.predict(samples.x[:n], batch_size=batch, verbose=0)
             times.append(time.perf_counter() - start)
         times = times[job["warmup"] :]
     flops, unknown = forward_flops(model)
@@ -170,19 +191,19 @@ def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
     return summarize(row, times, steps, flops)
 
 
-def _first_step(model, x, y, batch, wait) -> float:
+def _first_step(model, samples: Samples, batch, wait) -> float:
     start = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    model.fit(**samples.fit(), batch_size=batch, epochs=1, shuffle=False, verbose=0)
     wait(model)
     return time.perf_counter() - start
 
 
-def _pipeline_fit(model, kind: str, x, y, row: BenchRow, passes: int, warmup: int, wait) -> list[float]:
-    """Each pass one ``fit`` epoch over a ``kind`` pipeline of ``x, y``; sets ``row.input_stall``."""
+def _pipeline_fit(model, kind: str, samples: Samples, row: BenchRow, passes: int, warmup: int, wait) -> list[float]:
+    """Each pass one ``fit`` epoch over a ``kind`` pipeline of the samples; sets ``row.input_stall``."""
     from backendlab.pipelines import InputRecorder, make_pipeline
 
-    source = make_pipeline(kind, x, y, row.batch_size)
-    steps = -(-len(x) // row.batch_size)
+    source = make_pipeline(kind, samples.parts, row.batch_size)
+    steps = -(-len(samples.x) // row.batch_size)
     times, waits = [], []
     for _ in range(passes):
         recorder = InputRecorder(record=False)

@@ -116,7 +116,9 @@ def load_state(model, path: str | Path) -> str:
 
 
 def _batch(prep, step: int):
-    return prep.data.take("train", batch_index(prep, step))
+    """Batch ``step``'s ``(x, y, sample_weight)``; ``sample_weight`` None where the data has none."""
+    index = batch_index(prep, step)
+    return (*prep.data.take("train", index), prep.data.weights("train", index))
 
 
 def _prepare(job: dict, **options):
@@ -145,11 +147,11 @@ def replay_job(job: dict, workdir: Path, progress: Progress) -> dict:
     model = prep.model
     custom = TrainStep(model, model.loss, model.optimizer) if prep.config.loop == "custom" else None
     for step in range(steps):
-        x, y = _batch(prep, step)
+        x, y, w = _batch(prep, step)
         if custom is not None:
-            custom.run(x, y)
+            custom.run(x, y, w)
         else:
-            model.train_on_batch(x, y)
+            model.train_on_batch(x, y, sample_weight=w)
         progress(step + 1, steps, "replaying")
     count = save_state(model, job["state"])
     iterations = int(_numpy(model.optimizer.iterations))
@@ -245,11 +247,11 @@ def _magnitude(value: np.ndarray) -> float:
     return float(np.max(np.abs(value), initial=0.0))
 
 
-def _record_loss(model, x, y, y_pred, arrays: dict, places: list) -> None:
+def _record_loss(model, x, y, w, y_pred, arrays: dict, places: list) -> None:
     compile_loss = getattr(model, "_compile_loss", None)  # Keras's per-output loss trackers live here
     for tracker in getattr(compile_loss, "metrics", None) or []:
         tracker.reset_state()
-    total = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=True)
+    total = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=w, training=True)
     _record_loss_terms(model, arrays, places)
     arrays["loss/total"] = _numpy(total)
     places.append(_total_loss_place(model))
@@ -291,9 +293,9 @@ def probe_job(job: dict, workdir: Path, progress: Progress) -> dict:
     prep = _prepare(job)
     model, backend = prep.model, impl()
     loaded_by = load_state(model, job["state"])
-    x, y = _batch(prep, step)
-    x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
-    y = keras.tree.map_structure(keras.ops.convert_to_tensor, y)
+    x, y, w = (
+        None if t is None else keras.tree.map_structure(keras.ops.convert_to_tensor, t) for t in _batch(prep, step)
+    )
     owners = _owners(model)
     arrays: dict[str, np.ndarray] = {}
     places: list[dict] = []
@@ -305,13 +307,13 @@ def probe_job(job: dict, workdir: Path, progress: Progress) -> dict:
     with recording_outputs(model, records, arrays):
         y_pred = model(x, training=True)
     places += [_place(r["key"], "forward", r["layer"], r["class"]) for r in records]
-    _record_loss(model, x, y, y_pred, arrays, places)
+    _record_loss(model, x, y, w, y_pred, arrays, places)
     for variable in model.variables:  # the probe's own pass leaves no trace
         variable.assign(start[variable.path])
 
     # 3. gradients, as fit computes them; this pass's state changes are fit's (5.)
     progress(2, len(PHASES), "gradient")
-    loss, grads = backend.fit_gradients(model, x, y)
+    loss, grads = backend.fit_gradients(model, x, y, w)
     trainable = list(model.trainable_variables)
     sparse = []
     for variable, grad in zip(trainable, grads):
@@ -405,9 +407,10 @@ def evaluate_job(job: dict, workdir: Path, progress: Progress) -> dict:
     model.reset_metrics()
     for i, part in enumerate(slices):
         progress(i, len(slices), "evaluating")
-        x, y = data.take("test", np.arange(part.start, part.stop))
-        x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
-        y = keras.tree.map_structure(keras.ops.convert_to_tensor, y)
+        index = np.arange(part.start, part.stop)
+        (x, y), w = data.take("test", index), data.weights("test", index)
+        x, y = keras.tree.map_structure(keras.ops.convert_to_tensor, (x, y))
+        w = None if w is None else keras.tree.map_structure(keras.ops.convert_to_tensor, w)
         recorded: dict[str, np.ndarray] = {}
         calls: list[dict] = []
         inside = start < part.stop and part.start < stop  # a batch of the window: its outputs are recorded
@@ -417,9 +420,9 @@ def evaluate_job(job: dict, workdir: Path, progress: Progress) -> dict:
         for key, value in recorded.items():
             outputs.setdefault(key, []).append(value)
         # As Keras's test_step: the loss, its tracker weighted by the batch's size, then the compiled metrics.
-        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=None, training=False)
+        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=w, training=False)
         model._loss_tracker.update_state(loss, sample_weight=part.stop - part.start)
-        model.compute_metrics(x, y, y_pred, sample_weight=None)
+        model.compute_metrics(x, y, y_pred, sample_weight=w)
     arrays = {key: _joined(parts) for key, parts in outputs.items()}
     places = [_place(r["key"], "forward", r["layer"], r["class"]) for r in records]
     _record_loss_terms(model, arrays, places)

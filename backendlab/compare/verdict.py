@@ -401,6 +401,7 @@ def batches_proof(trained: dict[str, TrainedRun], planned: list[str], reference:
     worker read the train pipeline twice before training and the reads differed (a pipeline that
     is not deterministic, even if every backend happened to see the same); ``first_differing_step``
     (from 1) is the earliest such step. A run stopped at a NaN or inf is compared as far as it went.
+    Where the data has sample weights, each step's checksum covers them too (``sample_weights``).
     """
     runs = {
         n: trained[n].outcome.result
@@ -425,6 +426,7 @@ def batches_proof(trained: dict[str, TrainedRun], planned: list[str], reference:
             found.append((step, name, f"its batches differ from {ref_name}'s"))
     step, backend, why = min(found) if found else (None, None, None)
     kind = ref.get("input_kind", ARRAYS)
+    weighted = "train" in ref.get("sample_weights", [])
     return {
         "identical": not found,
         "first_differing_step": step,
@@ -432,11 +434,13 @@ def batches_proof(trained: dict[str, TrainedRun], planned: list[str], reference:
         "steps": len(ref["batch_checksums"]),
         "backends": list(runs),
         "differing_backend": backend,
+        "sample_weights": weighted,
         "message": (
             f"the {kind} input is not deterministic: at step {step}, {backend}: {why} "
             "(a shuffle without a seed, or a parallel map without a fixed order?)"
             if found
-            else f"every backend was fed the same {kind} batches at all {len(ref['batch_checksums'])} steps"
+            else f"every backend was fed the same {kind} batches{' and sample weights' if weighted else ''} "
+            f"at all {len(ref['batch_checksums'])} steps"
         ),
     }
 

@@ -115,20 +115,20 @@ def _custom_epochs(
         # The running mean in float32, as Keras's Mean tracker keeps it in fit's logs.
         total, seen = f32(0), f32(0)
         prep.model.reset_metrics()
-        for x, y, shares in epoch_batches(prep, order, recorder):
+        for x, y, w, shares in epoch_batches(prep, order, recorder):
             n = f32(batch_size_of(x) if shares is None else sum(shares))
             try:
-                x, y, loss, y_pred = step.run(x, y) if shares is None else step.run(x, y, shares=shares)
-                if shares is not None:  # the global batch's labels, for the compiled metrics
-                    y = impl().gather_shares(y, shares)
+                x, y, w, loss, y_pred = step.run(x, y, w, shares=shares)
+                if shares is not None:  # the global batch's labels and weights, for the compiled metrics
+                    y, w = (None if t is None else impl().gather_shares(t, shares) for t in (y, w))
             except Exception as exc:
                 if not watch.check_error(len(step_losses) + 1, exc):
                     raise
                 step_losses.append(float("nan"))
                 running.append(float("nan"))
                 break
-            # The compiled metrics accumulate over the epoch, as in fit.
-            metrics = prep.model.compute_metrics(x, y, y_pred, sample_weight=None)
+            # The compiled metrics accumulate over the epoch, as in fit (weighted_metrics with the sample weights).
+            metrics = prep.model.compute_metrics(x, y, y_pred, sample_weight=w)
             loss = float(keras.ops.convert_to_numpy(loss))
             total, seen = f32(total + f32(loss) * n), f32(seen + n)
             step_losses.append(loss)
@@ -188,10 +188,13 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
         batch_checksums=recorder.checksums,
         input_wait_s=recorder.wait_s,
         repeat_differs_at=data.pipeline.repeat_differs_at if data.pipeline else None,
+        sample_weights=[s for s, weighted in (("train", data.weighted), ("test", data.w_test is not None)) if weighted],
     )
     if watch.found:
         raise NonFiniteError(watch.found.message, result)
-    test = model.evaluate(data.x_test, data.y_test, batch_size=config.batch_size, verbose=0, return_dict=True)
+    test = model.evaluate(
+        data.x_test, data.y_test, sample_weight=data.w_test, batch_size=config.batch_size, verbose=0, return_dict=True
+    )
     result.test = {k: float(v) for k, v in test.items() if k != STEP_LOSS}
     return result
 

@@ -87,7 +87,7 @@ def prepare(
     # RunSpec's default batch size is 32: another one was asked for.
     check_pipeline_options(spec, dataset, spec.batch_size != RunSpec.batch_size)
     net, spec, start = build_and_compile(spec, dataset, resume, initial_weights)
-    check_padding(net, spec, dataset.num_train)
+    check_padding(net, spec, dataset.num_train, dataset.weighted)
     # Built on a real sample before anything is taken from it (a lazily built subclassed model).
     sample = dataset.take("train", first_rows(spec, dataset.sample_rows))[0]
     found = stochastic_layers(net, sample)
@@ -186,8 +186,8 @@ def _rebuild(spec: RunSpec, dataset: Dataset):
     return twin
 
 
-def check_padding(model, config: RunSpec, num_samples: int) -> None:
-    """Refuse a model that zero-weight padding would train differently from one device."""
+def check_padding(model, config: RunSpec, num_samples: int, weighted: bool = False) -> None:
+    """Refuse a model (or data with sample weights) that zero-weight padding would train differently from one device."""
     import keras
 
     pad = padded_samples(config, num_samples)
@@ -212,6 +212,12 @@ def check_padding(model, config: RunSpec, num_samples: int) -> None:
                 f"{what}, and loss {loss.name!r} (reduction {loss.reduction!r}) is not a mean over the batch: "
                 "use --drop-remainder"
             )
+    # Padding is sample weights of its own (fit's weighted metrics see 1 per real sample): the data's cannot join them.
+    if config.loop == "fit" and weighted:
+        raise UsageError(
+            f"{what}, whose zero weights take the place of the data's own sample weights: "
+            "use --drop-remainder, or a batch size whose last batch splits evenly"
+        )
     # fit hands its metrics= no sample weights (the custom loop computes them on the real samples alone).
     if config.loop == "fit" and getattr(model, "compiled", False) and model.get_compile_config().get("metrics"):
         raise UsageError(

@@ -2,7 +2,7 @@
 
     step = TrainStep(model, "categorical_crossentropy", keras.optimizers.Adam())
     for x_batch, y_batch in batches:
-        logs = step(x_batch, y_batch)     # {"loss": ..., and any metrics}
+        logs = step(x_batch, y_batch)     # {"loss": ..., and any metrics}; step(x, y, w) weighs the samples
 
 Underneath: ``tf.GradientTape`` under ``tf.function`` on TensorFlow, ``stateless_call`` +
 ``jax.value_and_grad`` + ``optimizer.stateless_apply`` under ``jax.jit`` on JAX, and
@@ -26,14 +26,19 @@ def resolve_loss(loss: Any) -> Callable:
 
     A plain function (e.g. one written with ``keras.ops``) may return one value per
     sample; it is averaged over the batch (Keras's ``sum_over_batch_size``), as compile does.
+    The function takes ``sample_weight`` as a third argument, as a compiled loss does: one array
+    for every output, or a dict keyed like the outputs.
     """
     import keras
 
     if isinstance(loss, dict):
         parts = {name: resolve_loss(fn) for name, fn in loss.items()}
 
-        def total(y_true, y_pred):
-            return sum(fn(y_true[name], y_pred[name]) for name, fn in parts.items())
+        def total(y_true, y_pred, sample_weight=None):
+            def weights(name):
+                return sample_weight[name] if isinstance(sample_weight, dict) else sample_weight
+
+            return sum(fn(y_true[name], y_pred[name], weights(name)) for name, fn in parts.items())
 
         return total
     if isinstance(loss, str):
@@ -109,27 +114,34 @@ class TrainStep:
         self.jit_compile = jit_compile
         self._step = impl().make_train_step(model, self.loss_fn, optimizer, jit_compile)
 
-    def run(self, x, y, shares: list[int] | None = None):
-        """One step; returns ``(x, y, loss, y_pred)`` as backend tensors, for callers that need the predictions.
+    def run(self, x, y, sample_weight=None, shares: list[int] | None = None):
+        """One step; returns ``(x, y, sample_weight, loss, y_pred)`` as backend tensors, for callers that
+        need the predictions.
 
-        ``shares``: ``x`` and ``y`` are this process's share of a global batch split in these parts
+        ``sample_weight`` weighs each sample's loss as ``fit`` does (Keras's ``sum_over_batch_size``:
+        the weighted losses summed, divided by the batch's samples). ``shares``: ``x``, ``y`` and
+        ``sample_weight`` are this process's share of a global batch split in these parts
         (``--processes``), and ``y_pred`` is the whole global batch's.
         """
         import keras
 
-        x = keras.tree.map_structure(keras.ops.convert_to_tensor, x)
-        y = keras.tree.map_structure(keras.ops.convert_to_tensor, y)
+        x, y, sample_weight = (
+            None if t is None else keras.tree.map_structure(keras.ops.convert_to_tensor, t)
+            for t in (x, y, sample_weight)
+        )
         try:
-            loss, y_pred = self._step(x, y) if shares is None else self._step(x, y, shares)
+            given = () if shares is None else (shares,)  # torch's --processes alone gives shares
+            loss, y_pred = self._step(x, y, sample_weight, *given)
         except (ValueError, TypeError) as exc:
             raise UsageError(
                 f"model {self.model.name!r} failed on a batch of shape {_shapes(x)} -> {_shapes(y)}: {one_line(exc)}"
             ) from exc
-        return x, y, loss, y_pred
+        return x, y, sample_weight, loss, y_pred
 
     def run_batches(self, batches) -> list:
-        """One step per ``(x, y)`` of ``batches`` (tensors already on the device, or arrays); returns
-        the losses as tensors, read back by nobody: the loop never waits for the device."""
+        """One step per ``(x, y)`` or ``(x, y, sample_weight)`` of ``batches`` (tensors already on the
+        device, or arrays); returns the losses as tensors, read back by nobody: the loop never waits
+        for the device."""
         import keras
 
         batches = [
@@ -137,14 +149,14 @@ class TrainStep:
         ]
         return self._step.run_many(batches)
 
-    def __call__(self, x, y) -> dict[str, float]:
+    def __call__(self, x, y, sample_weight=None) -> dict[str, float]:
         import keras
 
-        x, y, loss, y_pred = self.run(x, y)
+        x, y, sample_weight, loss, y_pred = self.run(x, y, sample_weight)
         logs = {"loss": float(keras.ops.convert_to_numpy(loss))}
         for metric in self.metrics:
             metric.reset_state()
-            metric.update_state(y, y_pred)
+            metric.update_state(y, y_pred, sample_weight=sample_weight)
             logs[metric.name] = float(keras.ops.convert_to_numpy(metric.result()))
         return logs
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from backendlab._impl.common import median_ms
 from backendlab.backends import ensure_backend
-from backendlab.bench.measure import EpochTimer, build_keras, native_cell, peak_rss_mb, steps_for
+from backendlab.bench.measure import EpochTimer, Samples, build_keras, native_cell, peak_rss_mb, steps_for
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, SHAPES
 from backendlab.compare.diff import Diff, combine
 from backendlab.errors import one_line
@@ -49,16 +49,16 @@ def build(cell: dict, job: dict, native, setting: Setting):
     set_random_seed(job["run"]["seed"])
     keras.config.set_dtype_policy(setting.dtype_policy)
     try:
-        model, loss, x, y = build_keras(cell["model"], job, native)
+        model, loss, samples = build_keras(cell["model"], job, native)
         if not model.built:
-            model(x[:1])
+            model(samples.x[:1])
     finally:
         keras.config.set_dtype_policy("float32")
     portable_init(model, job["run"]["seed"])
     optimizer = keras.optimizers.Adam(LEARNING_RATE, **ADAM)
     if setting.dtype_policy == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return model, loss, optimizer, x, y
+    return model, loss, optimizer, samples
 
 
 class FitLoop:
@@ -79,8 +79,8 @@ class FitLoop:
             float(np.asarray(value))
         self.native.sync([v.value for v in model.trainable_variables])
 
-    def train(self, x, y, batch_size: int) -> tuple[float, float]:
-        """One epoch over ``x``; returns (its mean loss, seconds to the first execution's end)."""
+    def train(self, samples: Samples, batch_size: int) -> tuple[float, float]:
+        """One epoch over the samples; returns (its mean loss, seconds to the first execution's end)."""
         import keras
 
         start, first = time.perf_counter(), []
@@ -92,13 +92,15 @@ class FitLoop:
                     first.append(time.perf_counter() - start)
 
         history = self.model.fit(
-            x, y, batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[First()]
+            **samples.fit(), batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[First()]
         ).history
         return float(history["loss"][-1]), first[0]
 
-    def time(self, x, y, batch_size: int, passes: int) -> list[float]:
+    def time(self, samples: Samples, batch_size: int, passes: int) -> list[float]:
         timer = EpochTimer(self.wait)
-        self.model.fit(x, y, batch_size=batch_size, epochs=passes, shuffle=False, verbose=0, callbacks=[timer])
+        self.model.fit(
+            **samples.fit(), batch_size=batch_size, epochs=passes, shuffle=False, verbose=0, callbacks=[timer]
+        )
         return timer.times
 
 
@@ -112,16 +114,16 @@ class StepLoop:
         self.model, self.native = model, native
         self.jit_resolved = str(setting.jit_compile)
 
-    def batches(self, x, y, batch_size: int) -> list:
+    def batches(self, samples: Samples, batch_size: int) -> list:
         import keras
 
         t = keras.ops.convert_to_tensor
-        return [(t(x[i : i + batch_size]), t(y[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        return [tuple(t(a[i : i + batch_size]) for a in samples.parts) for i in range(0, len(samples.x), batch_size)]
 
-    def train(self, x, y, batch_size: int) -> tuple[float, float]:
+    def train(self, samples: Samples, batch_size: int) -> tuple[float, float]:
         import keras
 
-        batches = self.batches(x, y, batch_size)
+        batches = self.batches(samples, batch_size)
         start = time.perf_counter()
         losses = self.step.run_batches(batches[:1])
         self.native.sync(losses)
@@ -129,8 +131,8 @@ class StepLoop:
         losses += self.step.run_batches(batches[1:])
         return float(np.mean([keras.ops.convert_to_numpy(v) for v in losses])), first
 
-    def time(self, x, y, batch_size: int, passes: int) -> list[float]:
-        batches = self.batches(x, y, batch_size)
+    def time(self, samples: Samples, batch_size: int, passes: int) -> list[float]:
+        batches = self.batches(samples, batch_size)
         times = []
         for _ in range(passes):
             start = time.perf_counter()
@@ -196,13 +198,13 @@ def judge(mine: dict, reference: dict | None, setting: Setting, steps: int) -> P
 
 def run_setting(cell: dict, job: dict, native, setting: Setting, row: TuneRow, reference: dict | None, save: Path):
     """Train, judge and time one setting, filling ``row``; returns the parity arrays."""
-    model, loss, optimizer, x, y = build(cell, job, native, setting)
+    model, loss, optimizer, samples = build(cell, job, native, setting)
     loop_class = FitLoop if setting.loop == "fit" else StepLoop
     loop = loop_class(model, loss, optimizer, setting, native)
     row.jit_resolved = loop.jit_resolved
     batch, steps = cell["batch_size"], job["parity_steps"]
-    epoch_loss, row.first_step_s = loop.train(x[: steps * batch], y[: steps * batch], batch)
-    predictions = model.predict(x[:batch], batch_size=batch, verbose=0)
+    epoch_loss, row.first_step_s = loop.train(samples.head(steps * batch), batch)
+    predictions = model.predict(samples.x[:batch], batch_size=batch, verbose=0)
     arrays = {"loss": np.asarray([epoch_loss]), "predictions": np.asarray(predictions, dtype=np.float64)}
     arrays |= {f"w:{k}": v for k, v in weights_of(model).items()}
     np.savez(save, **arrays)
@@ -216,7 +218,7 @@ def run_setting(cell: dict, job: dict, native, setting: Setting, row: TuneRow, r
         row.parity = judge(arrays, reference, setting, steps)
     timed = steps_for(job["samples_per_repeat"], batch, setting.steps_per_execution)
     n = timed * batch
-    times = loop.time(x[:n], y[:n], batch, job["warmup"] + job["repeats"])[job["warmup"] :]
+    times = loop.time(samples.head(n), batch, job["warmup"] + job["repeats"])[job["warmup"] :]
     rates = [n / t for t in times]
     row.samples_per_sec = statistics.median(rates)
     row.samples_per_sec_min, row.samples_per_sec_max = min(rates), max(rates)
@@ -234,9 +236,10 @@ def profile_cell(cell: dict, job: dict, native, backend: str) -> Profile:
     from backendlab.backends import impl
 
     setting = Setting(jit_compile=False)
-    model, loss, optimizer, x, y = build(cell, job, native, setting)
+    model, loss, optimizer, samples = build(cell, job, native, setting)
     model.compile(optimizer=optimizer, loss=loss, jit_compile=False)
     batch = cell["batch_size"]
+    x, y = samples.x, samples.y  # the per-phase profile times the loss without the data's sample weights
     xb, yb = keras.ops.convert_to_tensor(x[:batch]), keras.ops.convert_to_tensor(y[:batch])
     phases = impl().profile_phases(model, loss, optimizer, xb, yb, PROFILE_STEPS)
     y_pred = model(xb)
@@ -332,7 +335,7 @@ class Tuner:
         """What ``compile(jit_compile="auto")`` makes of this model on this backend and device."""
         default = Setting(jit_compile="auto")
         try:
-            model, loss, optimizer, _, _ = build(cell, self.job, self.native, default)
+            model, loss, optimizer, _ = build(cell, self.job, self.native, default)
             model.compile(optimizer=optimizer, loss=loss, jit_compile="auto")
             return bool(model.jit_compile)
         except Exception:  # the default's own row will say what is wrong with the model
