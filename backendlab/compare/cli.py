@@ -118,6 +118,7 @@ def run_compare(args) -> int:
         batches_line,
         divergence_lines,
         export_line,
+        floor_lines,
         portability_lines,
         terminal_table,
         timing_line,
@@ -142,7 +143,9 @@ def run_compare(args) -> int:
             else next((k for k in reversed(tasks) if k[0] == backend), (backend, ""))
         )
         if stage == "start":
-            label = {"train": backend, "import": f"{backend} import"}.get(info["kind"], f"{backend} load")
+            label = {"train": backend, "import": f"{backend} import", "twin": f"{backend} twin"}.get(
+                info["kind"], f"{backend} load"
+            )
             tasks[key] = progress.add_task(label, total=None, stage="starting worker")
         elif stage == "progress" and key in tasks:
             progress.update(
@@ -165,6 +168,8 @@ def run_compare(args) -> int:
             out.print(f"{r.backend}: {r.message}", markup=False, highlight=False)
     for note in report.notes:
         out.print(f"note: {note}", markup=False, highlight=False)
+    for line in floor_lines(report):
+        out.print(line, markup=False, highlight=False)
     for line in divergence_lines(report):
         out.print(line, markup=False, highlight=False)
     if report.export_verdict:

@@ -18,6 +18,8 @@ from backendlab.runspec import RunSpec
 #: Keras's own cross-backend checks use 1e-3 after training; so do we, by default.
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-3
+#: The verdict of a backend outside the tolerance but within the noise floor (backendlab.compare.floor).
+AGREE_ROUNDING = "agree within rounding"
 #: With stochastic layers on, only final metrics can be compared, and loosely.
 DEFAULT_STAT_RTOL = 0.1
 
@@ -59,7 +61,7 @@ class CompareOptions:
 class BackendReport:
     backend: str
     status: str  # ok | skipped | failed | crashed | timeout | nonfinite | not run
-    verdict: str | None = None  # agree | diverge; None where there is nothing to compare
+    verdict: str | None = None  # agree | agree within rounding | diverge; None where there is nothing to compare
     message: str = ""
     framework_version: str | None = None
     initial_checksum: str | None = None
@@ -79,6 +81,11 @@ class BackendReport:
     divergence_phases: list = field(default_factory=list)
     # The layers whose outputs the probe recorded, and those it could not reach (a recurrent layer's cell).
     divergence_layers: dict = field(default_factory=dict)
+    # Outside the tolerance: its difference to the reference per step beside the noise floor its and the
+    # reference's perturbed twins measured (compare.floor.Floor as a dict); None where no twins ran.
+    floor: dict | None = None
+    # How many times training grew a 1-ulp change of the start on this backend (compare.floor); None: no twins.
+    amplification: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> BackendReport:
@@ -89,7 +96,8 @@ class BackendReport:
 
 @dataclass
 class CompareReport:
-    verdict: str  # agree | diverge | failed | incomplete | nondeterministic (the batches differed)
+    # agree | agree within rounding | diverge | failed | incomplete | nondeterministic (the batches differed)
+    verdict: str
     reference: str | None
     settings: dict
     criterion: str  # exact | statistical
@@ -110,7 +118,7 @@ class CompareReport:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.verdict == "agree" else 1
+        return 0 if self.verdict in ("agree", AGREE_ROUNDING) else 1
 
     @classmethod
     def from_dict(cls, d: dict) -> CompareReport:

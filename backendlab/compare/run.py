@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from backendlab.backends import ALL_BACKENDS, REFERENCE_BACKENDS, Wording, plan
+from backendlab.compare.floor import TWINS
 from backendlab.compare.locate import Divergence, locate, phases_table
 from backendlab.compare.probe import handle as probe_handle
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
@@ -68,6 +69,11 @@ def train_job(opts: CompareOptions, initial: Path, make_initial: bool) -> dict:
         "exports": opts.exports if opts.portability else [],
         "export_atol": opts.export_atol,
     }
+
+
+def twin_job(opts: CompareOptions, initial: Path, seed: int) -> dict:
+    """A perturbed twin of the shared start (see :mod:`backendlab.compare.floor`): trained, measured, not saved."""
+    return {**train_job(opts, initial, make_initial=False), "kind": "twin", "exports": [], "twin_seed": seed}
 
 
 def predict_job(opts: CompareOptions, models: dict[str, str], initial: Path | None) -> dict:
@@ -133,6 +139,7 @@ class Compare:
         self.loaded: dict[str, LoadedRun] = {}
         # backend -> (Divergence as a dict, phases table, the layers the probe reached and did not)
         self.located: dict[str, tuple[dict, list, dict]] = {}
+        self.twins: dict[str, list[TrainedRun]] = {}  # backend -> its perturbed twins (compare.floor)
         self.import_s: dict[str, float | None] = {}
         self.imports_wall_s = 0.0  # from the start until every worker was ready: the imports, overlapping
         self.interrupted = False
@@ -193,6 +200,43 @@ class Compare:
             job = self._job(backend, payload, folder, devices=run.devices, processes=run.processes)
             outcome = self.pool.run_many([job])[0]
             self.trained[backend] = TrainedRun(self._ended(outcome), _arrays(folder, TRAIN_ARRAYS))
+            self.write()
+
+    def floor_targets(self) -> list[str]:
+        """The backends whose twins measure the noise floor: those that left the exact tolerance, and the reference.
+
+        Only where the exact check failed, so a run that agrees costs nothing more; only on
+        backendlab's own batches of arrays, which every twin is fed again in the same order.
+        """
+        report = self.report()
+        ref = report.backends.get(self.reference)
+        if ref is None or ref.status != "ok" or report.criterion != "exact":
+            return []
+        if report.batches and (report.batches["kind"] != "arrays" or not report.batches["identical"]):
+            return []
+        outside = [
+            name
+            for name, r in report.backends.items()
+            if name != self.reference
+            and r.status == "ok"
+            and r.verdict == "diverge"
+            and r.initial_checksum == ref.initial_checksum
+        ]
+        return [self.reference, *outside] if outside else []
+
+    def floor_all(self) -> None:
+        """Train each target backend's perturbed twins of the shared start, on the same batches."""
+        initial = self.out / INITIAL_WEIGHTS
+        run = self.opts.run
+        for backend in self.floor_targets():
+            for seed in range(1, TWINS + 1):
+                folder = self.out / "floor" / f"{backend}-{seed}"
+                job = self._job(
+                    backend, twin_job(self.opts, initial, seed), folder, devices=run.devices, processes=run.processes
+                )
+                outcome = self._ended(self.pool.run_many([job])[0])
+                self.twins.setdefault(backend, []).append(TrainedRun(outcome, _arrays(folder, TRAIN_ARRAYS)))
+        if self.twins:
             self.write()
 
     def locate_targets(self) -> dict[str, int]:
@@ -311,13 +355,17 @@ class Compare:
             for b, t in self.trained.items()
             if t.outcome.ok and t.outcome.result.get("train_time_s") is not None
         }
+        twins = {
+            b: sum(t.outcome.result["train_time_s"] for t in runs if t.outcome.ok) for b, runs in self.twins.items()
+        }
         wall = time.perf_counter() - self.started
         return {
             "wall_s": wall,
             "import_s": imports,
             "imports_wall_s": self.imports_wall_s,
             "train_s": train,
-            "overhead_s": wall - self.imports_wall_s - sum(train.values()),
+            "twins_s": twins,  # training the noise floor's twins (compare.floor), only where the exact check failed
+            "overhead_s": wall - self.imports_wall_s - sum(train.values()) - sum(twins.values()),
         }
 
     def report(self) -> CompareReport:
@@ -333,6 +381,7 @@ class Compare:
             references=REFERENCE_BACKENDS,
             interrupted=self.interrupted,
             located=self.located,
+            twins=self.twins,
             import_s=self.import_s,
             timing=self.timing(),
         )
@@ -344,7 +393,7 @@ class Compare:
 
     def _clear(self) -> None:
         """A reused folder must not lend an earlier run's files to this one."""
-        for name in [*self.runnable, "portability"]:
+        for name in [*self.runnable, "portability", "floor"]:
             shutil.rmtree(self.out / name, ignore_errors=True)
         for name in (INITIAL_WEIGHTS, "report.json", "report.md", "loss_curves.png"):
             (self.out / name).unlink(missing_ok=True)
@@ -358,6 +407,7 @@ class Compare:
         try:
             self.start_workers()
             self.train_all()
+            self.floor_all()
             self.locate_all()
             if self.opts.portability:
                 self.portability_all()

@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from backendlab.compare import floor
 from backendlab.compare.diff import Diff, diff_arrays, first_step_outside
-from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
+from backendlab.compare.results import AGREE_ROUNDING, BackendReport, CompareOptions, CompareReport
 from backendlab.pipelines import ARRAYS, first_difference
 from backendlab.results import NonFinite
 from backendlab.workers.protocol import Outcome
@@ -149,6 +150,73 @@ def compare_backend(
         report.message = f"outside rtol={opts.rtol:g}, atol={opts.atol:g} in {', '.join(worst)}{where}"
 
 
+def _twin_values(q: Quantity, run: TrainedRun, base: tuple) -> dict:
+    values = q.values(backend_report(run.outcome), run.arrays)
+    return {k: values[k] for k in sorted(set(values) & set(base))} if q.common_keys else values
+
+
+def judge_rounding(name: str, reports: dict, trained: dict, twins: dict, reference: str, opts: CompareOptions) -> None:
+    """A backend outside the tolerance, against the noise floor its and the reference's twins measured.
+
+    Within ``floor.FACTOR`` times the floor at every step and in every quantity, its verdict becomes
+    ``agree within rounding``; otherwise it stays ``diverge`` and its message says how far beyond.
+    """
+    report, ref = reports[name], reports[reference]
+    runs = {b: [t for t in twins.get(b, []) if t.outcome.ok and t.arrays] for b in (reference, name)}
+    if not all(runs.values()) or len(report.step_losses) != len(ref.step_losses):
+        return
+    spreads = [
+        floor.step_spread([backend_report(t.outcome).step_losses for t in runs[b]], reports[b].step_losses)
+        for b in (reference, name)
+    ]
+    quantities = {}
+    for q in QUANTITIES:
+        if "exact" not in q.criteria or q.name == "step_losses":
+            continue
+        d = report.differences[q.name]
+        spread = 0.0
+        for b in (reference, name):
+            base = q.values(reports[b], trained[b].arrays)
+            spread = max(spread, floor.array_spread([_twin_values(q, t, base) for t in runs[b]], base))
+        quantities[q.name] = (d.max_abs, d.within, spread)
+    mine, theirs = np.asarray(report.step_losses, float), np.asarray(ref.step_losses, float)
+    judged = floor.judge(
+        np.abs(mine - theirs),
+        opts.atol + opts.rtol * np.abs(theirs),
+        spreads,
+        quantities,
+        twins=min(len(r) for r in runs.values()),
+    )
+    report.floor = judged.to_dict()
+    if judged.within:
+        report.verdict = AGREE_ROUNDING
+        report.message = (
+            f"outside rtol={opts.rtol:g}, atol={opts.atol:g}, but within rounding: at every step no further from "
+            f"{reference} than {judged.factor:g}x the noise floor (at most {judged.worst_ratio:.2g}x, at step "
+            f"{judged.worst_step}); {name} and {reference} differ only as much as a 1-ulp change of the start does "
+            "on this model"
+        )
+    else:
+        beyond = [q for q, v in judged.quantities.items() if not v["within"]]
+        if judged.worst_ratio is not None and judged.worst_ratio > judged.factor:
+            beyond.insert(0, f"step {judged.worst_step} at {judged.worst_ratio:.3g}x its floor")
+        report.message += (
+            f"; beyond {judged.factor:g}x the noise floor (what a 1-ulp change of the start does): {', '.join(beyond)}"
+        )
+
+
+def amplification(name: str, report: BackendReport, trained: dict, twins: dict) -> float | None:
+    """How many times training grew a 1-ulp change of the start on ``name``: its twins' final predictions
+    against its own run's, over their starting predictions' difference."""
+    runs = [t.arrays for t in twins.get(name, []) if t.outcome.ok and "predictions" in t.arrays]
+    mine = trained[name].arrays if name in trained else {}
+    if not runs or "predictions" not in mine or "initial_predictions" not in mine:
+        return None
+    start = floor.relative_spread([r["initial_predictions"] for r in runs], mine["initial_predictions"])
+    end = floor.relative_spread([r["predictions"] for r in runs], mine["predictions"])
+    return floor.amplification(start, end)
+
+
 def portability_cells(loader: str, saved: list[str], run: LoadedRun, trained: dict, opts: CompareOptions) -> dict:
     """saver -> the cell of ``loader``'s column: its predictions of the saver's model against the saver's own."""
     cells = {}
@@ -226,7 +294,7 @@ def _overall(reports: dict[str, BackendReport], portability: dict, skip: set, na
         return "failed"
     if any(r.verdict == "diverge" for r in reports.values()) or not all(c["status"] == "agree" for c in cells):
         return "diverge"
-    return "agree"
+    return AGREE_ROUNDING if any(r.verdict == AGREE_ROUNDING for r in reports.values()) else "agree"
 
 
 def batches_proof(trained: dict[str, TrainedRun], planned: list[str], reference: str) -> dict:
@@ -289,6 +357,7 @@ def build_report(
     references: tuple[str, ...] = ("numpy",),
     interrupted: bool = False,
     located: dict[str, tuple] | None = None,
+    twins: dict[str, list[TrainedRun]] | None = None,
     import_s: dict[str, float | None] | None = None,
     timing: dict | None = None,
 ) -> CompareReport:
@@ -297,7 +366,8 @@ def build_report(
     ``planned`` lists the backends meant to train, in order (a backend without a run is
     ``not run``); ``loaded`` holds the portability loaders, reference-only backends among them;
     ``located``: per backend, where it first parts (a Divergence as a dict, the phases table, the
-    layers the probe reached); ``import_s``: each worker's import time; ``timing``: where the run's
+    layers the probe reached); ``twins``: per backend, its perturbed twins' runs (the noise floor,
+    :mod:`backendlab.compare.floor`); ``import_s``: each worker's import time; ``timing``: where the run's
     time went.
     """
     skipped, loaded = skipped or {}, loaded or {}
@@ -327,8 +397,13 @@ def build_report(
             compare_backend(report, trained[name].arrays, ref, trained[reference].arrays, opts, criterion)
         else:
             report.verdict = "diverge"
+        if report.verdict == "diverge" and twins and criterion == "exact":
+            judge_rounding(name, reports, trained, twins, reference, opts)
     if ref.status == "ok":
         ref.verdict = "agree"  # with itself; it is the yardstick
+    for name in twins or {}:
+        reports[name].amplification = amplification(name, reports[name], trained, twins)
+    amplified = floor.outlier_note({n: reports[n].amplification for n in twins or {}})
     saved = [n for n in planned if n in trained and "predictions" in trained[n].arrays]
     portability: dict[str, dict[str, dict]] = {}
     numpy_cells: dict[str, dict] = {}
@@ -353,7 +428,7 @@ def build_report(
         settings=settings,
         criterion=criterion,
         stochastic_layers=stochastic,
-        notes=_notes(opts, stochastic, criterion, skipped, named_skip),
+        notes=_notes(opts, stochastic, criterion, skipped, named_skip) + ([amplified] if amplified else []),
         keras_version=ok[-1]["info"]["keras_version"] if ok else None,
         backends=reports,
         portability=portability,
