@@ -66,6 +66,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip loading each saved .keras file on every other backend",
     )
     parser.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="where a backend leaves the tolerance, do not train perturbed twins of the start to measure float32's "
+        "noise floor (so no verdict 'agree within rounding')",
+    )
+    parser.add_argument(
         "--locate",
         action="store_true",
         help="take apart the step where each backend parts from the reference, even one that agrees "
@@ -100,7 +107,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for report.json, report.md, loss_curves.png and each backend's files (default: compare-out)",
     )
     parser.epilog = (
-        "Exit status: 0 every compared backend agrees; 1 a backend diverged or failed; "
+        "Exit status: 0 every compared backend agrees, exactly or within rounding; 1 a backend diverged or failed; "
         "2 bad usage or nothing could run."
     )
 

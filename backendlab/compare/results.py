@@ -35,6 +35,8 @@ class CompareOptions:
     atol: float = DEFAULT_ATOL
     stat_rtol: float = DEFAULT_STAT_RTOL
     portability: bool = True  # load every saved .keras file on every backend
+    # Where a backend leaves the tolerance, train perturbed twins to measure the noise floor (compare.floor).
+    floor: bool = True
     locate: bool = False  # locate where every backend parts from the reference, not only the diverging ones
     locate_threshold: float = DEFAULT_LOCATE_THRESHOLD
     # Export each trained model in these formats and run it in its runtime (with portability on). Off by

@@ -174,7 +174,7 @@ def test_compare_locates_a_diverging_backend_and_reports_it_everywhere(pool, tmp
     from backendlab.compare import compare
 
     model, data = f"{DIVERGENT}:sparse_embedding", f"{DIVERGENT}:tokens"
-    report = compare(model=model, data=data, epochs=1, portability=False, pool=pool, out=str(tmp_path))
+    report = compare(model=model, data=data, epochs=1, portability=False, floor=False, pool=pool, out=str(tmp_path))
     tf, torch = report.backends["tensorflow"], report.backends["torch"]
     assert tf.verdict == "diverge" and torch.verdict == "agree"
     assert torch.divergence is None  # agreeing backends are located only when --locate asks
