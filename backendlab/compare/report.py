@@ -176,7 +176,7 @@ def timing_line(report) -> str:
 
 def floor_lines(report) -> list[str]:
     """Each backend's amplification, and how a backend outside the tolerance stands against the noise floor."""
-    amplified = [f"{b} {_num(r.amplification, '.3g')}x" for b, r in report.backends.items() if r.amplification is not None]
+    amplified = [f"{b} {_num(r.amplification, '.3g')}x" for b, r in report.backends.items() if r.amplification]
     lines = [f"amplification of a 1-ulp change of the start over training: {', '.join(amplified)}"] if amplified else []
     for name, r in report.backends.items():
         f = r.floor
