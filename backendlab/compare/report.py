@@ -9,6 +9,7 @@ from rich.table import Table
 
 from backendlab.backends import REFERENCE_BACKENDS
 from backendlab.compare.floor import WINDOW as FLOOR_WINDOW
+from backendlab.compare.known import by_id
 from backendlab.compare.results import AGREE_ROUNDING
 from backendlab.compare.verdict import QUANTITIES
 from backendlab.export.formats import FORMATS as EXPORT_FORMATS
@@ -100,7 +101,8 @@ def _where(d: dict) -> str:
         return f"step {d['step']}: {d['explanation']}"
     where = d["phase"] + (f" of {d['layer']} ({d['layer_class']})" if d.get("layer") else "")
     where += f", {d['variable']}" if d.get("variable") and d["variable"] != d.get("layer") else ""
-    return f"step {d['step']} first differs in {where}: {d['explanation']}"
+    known = by_id(d.get("known"))
+    return f"step {d['step']} first differs in {where}: {d['explanation']}" + (f"; {known.describe()}" if known else "")
 
 
 def divergence_lines(report) -> list[str]:

@@ -33,6 +33,8 @@ import numpy as np
 
 from backendlab.backends import ALL_BACKENDS, REFERENCE_BACKENDS, Wording, plan
 from backendlab.compare.floor import TWINS
+from backendlab.compare.known import match as known_match
+from backendlab.compare.known import model_config
 from backendlab.compare.locate import Divergence, locate, phases_table
 from backendlab.compare.probe import handle as probe_handle
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
@@ -306,8 +308,15 @@ class Compare:
                     step=step,
                     threshold_rel=self.opts.locate_threshold,
                 )
-                self.located[name] = (found.to_dict(), phases_table(ref_arrays, mine_arrays), mine.result["layers"])
+                divergence = found.to_dict()
+                divergence["known"] = self.known(divergence, name)
+                self.located[name] = (divergence, phases_table(ref_arrays, mine_arrays), mine.result["layers"])
         self.write()
+
+    def known(self, divergence: dict, backend: str) -> str | None:
+        """The catalog's id for a located divergence (compare.known), from the model's saved config."""
+        saved = [self.out / b / MODEL for b in (self.reference, backend) if (self.out / b / MODEL).exists()]
+        return known_match(divergence, backend, self.reference, model_config(saved[0]) if saved else None)
 
     def portability_all(self) -> None:
         """Every loader loads every saved model, side by side: this is not timed."""

@@ -179,10 +179,22 @@ def test_compare_locates_a_diverging_backend_and_reports_it_everywhere(pool, tmp
     assert tf.verdict == "diverge" and torch.verdict == "agree"
     assert torch.divergence is None  # agreeing backends are located only when --locate asks
     d = tf.divergence
-    keys = {"step", "phase", "layer", "layer_class", "variable", "abs", "rel", "upstream_max_rel", "explanation"}
+    keys = {
+        "step",
+        "phase",
+        "layer",
+        "layer_class",
+        "variable",
+        "abs",
+        "rel",
+        "upstream_max_rel",
+        "explanation",
+        "known",
+    }
     assert set(d) == keys
     assert (d["phase"], d["layer"], d["layer_class"]) == ("update", "embedding", "Embedding")
     assert d["variable"] == "sequential/embedding/embeddings" and d["step"] == max(tf.first_divergent_step - 1, 1)
+    assert d["known"] == "tensorflow-sparse-embedding-gradient"  # the catalog explains it (compare.known)
     assert d["rel"] > 1e-2 and d["upstream_max_rel"] < DEFAULT_THRESHOLD
     assert [row["phase"] for row in tf.divergence_phases] == ["forward", "loss", "gradient", "update", "state"]
     written = json.loads((tmp_path / "report.json").read_text())["backends"]["tensorflow"]["divergence"]
