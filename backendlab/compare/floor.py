@@ -28,7 +28,9 @@ import numpy as np
 
 #: A backend's difference to the reference may be this many times its floor and still be rounding.
 #: Twins differ from their own backend only in the start; two backends also round differently at
-#: every step, which a handful of twins sample only roughly.
+#: every step, which a handful of twins sample only roughly. Measured: the zoo cnn over 40 epochs (1800
+#: steps) is at most 1.9x its floor on TensorFlow and PyTorch; a skew of 1e-5 in one layer's output is 81x
+#: (1e-4: 798x) on a small dense network (tests/cross/test_floor.py).
 FACTOR = 10.0
 
 #: A step's floor is the largest spread within this many steps either side of it (see the module's doc).
