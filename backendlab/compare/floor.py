@@ -15,8 +15,10 @@ scalar loss per step is one sample of a twin's spread, which can come close to z
 chance; so a step's floor is the largest spread within :data:`WINDOW` steps of it.
 
 The *amplification* of a backend is how far its twins' final predictions are from its own
-unperturbed run's, divided by how far their starting predictions were: how many times training
-grew a 1-ulp change of the start.
+unperturbed run's, relative to the predictions' scale, divided by float32's epsilon (the relative
+size of a 1-ulp change): how many times training grew a 1-ulp change of the start. (Not divided by
+the twins' starting predictions' distance: a model can start insensitive to 1 ulp, MobileNetV3's
+near-uniform first predictions are bit-identical.)
 """
 
 from __future__ import annotations
@@ -111,11 +113,13 @@ def relative_spread(twins: Sequence[Arrays], base: Arrays) -> float:
     return array_spread(twins, base) / scale if scale > 0 else float("inf")
 
 
-def amplification(start: float, end: float) -> float | None:
-    """How many times the twins' spread grew over training; None where the start did not move them at all."""
-    if not start or not np.isfinite(start) or not np.isfinite(end):
-        return None
-    return end / start
+#: The relative size of a 1-ulp change of a float32 weight (at most; half of it at a power of two).
+ULP = float(np.finfo(np.float32).eps)
+
+
+def amplification(end: float) -> float | None:
+    """How many times training grew a 1-ulp change of the start: the twins' final relative spread over ``ULP``."""
+    return end / ULP if np.isfinite(end) else None
 
 
 @dataclass

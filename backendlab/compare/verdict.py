@@ -207,14 +207,12 @@ def judge_rounding(name: str, reports: dict, trained: dict, twins: dict, referen
 
 def amplification(name: str, report: BackendReport, trained: dict, twins: dict) -> float | None:
     """How many times training grew a 1-ulp change of the start on ``name``: its twins' final predictions
-    against its own run's, over their starting predictions' difference."""
+    against its own run's, relative to their scale, over float32's epsilon (compare.floor)."""
     runs = [t.arrays for t in twins.get(name, []) if t.outcome.ok and "predictions" in t.arrays]
     mine = trained[name].arrays if name in trained else {}
-    if not runs or "predictions" not in mine or "initial_predictions" not in mine:
+    if not runs or "predictions" not in mine:
         return None
-    start = floor.relative_spread([r["initial_predictions"] for r in runs], mine["initial_predictions"])
-    end = floor.relative_spread([r["predictions"] for r in runs], mine["predictions"])
-    return floor.amplification(start, end)
+    return floor.amplification(floor.relative_spread([r["predictions"] for r in runs], mine["predictions"]))
 
 
 def portability_cells(loader: str, saved: list[str], run: LoadedRun, trained: dict, opts: CompareOptions) -> dict:

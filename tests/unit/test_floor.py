@@ -57,9 +57,9 @@ def test_judge_allows_factor_times_the_floor_and_no_more():
 
 
 def test_amplification_and_the_backend_that_amplifies_far_more_is_named():
-    assert floor.amplification(1e-7, 1.4e-2) == pytest.approx(1.4e5)
-    assert floor.amplification(0.0, 1e-3) is None
-    note = floor.outlier_note({"jax": 3.6e-7 / 1e-7, "tensorflow": 1.4e-2 / 1e-7})
+    assert floor.amplification(1.4e-2) == pytest.approx(1.4e-2 / 1.1920929e-7)
+    assert floor.amplification(float("inf")) is None
+    note = floor.outlier_note({"jax": floor.amplification(3.6e-7), "tensorflow": floor.amplification(1.4e-2)})
     assert note.startswith("tensorflow amplifies rounding 3.9×10⁴ times more than jax on this model")
     assert floor.outlier_note({"jax": 3.0, "torch": 200.0}) is None  # 67 times: not named
 
@@ -116,8 +116,8 @@ def test_outside_the_tolerance_but_within_the_floor_agrees_within_rounding_and_e
     assert torch.floor["step_difference"] == pytest.approx([0.005] * 6)
     assert torch.floor["quantities"]["weights"] == {"difference": pytest.approx(0.005), "floor": pytest.approx(0.003),
                                                    "within": True}  # fmt: skip
-    # A twin's predictions moved 1e-7 at the start (of 0.5) and 3e-3 at the end (of 0.255), relative to their scale.
-    assert torch.amplification == pytest.approx((0.003 / 0.255) / (1e-7 / 0.5), rel=1e-6)
+    # A twin's final predictions moved 3e-3 (of 0.255): that many float32 epsilons, relative to their scale.
+    assert torch.amplification == pytest.approx((0.003 / 0.255) / np.finfo(np.float32).eps, rel=1e-6)
 
 
 def test_one_step_beyond_the_floor_diverges_and_says_how_far():
