@@ -58,8 +58,9 @@ def test_rounding_alone_agrees_within_rounding_and_the_floor_is_in_report_json(s
     steps = len(tf["step_losses"])
     assert steps == 15 and len(tf["floor"]["step_floor"]) == len(tf["floor"]["step_difference"]) == steps
     assert tf["floor"]["twins"] == TWINS and 0 < max(tf["floor"]["step_floor"]) < 1e-5
-    # Every backend with twins has an amplification; each twin's training is in the time line.
-    assert all(written["backends"][b]["amplification"] > 0 for b in ("jax", "tensorflow", "torch"))
+    # Every backend with twins has its amplification: 15 steps of a small dense network barely grow a 1-ulp
+    # change (measured 1.0 to 2.1 float32 epsilons); each twin's training is in the time line.
+    assert all(0 < written["backends"][b]["amplification"] < 100 for b in ("jax", "tensorflow", "torch"))
     assert set(written["timing"]["twins_s"]) == {"jax", "tensorflow", "torch"}
 
 
