@@ -181,6 +181,13 @@ def judge(
     )
 
 
+def ratio(difference: float, floor: float) -> float:
+    """How many times its floor a difference is: inf over a floor of 0, 0 for no difference."""
+    if not difference:
+        return 0.0
+    return difference / floor if floor else float("inf")
+
+
 def outlier_note(amplifications: Mapping[str, float | None], threshold: float = OUTLIER) -> str | None:
     """``tensorflow amplifies rounding 4×10⁴ times more than jax on this model``, where one stands out."""
     known = {b: a for b, a in amplifications.items() if a is not None and a > 0}

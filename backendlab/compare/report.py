@@ -183,11 +183,15 @@ def floor_lines(report) -> list[str]:
     for name, r in report.backends.items():
         f = r.floor
         if f and f["worst_step"] is not None:
-            ratio = _num(f["worst_ratio"], ".3g")
+            losses = (
+                f"its losses are at most {_num(f['worst_ratio'], '.3g')}x the noise floor from the reference "
+                f"(step {f['worst_step']}"
+                if f["worst_ratio"]
+                else "its losses stay within the tolerance (no floor needed"
+            )
             lines.append(
-                f"{name}: its losses are at most {ratio}x the noise floor from the reference (step {f['worst_step']}; "
-                f"{f['twins']} perturbed twins per backend); within rounding up to {f['factor']:g}x: "
-                + ("yes" if f["within"] else "no")
+                f"{name}: {losses}; {f['twins']} perturbed twins per backend); within rounding up to "
+                f"{f['factor']:g}x: " + ("yes" if f["within"] else "no")
             )
     return lines
 

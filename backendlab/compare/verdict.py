@@ -190,11 +190,14 @@ def judge_rounding(name: str, reports: dict, trained: dict, twins: dict, referen
     report.floor = judged.to_dict()
     if judged.within:
         report.verdict = AGREE_ROUNDING
+        outside = [f"{q} {floor.ratio(v['difference'], v['floor']):.2g}x" for q, v in judged.quantities.items()
+                   if not quantities[q][1]]  # fmt: skip
+        if judged.worst_ratio:
+            outside.insert(0, f"losses at most {judged.worst_ratio:.2g}x, at step {judged.worst_step}")
         report.message = (
-            f"outside rtol={opts.rtol:g}, atol={opts.atol:g}, but within rounding: at every step no further from "
-            f"{reference} than {judged.factor:g}x the noise floor (at most {judged.worst_ratio:.2g}x, at step "
-            f"{judged.worst_step}); {name} and {reference} differ only as much as a 1-ulp change of the start does "
-            "on this model"
+            f"outside rtol={opts.rtol:g}, atol={opts.atol:g}, but within rounding: at every step and in every quantity "
+            f"no further from {reference} than {judged.factor:g}x the noise floor ({', '.join(outside)}); {name} and "
+            f"{reference} differ only as much as a 1-ulp change of the start does on this model"
         )
     else:
         beyond = [q for q, v in judged.quantities.items() if not v["within"]]

@@ -108,9 +108,9 @@ def test_outside_the_tolerance_but_within_the_floor_agrees_within_rounding_and_e
     torch = report.backends["torch"]
     assert torch.verdict == AGREE_ROUNDING and report.verdict == AGREE_ROUNDING and report.exit_code == 0
     assert torch.message == (
-        "outside rtol=0.001, atol=0.001, but within rounding: at every step no further from jax than 10x the noise "
-        "floor (at most 1.7x, at step 1); torch and jax differ only as much as a 1-ulp change of the start does "
-        "on this model"
+        "outside rtol=0.001, atol=0.001, but within rounding: at every step and in every quantity no further from "
+        "jax than 10x the noise floor (losses at most 1.7x, at step 1, epoch_metrics 1.7x, weights 1.7x, "
+        "predictions 1.7x); torch and jax differ only as much as a 1-ulp change of the start does on this model"
     )
     assert torch.floor["step_floor"] == pytest.approx([0.003] * 6)
     assert torch.floor["step_difference"] == pytest.approx([0.005] * 6)
@@ -153,3 +153,12 @@ def test_report_views_give_the_floor_the_difference_per_step_and_the_twins_cost(
     assert loss_curves_png(report)[:4] == b"\x89PNG"
     again = CompareReport.from_dict(json.loads(json.dumps(dataclasses.asdict(report))))
     assert again.backends["torch"].floor == report.backends["torch"].floor and again.exit_code == 0
+
+
+def test_losses_within_the_tolerance_and_weights_outside_say_so():
+    # The losses stay within 1e-3 + 1e-3 * |ref|; the weights are 0.005 off, their floor 0.003.
+    report = _with_twins(LOSSES, 0.005, gap=0.003)
+    torch = report.backends["torch"]
+    assert torch.verdict == AGREE_ROUNDING and torch.floor["worst_ratio"] == 0.0
+    assert "than 10x the noise floor (weights 1.7x, predictions 1.7x); torch and jax" in torch.message
+    assert floor_lines(report)[1].startswith("torch: its losses stay within the tolerance (no floor needed; 2 perturbed")
