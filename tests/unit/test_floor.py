@@ -161,4 +161,4 @@ def test_losses_within_the_tolerance_and_weights_outside_say_so():
     torch = report.backends["torch"]
     assert torch.verdict == AGREE_ROUNDING and torch.floor["worst_ratio"] == 0.0
     assert "than 10x the noise floor (weights 1.7x, predictions 1.7x); torch and jax" in torch.message
-    assert floor_lines(report)[1].startswith("torch: its losses stay within the tolerance (no floor needed; 2 perturbed")
+    assert floor_lines(report)[1].startswith("torch: its losses stay within the tolerance (no floor needed; 2 ")
