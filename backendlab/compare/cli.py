@@ -64,6 +64,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip loading each saved .keras file on every other backend",
     )
     parser.add_argument(
+        "--no-floor",
+        dest="floor",
+        action="store_false",
+        help="where a backend leaves the tolerance, do not train perturbed twins of the start to measure float32's "
+        "noise floor (so no verdict 'agree within rounding')",
+    )
+    parser.add_argument(
         "--locate",
         action="store_true",
         help="take apart the step where each backend parts from the reference, even one that agrees "
@@ -99,9 +106,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for report.json, report.md, loss_curves.png and each backend's files (default: compare-out)",
     )
     parser.epilog = (
-        "Exit status: 0 every compared backend agrees, and so does every saved model loaded elsewhere and "
-        "every export; 1 a backend diverged or failed, or a saved model or an export did not agree (the "
-        "portability and exports lines say which); 2 bad usage or nothing could run."
+        "Exit status: 0 every compared backend agrees, exactly or within rounding, and so does every saved model "
+        "loaded elsewhere and every export; 1 a backend diverged or failed, or a saved model or an export did not "
+        "agree (the portability and exports lines say which); 2 bad usage or nothing could run."
     )
 
 
@@ -118,6 +125,7 @@ def run_compare(args) -> int:
         batches_line,
         divergence_lines,
         export_line,
+        floor_lines,
         odd_line,
         portability_line,
         portability_lines,
@@ -146,7 +154,7 @@ def run_compare(args) -> int:
         )
         if stage == "start":
             kinds = {"train": backend, "import": f"{backend} import", "export": f"{backend} export"}
-            label = kinds.get(info["kind"], f"{backend} load")
+            label = kinds.get(info["kind"], f"{backend} twin" if info["kind"] == "twin" else f"{backend} load")
             tasks[key] = progress.add_task(label, total=None, stage="starting worker")
         elif stage == "progress" and key in tasks:
             progress.update(
@@ -172,6 +180,8 @@ def run_compare(args) -> int:
         out.print(f"note: {note}", markup=False, highlight=False)
     if report.odd_one_out:
         out.print(odd_line(report), markup=False, highlight=False)
+    for line in floor_lines(report):
+        out.print(line, markup=False, highlight=False)
     for line in divergence_lines(report):
         out.print(line, markup=False, highlight=False)
     for line in (portability_line(report), export_line(report)):

@@ -8,6 +8,9 @@ from pathlib import Path
 from rich.table import Table
 
 from backendlab.backends import REFERENCE_BACKENDS
+from backendlab.compare.floor import WINDOW as FLOOR_WINDOW
+from backendlab.compare.known import by_id
+from backendlab.compare.results import AGREE_ROUNDING
 from backendlab.compare.verdict import QUANTITIES
 from backendlab.export.formats import FORMATS as EXPORT_FORMATS
 from backendlab.init import NOTE_NAMES
@@ -128,7 +131,9 @@ def terminal_table(report) -> Table:
     for col in ("backend", "status", "verdict", "start checksum", "train time", *(q.replace("_", " ") for q in TABLE)):
         table.add_column(col, overflow="fold")
     for backend, status, verdict, checksum, time, _test, diffs, _msg in _rows(report, TABLE):
-        style = {"agree": "green", "diverge": "red"}.get(verdict, "yellow" if status != "ok" else "")
+        style = {"agree": "green", AGREE_ROUNDING: "green", "diverge": "red"}.get(
+            verdict, "yellow" if status != "ok" else ""
+        )
         table.add_row(backend, status, f"[{style}]{verdict}[/]" if style else verdict, checksum[:8], time, *diffs)
     return table
 
@@ -217,7 +222,8 @@ def _where(d: dict) -> str:
         return f"{what}: {d['explanation']}"
     where = d["phase"] + (f" of {d['layer']} ({d['layer_class']})" if d.get("layer") else "")
     where += f", {d['variable']}" if d.get("variable") and d["variable"] != d.get("layer") else ""
-    return f"{what} first differs in {where}: {d['explanation']}"
+    known = by_id(d.get("known"))
+    return f"{what} first differs in {where}: {d['explanation']}" + (f"; {known.describe()}" if known else "")
 
 
 def divergence_lines(report) -> list[str]:
@@ -290,11 +296,75 @@ def timing_line(report) -> str:
         return ""
     imports = ", ".join(f"{b} {s:.1f}s" for b, s in t["import_s"].items())
     train = ", ".join(f"{b} {s:.1f}s" for b, s in t["train_s"].items())
+    twins = t.get("twins_s") or {}
+    floor = (
+        f", the noise floor's twins {sum(twins.values()):.1f}s ({', '.join(f'{b} {s:.1f}s' for b, s in twins.items())})"
+        if twins
+        else ""
+    )
     return (
         f"time: {t['wall_s']:.1f}s in all: {t['imports_wall_s']:.1f}s until every worker had imported its "
-        f"framework ({imports}, overlapping), training {sum(t['train_s'].values()):.1f}s ({train}), "
+        f"framework ({imports}, overlapping), training {sum(t['train_s'].values()):.1f}s ({train}){floor}, "
         f"and {t['overhead_s']:.1f}s besides (building, predicting, saving, loading)"
     )
+
+
+def floor_lines(report) -> list[str]:
+    """Each backend's amplification, and how a backend outside the tolerance stands against the noise floor."""
+    amplified = [f"{b} {_num(r.amplification, '.3g')}x" for b, r in report.backends.items() if r.amplification]
+    lines = [f"amplification of a 1-ulp change of the start over training: {', '.join(amplified)}"] if amplified else []
+    for name, r in report.backends.items():
+        f = r.floor
+        if f and f["worst_step"] is not None:
+            losses = (
+                f"its losses are at most {_num(f['worst_ratio'], '.3g')}x the noise floor from the reference "
+                f"(step {f['worst_step']}"
+                if f["worst_ratio"]
+                else "its losses stay within the tolerance (no floor needed"
+            )
+            lines.append(
+                f"{name}: {losses}; {f['twins']} perturbed twins per backend); within rounding up to "
+                f"{f['factor']:g}x: " + ("yes" if f["within"] else "no")
+            )
+    return lines
+
+
+def _floor_markdown(report) -> list[str]:
+    """The noise floor's section: what it is, each backend's amplification, and per step its difference beside it."""
+    judged = {b: r.floor for b, r in report.backends.items() if r.floor}
+    if not judged:
+        return []
+    lines = [
+        "",
+        "## The noise floor",
+        "",
+        "Where a backend left the tolerance, perturbed twins of the shared start (every float weight moved by one "
+        "unit in the last place, seeded; the same batches) trained on it and on the reference. A step's floor is "
+        "the largest distance of a twin's loss from its own backend's unperturbed run, within "
+        f"{FLOOR_WINDOW} steps of it. A backend agrees within rounding when, at every step and in every quantity "
+        "outside the tolerance, it is no further from the reference than the stated factor times the floor.",
+        "",
+    ]
+    lines += [f"- {line}" for line in floor_lines(report)]
+    for name, f in judged.items():
+        lines += ["", f"**{name}**, per quantity: difference to {report.reference} / floor", ""]
+        lines += ["| quantity | difference | floor | within |", "|---|---|---|---|"]
+        lines += [
+            f"| {q} | {_fmt(v['difference'])} | {_fmt(v['floor'])} | {'yes' if v['within'] else 'no'} |"
+            for q, v in f["quantities"].items()
+        ]
+        lines += [
+            "",
+            f"<details><summary>{name}: per step, |loss - {report.reference}'s| and the floor</summary>",
+            "",
+            "| step | difference | floor | ratio |",
+            "|---|---|---|---|",
+        ]
+        for step, (d, fl) in enumerate(zip(f["step_difference"], f["step_floor"], strict=True), start=1):
+            ratio = d / fl if d is not None and fl else None
+            lines.append(f"| {step} | {_fmt(d)} | {_fmt(fl)} | {_num(ratio, '.3g')} |")
+        lines += ["", "</details>"]
+    return lines
 
 
 def batches_line(report) -> str:
@@ -350,6 +420,7 @@ def markdown(report) -> str:
     messages = [(r.backend, r.message) for r in report.backends.values() if r.message]
     if messages:
         lines += ["", "## What went wrong or differs", ""] + [f"- **{b}**: {m}" for b, m in messages]
+    lines += _floor_markdown(report)
     lines += _divergence_markdown(report)
     if report.portability:
         lines += [
@@ -414,7 +485,18 @@ def loss_curves_png(report) -> bytes | None:
             with np.errstate(invalid="ignore"):
                 gap = np.abs(losses[:n] - ref[:n])
             gap = np.where(np.isfinite(gap), np.maximum(gap, 1e-12), np.nan)
-            bottom.semilogy(np.arange(1, n + 1), gap, styles[i % 4], label=f"|{backend} - {report.reference}|")
+            line = bottom.semilogy(np.arange(1, n + 1), gap, styles[i % 4], label=f"|{backend} - {report.reference}|")
+            judged = report.backends[backend].floor
+            if judged:
+                allowed = judged["factor"] * np.asarray(_floats(judged["step_floor"]), float)
+                bottom.semilogy(
+                    np.arange(1, allowed.size + 1),
+                    np.where(allowed > 0, allowed, np.nan),
+                    color=line[0].get_color(),
+                    linewidth=0.8,
+                    alpha=0.6,
+                    label=f"{judged['factor']:g}x noise floor ({backend}, {report.reference})",
+                )
         c = report.criterion
         finite = np.abs(ref[np.isfinite(ref)])
         if finite.size:

@@ -29,6 +29,8 @@ DTYPE_TOLERANCES: dict[str, tuple[float, float]] = {
     "bfloat16": (1.6e-2, 1e-2),
 }
 
+#: The verdict of a backend outside the tolerance but within the noise floor (backendlab.compare.floor).
+AGREE_ROUNDING = "agree within rounding"
 #: With stochastic layers on, only final metrics can be compared, and loosely.
 DEFAULT_STAT_RTOL = 0.1
 
@@ -44,6 +46,8 @@ class CompareOptions:
     atol: float | None = None
     stat_rtol: float = DEFAULT_STAT_RTOL
     portability: bool = True  # load every saved .keras file on every backend
+    # Where a backend leaves the tolerance, train perturbed twins to measure the noise floor (compare.floor).
+    floor: bool = True
     locate: bool = False  # locate where every backend parts from the reference, not only the diverging ones
     locate_threshold: float | None = None  # None: the compute dtype's (compare.locate.threshold_for)
     # Export each trained model in these formats and run it in its runtime (with portability on). Off by
@@ -118,7 +122,7 @@ class Criterion:
 class BackendReport:
     backend: str
     status: str  # ok | skipped | failed | crashed | timeout | nonfinite | not run
-    verdict: str | None = None  # agree | diverge; None where there is nothing to compare
+    verdict: str | None = None  # agree | agree within rounding | diverge; None where there is nothing to compare
     message: str = ""
     framework_version: str | None = None
     initial_checksum: str | None = None
@@ -138,6 +142,11 @@ class BackendReport:
     divergence_phases: list = field(default_factory=list)
     # The layers whose outputs the probe recorded, and those it could not reach (a recurrent layer's cell).
     divergence_layers: dict = field(default_factory=dict)
+    # Outside the tolerance: its difference to the reference per step beside the noise floor its and the
+    # reference's perturbed twins measured (compare.floor.Floor as a dict); None where no twins ran.
+    floor: dict | None = None
+    # How many times training grew a 1-ulp change of the start on this backend (compare.floor); None: no twins.
+    amplification: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> BackendReport:
@@ -148,7 +157,8 @@ class BackendReport:
 
 @dataclass
 class CompareReport:
-    verdict: str  # agree | diverge | failed | incomplete | nondeterministic (the batches differed)
+    # agree | agree within rounding | diverge | failed | incomplete | nondeterministic (the batches differed)
+    verdict: str
     reference: str | None
     settings: dict  # rtol and atol as applied; batch_size, optimizer and learning_rate as they ran
     criterion: Criterion
@@ -183,9 +193,10 @@ class CompareReport:
 
     @property
     def exit_code(self) -> int:
-        """0 where training agrees and every saved model and export checked agrees too; else 1."""
-        checks = (self.verdict, self.portability_verdict or "agree", self.export_verdict or "agree")
-        return 0 if all(v == "agree" for v in checks) else 1
+        """0 where training agrees (exactly or within rounding) and every saved model and export checked agrees
+        too; else 1."""
+        checks = (self.portability_verdict or "agree", self.export_verdict or "agree")
+        return 0 if self.verdict in ("agree", AGREE_ROUNDING) and all(v == "agree" for v in checks) else 1
 
     @classmethod
     def from_dict(cls, d: dict) -> CompareReport:

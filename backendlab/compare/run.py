@@ -35,6 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from backendlab.backends import ALL_BACKENDS, REFERENCE_BACKENDS, Wording, plan
+from backendlab.compare.floor import TWINS
+from backendlab.compare.known import match as known_match
+from backendlab.compare.known import model_config
 from backendlab.compare.locate import EVALUATE_PHASES, Divergence, evaluation_window, locate, phase_of, phases_table
 from backendlab.compare.probe import handle as probe_handle
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
@@ -78,6 +81,11 @@ def train_job(opts: CompareOptions, initial: Path, make_initial: bool) -> dict:
         "exports": opts.exports if opts.portability else [],
         "export_atol": opts.export_atol,
     }
+
+
+def twin_job(opts: CompareOptions, initial: Path, seed: int) -> dict:
+    """A perturbed twin of the shared start (see :mod:`backendlab.compare.floor`): trained, measured, not saved."""
+    return {**train_job(opts, initial, make_initial=False), "kind": "twin", "exports": [], "twin_seed": seed}
 
 
 def predict_job(opts: CompareOptions, models: dict[str, str], initial: Path | None) -> dict:
@@ -152,6 +160,7 @@ class Compare:
         self.rerouted: dict[str, dict[str, dict]] = {}
         # backend -> (Divergence as a dict, phases table, the layers the probe reached and did not)
         self.located: dict[str, tuple[dict, list, dict]] = {}
+        self.twins: dict[str, list[TrainedRun]] = {}  # backend -> its perturbed twins (compare.floor)
         self.import_s: dict[str, float | None] = {}
         self.imports_wall_s = 0.0  # from the start until every worker was ready: the imports, overlapping
         self.interrupted = False
@@ -212,6 +221,46 @@ class Compare:
             job = self._job(backend, payload, folder, devices=run.devices, processes=run.processes)
             outcome = self.pool.run_many([job])[0]
             self.trained[backend] = TrainedRun(self._ended(outcome), _arrays(folder, TRAIN_ARRAYS))
+            self.write()
+
+    def floor_targets(self) -> list[str]:
+        """The backends whose twins measure the noise floor: those that left the exact tolerance, and the reference.
+
+        Only where the exact check failed, so a run that agrees costs nothing more; only on
+        backendlab's own batches of arrays, which every twin is fed again in the same order.
+        """
+        if not self.opts.floor:
+            return []
+        report = self.report()  # after portability: the yardstick is the reference, or where it is the odd one out,
+        yardstick = report.reference  # one of the others (compare.verdict.odd_one_out)
+        ref = report.backends.get(yardstick)
+        if ref is None or ref.status != "ok" or report.criterion.kind != "exact":
+            return []
+        if report.batches and (report.batches["kind"] != "arrays" or not report.batches["identical"]):
+            return []
+        outside = [
+            name
+            for name, r in report.backends.items()
+            if name != yardstick
+            and r.status == "ok"
+            and r.verdict == "diverge"
+            and r.initial_checksum == ref.initial_checksum
+        ]
+        return [yardstick, *outside] if outside else []
+
+    def floor_all(self) -> None:
+        """Train each target backend's perturbed twins of the shared start, on the same batches."""
+        initial = self.out / INITIAL_WEIGHTS
+        run = self.opts.run
+        for backend in self.floor_targets():
+            for seed in range(1, TWINS + 1):
+                folder = self.out / "floor" / f"{backend}-{seed}"
+                job = self._job(
+                    backend, twin_job(self.opts, initial, seed), folder, devices=run.devices, processes=run.processes
+                )
+                outcome = self._ended(self.pool.run_many([job])[0])
+                self.twins.setdefault(backend, []).append(TrainedRun(outcome, _arrays(folder, TRAIN_ARRAYS)))
+        if self.twins:
             self.write()
 
     def locate_targets(self, report: CompareReport) -> dict[str, int | str]:
@@ -292,7 +341,9 @@ class Compare:
                     threshold_rel=threshold,
                     compute_dtype=compute_dtype,
                 )
-                self.located[name] = (found.to_dict(), phases_table(ref_arrays, mine_arrays), mine.result["layers"])
+                divergence = found.to_dict()
+                divergence["known"] = self.known(divergence, name, yardstick)
+                self.located[name] = (divergence, phases_table(ref_arrays, mine_arrays), mine.result["layers"])
         self.write()
 
     def locate_evaluation(self, yardstick: str, stages: dict[str, str], threshold: float, compute_dtype: str) -> None:
@@ -339,6 +390,11 @@ class Compare:
                 table = phases_table(ref_arrays, mine_arrays, phases)
                 self.located[name] = (found.to_dict(), table, mine.result["layers"])
         self.write()
+
+    def known(self, divergence: dict, backend: str, yardstick: str) -> str | None:
+        """The catalog's id for a located divergence (compare.known), from the model's saved config."""
+        saved = [self.out / b / MODEL for b in (yardstick, backend) if (self.out / b / MODEL).exists()]
+        return known_match(divergence, backend, yardstick, model_config(saved[0]) if saved else None)
 
     def portability_all(self) -> None:
         """Every loader loads every saved model, side by side: this is not timed."""
@@ -458,13 +514,17 @@ class Compare:
             for b, t in self.trained.items()
             if t.outcome.ok and t.outcome.result.get("train_time_s") is not None
         }
+        twins = {
+            b: sum(t.outcome.result["train_time_s"] for t in runs if t.outcome.ok) for b, runs in self.twins.items()
+        }
         wall = time.perf_counter() - self.started
         return {
             "wall_s": wall,
             "import_s": imports,
             "imports_wall_s": self.imports_wall_s,
             "train_s": train,
-            "overhead_s": wall - self.imports_wall_s - sum(train.values()),
+            "twins_s": twins,  # training the noise floor's twins (compare.floor), only where the exact check failed
+            "overhead_s": wall - self.imports_wall_s - sum(train.values()) - sum(twins.values()),
         }
 
     def report(self) -> CompareReport:
@@ -481,6 +541,7 @@ class Compare:
             interrupted=self.interrupted,
             located=self.located,
             rerouted=self.rerouted,
+            twins=self.twins,
             import_s=self.import_s,
             timing=self.timing(),
         )
@@ -492,7 +553,7 @@ class Compare:
 
     def _clear(self) -> None:
         """A reused folder must not lend an earlier run's files to this one."""
-        for name in [*self.runnable, "portability"]:
+        for name in [*self.runnable, "portability", "floor"]:
             shutil.rmtree(self.out / name, ignore_errors=True)
         for name in (INITIAL_WEIGHTS, "report.json", "report.md", "loss_curves.png"):
             (self.out / name).unlink(missing_ok=True)
@@ -509,6 +570,7 @@ class Compare:
             if self.opts.portability:  # first: Keras's numpy backend breaks ties over whom to locate
                 self.portability_all()
                 self.reroute_exports()
+            self.floor_all()  # where the exact check failed against the yardstick the report now names
             self.locate_all()
         except KeyboardInterrupt:
             self.interrupted = True

@@ -14,9 +14,10 @@ from itertools import combinations
 
 import numpy as np
 
+from backendlab.compare import floor
 from backendlab.compare.diff import Diff, diff_arrays, first_step_outside
 from backendlab.compare.locate import threshold_for
-from backendlab.compare.results import BackendReport, CompareOptions, CompareReport, Criterion
+from backendlab.compare.results import AGREE_ROUNDING, BackendReport, CompareOptions, CompareReport, Criterion
 from backendlab.pipelines import ARRAYS, first_difference
 from backendlab.results import NonFinite
 from backendlab.workers.protocol import Outcome
@@ -286,6 +287,74 @@ def _compare_with(yardstick: str, reports: dict[str, BackendReport], trained: di
     ref.differences, ref.message, ref.first_divergent_step, ref.verdict = {}, "", None, "agree"
 
 
+def _twin_values(q: Quantity, run: TrainedRun, base: tuple) -> dict:
+    values = q.values(backend_report(run.outcome), run.arrays)
+    return {k: values[k] for k in sorted(set(values) & set(base))} if q.common_keys else values
+
+
+def judge_rounding(name: str, reports: dict, trained: dict, twins: dict, reference: str, opts: CompareOptions) -> None:
+    """A backend outside the tolerance, against the noise floor its and the reference's twins measured.
+
+    Within ``floor.FACTOR`` times the floor at every step and in every quantity, its verdict becomes
+    ``agree within rounding``; otherwise it stays ``diverge`` and its message says how far beyond.
+    """
+    report, ref = reports[name], reports[reference]
+    runs = {b: [t for t in twins.get(b, []) if t.outcome.ok and t.arrays] for b in (reference, name)}
+    if not all(runs.values()) or len(report.step_losses) != len(ref.step_losses):
+        return
+    spreads = [
+        floor.step_spread([backend_report(t.outcome).step_losses for t in runs[b]], reports[b].step_losses)
+        for b in (reference, name)
+    ]
+    quantities = {}
+    for q in QUANTITIES:
+        if "exact" not in q.criteria or q.name == "step_losses":
+            continue
+        d = report.differences[q.name]
+        spread = 0.0
+        for b in (reference, name):
+            base = q.values(reports[b], trained[b].arrays)
+            spread = max(spread, floor.array_spread([_twin_values(q, t, base) for t in runs[b]], base))
+        quantities[q.name] = (d.max_abs, d.within, spread)
+    mine, theirs = np.asarray(report.step_losses, float), np.asarray(ref.step_losses, float)
+    judged = floor.judge(
+        np.abs(mine - theirs),
+        opts.atol + opts.rtol * np.abs(theirs),
+        spreads,
+        quantities,
+        twins=min(len(r) for r in runs.values()),
+    )
+    report.floor = judged.to_dict()
+    if judged.within:
+        report.verdict = AGREE_ROUNDING
+        outside = [f"{q} {floor.ratio(v['difference'], v['floor']):.2g}x" for q, v in judged.quantities.items()
+                   if not quantities[q][1]]  # fmt: skip
+        if judged.worst_ratio:
+            outside.insert(0, f"losses at most {judged.worst_ratio:.2g}x, at step {judged.worst_step}")
+        report.message = (
+            f"outside rtol={opts.rtol:g}, atol={opts.atol:g}, but within rounding: at every step and in every quantity "
+            f"no further from {reference} than {judged.factor:g}x the noise floor ({', '.join(outside)}); {name} and "
+            f"{reference} differ only as much as a 1-ulp change of the start does on this model"
+        )
+    else:
+        beyond = [q for q, v in judged.quantities.items() if not v["within"]]
+        if judged.worst_ratio is not None and judged.worst_ratio > judged.factor:
+            beyond.insert(0, f"step {judged.worst_step} at {judged.worst_ratio:.3g}x its floor")
+        report.message += (
+            f"; beyond {judged.factor:g}x the noise floor (what a 1-ulp change of the start does): {', '.join(beyond)}"
+        )
+
+
+def amplification(name: str, report: BackendReport, trained: dict, twins: dict) -> float | None:
+    """How many times training grew a 1-ulp change of the start on ``name``: its twins' final predictions
+    against its own run's, relative to their scale, over float32's epsilon (compare.floor)."""
+    runs = [t.arrays for t in twins.get(name, []) if t.outcome.ok and "predictions" in t.arrays]
+    mine = trained[name].arrays if name in trained else {}
+    if not runs or "predictions" not in mine:
+        return None
+    return floor.amplification(floor.relative_spread([r["predictions"] for r in runs], mine["predictions"]))
+
+
 def portability_cells(loader: str, saved: list[str], run: LoadedRun, trained: dict, opts: CompareOptions) -> dict:
     """saver -> the cell of ``loader``'s column: its predictions of the saver's model against the saver's own."""
     cells = {}
@@ -391,7 +460,7 @@ def _overall(reports: dict[str, BackendReport], named_skip: bool, interrupted):
         return "failed"
     if any(r.verdict == "diverge" for r in reports.values()):
         return "diverge"
-    return "agree"
+    return AGREE_ROUNDING if any(r.verdict == AGREE_ROUNDING for r in reports.values()) else "agree"
 
 
 def batches_proof(trained: dict[str, TrainedRun], planned: list[str], reference: str) -> dict:
@@ -487,6 +556,7 @@ def build_report(
     interrupted: bool = False,
     located: dict[str, tuple] | None = None,
     rerouted: dict[str, dict[str, dict]] | None = None,
+    twins: dict[str, list[TrainedRun]] | None = None,
     import_s: dict[str, float | None] | None = None,
     timing: dict | None = None,
 ) -> CompareReport:
@@ -496,7 +566,8 @@ def build_report(
     ``not run``); ``loaded`` holds the portability loaders, reference-only backends among them;
     ``located``: per backend, where it first parts (a Divergence as a dict, the phases table, the
     layers the probe reached); ``rerouted``: per saver and format, the cell of an export made on another
-    backend where its own failed; ``import_s``: each worker's import time; ``timing``: where the run's
+    backend where its own failed; ``twins``: per backend, its perturbed twins' runs (the noise floor,
+    :mod:`backendlab.compare.floor`); ``import_s``: each worker's import time; ``timing``: where the run's
     time went.
     """
     skipped, loaded = skipped or {}, loaded or {}
@@ -545,6 +616,19 @@ def build_report(
             numpy_cells = numpy_reference(run, {n: trained[n] for n in planned if n in trained}, opts)
     batches = batches_proof(trained, planned, reference)
     reference, odd = _blame(reference, reports, trained, numpy_cells, opts, criterion, batches)
+    # Against the yardstick the blame settled on: a backend outside the tolerance, held to the noise floor.
+    for name, report in reports.items():
+        if (
+            name != reference
+            and report.verdict == "diverge"
+            and report.status == "ok"
+            and twins
+            and criterion == "exact"
+        ):
+            judge_rounding(name, reports, trained, twins, reference, opts)
+    for name in twins or {}:
+        reports[name].amplification = amplification(name, reports[name], trained, twins)
+    amplified = floor.outlier_note({n: reports[n].amplification for n in twins or {}})
     exports = export_cells(trained, planned)
     for saver, cells in (rerouted or {}).items():
         exports.setdefault(saver, {}).update(cells)
@@ -563,7 +647,7 @@ def build_report(
         settings=settings,
         criterion=judged,
         stochastic_layers=stochastic,
-        notes=notes,
+        notes=notes + ([amplified] if amplified else []),
         keras_version=ok[-1]["info"]["keras_version"] if ok else None,
         backends=reports,
         portability=portability,

@@ -8,6 +8,9 @@ Jobs:
              in each format asked for, checking each export in its runtime. Its result
              says what really ran (``ran``: the model's compile, batches, dtype policy,
              jit_compile; :func:`backendlab.training.info.what_ran`).
+``twin``     the same from the shared start with every float weight moved by one unit in the
+             last place (seeded, :func:`backendlab.compare.floor.perturb`): arrays only, no
+             model file, no exports; the noise floor's measurement.
 ``predict``  load each listed ``.keras`` file (saved on any backend) and predict on the
              test split; optionally also predict with the starting weights (the numpy
              backend does this as an independent reference).
@@ -90,6 +93,11 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
             tmp.unlink()
     else:
         prep = prepare(spec, initial_weights=initial)
+    twin = job.get("twin_seed")
+    if twin is not None:  # a perturbed twin of the shared start: see backendlab.compare.floor
+        from backendlab.compare.floor import perturb
+
+        prep.model.set_weights(perturb(prep.model.get_weights(), twin))
     initial_predictions = flatten(predict(prep))
     if main:
         save_npz(workdir / "initial_predictions.npz", initial_predictions)
@@ -105,9 +113,10 @@ def train_job(job: dict, workdir: Path, progress: Progress) -> dict:
     if main:
         save_npz(workdir / "weights.npz", flatten(prep.model.get_weights(), "w"))
         save_npz(workdir / "predictions.npz", predictions)
-        save_model(prep.model, workdir / MODEL, trained_spec(prep))
+        if twin is None:  # a twin is only measured: nothing loads it
+            save_model(prep.model, workdir / MODEL, trained_spec(prep))
     exports = {}
-    if main and job.get("exports"):
+    if main and job.get("exports") and twin is None:
         from backendlab.export.run import check_exports
 
         progress(total, total, "exporting", force=True)
@@ -195,7 +204,7 @@ def export_job(job: dict, workdir: Path, progress: Progress) -> dict:
     return {"backend": keras.backend.backend(), "cells": cells}
 
 
-JOBS = {"train": train_job, "predict": predict_job, "export": export_job}
+JOBS = {"train": train_job, "twin": train_job, "predict": predict_job, "export": export_job}
 
 
 def handle(job: dict, workdir: Path, progress: Progress) -> dict:

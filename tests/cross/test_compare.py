@@ -17,6 +17,7 @@ from known_differences import ZOO_MAY_PART
 
 from backendlab.backends import BACKEND_NAMES
 from backendlab.compare import compare
+from backendlab.compare.results import AGREE_ROUNDING
 
 FAULTY = "tests/fixtures/faulty_models.py:build"
 
@@ -101,12 +102,15 @@ def test_every_zoo_model_agrees_across_backends(model, pool, tmp_path):
         if r.verdict == "diverge" and (model, r.backend) in ZOO_MAY_PART:
             assert r.divergence["phase"] == ZOO_MAY_PART[model, r.backend], details
             continue
+        if r.verdict == AGREE_ROUNDING and (model, r.backend) in ZOO_MAY_PART:
+            continue  # outside the tolerance by rounding alone: the noise floor says so
         assert r.verdict == "agree", details
         assert r.differences["weights"].within and r.differences["predictions"].within
 
 
 def test_a_layer_that_computes_differently_on_one_backend_diverges(pool, tmp_path):
-    report = _faulty(pool, tmp_path, "torch:drift", backends=["jax", "torch"], epochs=2, portability=False)
+    # floor=False: a drift this size is no rounding, and the twins would double the run's training.
+    report = _faulty(pool, tmp_path, "torch:drift", backends=["jax", "torch"], epochs=2, portability=False, floor=False)
     torch = report["backends"]["torch"]
     assert report["verdict"] == "diverge"
     assert torch["status"] == "ok" and torch["verdict"] == "diverge"

@@ -174,15 +174,16 @@ def test_compare_locates_a_diverging_backend_and_reports_it_everywhere(pool, tmp
     from backendlab.compare import compare
 
     model, data = f"{DIVERGENT}:sparse_embedding", f"{DIVERGENT}:tokens"
-    report = compare(model=model, data=data, epochs=1, portability=False, pool=pool, out=str(tmp_path))
+    report = compare(model=model, data=data, epochs=1, portability=False, floor=False, pool=pool, out=str(tmp_path))
     tf, torch = report.backends["tensorflow"], report.backends["torch"]
     assert tf.verdict == "diverge" and torch.verdict == "agree"
     assert torch.divergence is None  # agreeing backends are located only when --locate asks
     d = tf.divergence
     keys = {"step", "phase", "layer", "layer_class", "variable", "abs", "rel", "upstream_max_rel", "explanation"}
-    assert set(d) == keys | {"during"} and d["during"] == "training"
+    assert set(d) == keys | {"during", "known"} and d["during"] == "training"
     assert (d["phase"], d["layer"], d["layer_class"]) == ("update", "embedding", "Embedding")
     assert d["variable"] == "sequential/embedding/embeddings" and d["step"] == max(tf.first_divergent_step - 1, 1)
+    assert d["known"] == "tensorflow-sparse-embedding-gradient"  # the catalog explains it (compare.known)
     assert d["rel"] > 1e-2 and d["upstream_max_rel"] < DEFAULT_THRESHOLD
     assert [row["phase"] for row in tf.divergence_phases] == ["forward", "loss", "gradient", "update", "state"]
     written = json.loads((tmp_path / "report.json").read_text())["backends"]["tensorflow"]["divergence"]

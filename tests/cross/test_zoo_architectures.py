@@ -9,13 +9,15 @@ import json
 import pytest
 from helpers import HAS_KERAS_HUB as HUB
 
+from backendlab.compare.results import AGREE_ROUNDING
 from backendlab.models import HUB_MODELS
 
 needs_hub = pytest.mark.skipif(not HUB, reason="keras_hub is not installed (see the README: keras-hub --no-deps)")
 
-#: Options per model: MobileNetV3Small's BatchNormalization over 1x1 maps at batch 32 amplifies float
-#: rounding; with the seed's SGD at 0.01 the backends part by 1e-2 within 4 steps, at 1e-3 they agree to 2e-6.
-OPTIONS = {"mobilenet": {"learning_rate": 0.001}}
+#: Options per model. None now: MobileNetV3Small's BatchNormalization over 1x1 maps at batch 32 amplifies
+#: float32 rounding, and with the seed's SGD at 0.01 the backends part by 1e-2 within 4 steps, but no further
+#: than a 1-ulp change of the start does (at most 4.2x the noise floor, measured): agree within rounding.
+OPTIONS: dict[str, dict] = {}
 
 DROPOUTS = ["self_attention_dropout", "feedforward_dropout", "dropout"]  # in each transformer layer
 #: model -> (its default data, the stochastic layers it must report): all Dropout layers
@@ -45,7 +47,7 @@ def test_compare_agrees_with_stochastic_layers_disabled(pool, tmp_path, model):
     report = compare(
         model=model, epochs=1, disable_stochastic=True, portability=portability, out=str(tmp_path), pool=pool, **options
     )
-    assert report.verdict == "agree", {b: (r.status, r.message) for b, r in report.backends.items()}
+    assert report.verdict in ("agree", AGREE_ROUNDING), {b: (r.status, r.message) for b, r in report.backends.items()}
     assert report.criterion.kind == "exact"
     assert _kinds(report.stochastic_layers) == sorted(ARCHITECTURES[model][1])
     written = json.loads((tmp_path / "report.json").read_text())
