@@ -26,6 +26,9 @@ CASES = {
     "tensorflow-sigmoid-binary-crossentropy": ("saturated_sigmoid", "features", "tensorflow"),
     "jax-leaky-relu-slope-at-zero": ("leaky_relu_at_zero", "features", "tensorflow"),
     "tensorflow-maximum-tie-gradient": ("maximum_tie", "features", "tensorflow"),
+    "jax-clip-slope-at-bound": ("clip_at_bound", "features", "tensorflow"),
+    "torch-top-k-ties": ("top_k_tied", "features", "torch"),
+    "torch-cast-out-of-range-wraps": ("cast_out_of_range", "features", "torch"),
 }
 
 

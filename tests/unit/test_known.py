@@ -65,6 +65,27 @@ CASES = [
         "jax",
         _model(_layer("Dense", "right", activation="linear"), _layer("Maximum", "max")),
     ),
+    (
+        "jax-clip-slope-at-bound",
+        _divergence("gradient", "dense", "Dense", "dense/bias"),
+        "tensorflow",
+        "jax",
+        _model(_layer("Dense", "dense"), _layer("Clip", "clip", low=0.0, high=1.0)),
+    ),
+    (
+        "torch-top-k-ties",
+        _divergence("forward", "top_k", "TopKGather"),
+        "torch",
+        "jax",
+        _model(_layer("Dense", "scores"), _layer("TopKGather", "top_k", k=2)),
+    ),
+    (
+        "torch-cast-out-of-range-wraps",
+        _divergence("forward", "quantize", "Quantize"),
+        "torch",
+        "jax",
+        _model(_layer("Dense", "dense"), _layer("Quantize", "quantize", scale=16.0)),
+    ),
 ]
 
 
@@ -87,11 +108,16 @@ def test_an_entry_matches_only_between_a_backend_that_computes_it_and_one_that_d
         match(_divergence("gradient", "right", "Dense"), "tensorflow", "jax", _model(_layer("Dense", "right"))) is None
     )
     assert match(_divergence(None), "tensorflow", "jax", None) is None  # nowhere located: nothing to explain
+    # A user's own layer is known by its class name in the saved config, not by a key such as the optimizer's.
+    clipnorm = {**_model(_layer("Dense", "dense")), "compile_config": {"optimizer": {"config": {"clipnorm": 1.0}}}}
+    assert match(_divergence("gradient", "dense", "Dense"), "tensorflow", "jax", clipnorm) is None
+    top_k = _model(_layer("TopKGather", "top_k"))
+    assert match(_divergence("forward", "top_k", "TopKGather"), "tensorflow", "jax", top_k) is None
 
 
 def test_every_entry_is_complete_and_described():
     ids = [k.id for k in catalog()]
-    assert len(ids) == len(set(ids)) >= 7
+    assert len(ids) == len(set(ids)) >= 10
     for k in catalog():
         assert k.backends and k.phases and k.explanation.endswith(".")
         assert set(k.phases) <= {"forward", "loss", "gradient", "update", "state"}
