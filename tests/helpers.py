@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -147,3 +148,11 @@ def frameworks_after(code: str, backend: str) -> list[str]:
     proc = run_python(f"{code}\n{loaded}", env={"KERAS_BACKEND": backend})
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test stops with Ctrl-C: SIGINT handled as in a terminal.
+
+    A shell's background job (``&``, nohup, a CI runner) starts with SIGINT ignored, every child inherits
+    that, and Python then installs no KeyboardInterrupt handler: the test's Ctrl-C would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import QUIET_ENV
+from helpers import QUIET_ENV, ctrl_c_as_in_a_terminal
 
 from backendlab.backends import BACKENDS
 
@@ -81,6 +81,7 @@ class Run:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **QUIET_ENV, **(env or {}), RUN_ID: self.id},
+                preexec_fn=ctrl_c_as_in_a_terminal,
             )
 
     def output(self) -> str:

@@ -69,7 +69,8 @@ def test_a_difference_in_evaluation_alone_is_blamed_on_evaluation(evaluation_alo
     test, ref = tf.test["loss"], report.backends["jax"].test["loss"]
     assert tf.message == (
         f"training agrees; evaluation differs in the loss on tensorflow (test loss {test:.4g} against {ref:.4g} on jax)"
-    )
+        "; beyond 10x the noise floor (what a 1-ulp change of the start does): test_metrics"
+    )  # the twins trained from a start 1 ulp away move the test loss far less than that
     assert report.odd_one_out["backend"] == "tensorflow" and report.reference == "jax"
 
 

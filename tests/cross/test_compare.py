@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import report_json, run_cli
+from helpers import ctrl_c_as_in_a_terminal, report_json, run_cli
 from known_differences import ZOO_MAY_PART
 
 from backendlab.backends import BACKEND_NAMES
@@ -184,6 +184,7 @@ def test_interrupted_run_leaves_finished_results_readable(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     deadline = time.time() + 300
     while not (out / "jax" / "result.json").exists() and time.time() < deadline and proc.poll() is None:
