@@ -6,10 +6,11 @@ file cannot be written by anyone, so that is the unwritable place these tests us
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 
 import pytest
-from helpers import holds_only, run_cli
+from helpers import FIXTURES, holds_only, run_cli
 
 
 def test_compare_out_under_a_file_exits_2_before_any_worker(backend, a_file):
@@ -67,12 +68,15 @@ def test_resume_from_a_file_that_is_not_a_loadable_model_exits_2(make, reason, t
     assert not (tmp_path / "after.keras").exists()
 
 
-def test_resume_from_a_model_with_an_unknown_class_exits_2_naming_it(backend, tmp_path):
+def test_resume_finds_an_unregistered_class_in_its_model_file_and_says_when_the_file_is_gone(backend, tmp_path):
+    mine = tmp_path / "mine.py"
+    shutil.copy(FIXTURES / "faulty_models.py", mine)
     path = tmp_path / "faulty.keras"
-    proc = run_cli("train", "--model", "tests/fixtures/faulty_models.py:build", "--epochs", "1", "--save", str(path))
+    proc = run_cli("train", "--model", f"{mine}:build", "--epochs", "1", "--save", str(path))
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("train", "--resume", str(path), "--epochs", "1")
-    assert proc.returncode == 2
-    line = proc.stderr.strip()
-    assert "\n" not in line and "Traceback" not in line
-    assert line.startswith(f"backendlab: error: '{path}' cannot be loaded: TypeError: Could not locate class 'Fault'.")
+    assert proc.returncode == 0, proc.stderr  # its class Fault is found in the model's file: no registry needed
+    mine.unlink()
+    proc = run_cli("train", "--resume", str(path), "--epochs", "1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"backendlab: error: model file '{mine}' does not exist"
