@@ -153,17 +153,13 @@ def result_table(result) -> Table:
 LAUNCHER_GRACE_S = 5.0
 
 
-def run_train(args) -> int:
-    from backendlab.cli_display import bars
+def train_spec(args) -> RunSpec:
+    """The run the arguments ask for, checked: names, files, and where the results go, before any framework."""
     from backendlab.data import check_data
     from backendlab.models import check_model
-    from backendlab.results import check_writable, write_json
-    from backendlab.training.files import check_resume_path, check_save_path, resumed_spec, save_model, trained_spec
-    from backendlab.training.loops import train
-    from backendlab.training.preparation import prepare
-    from backendlab.training.schedule import epoch_steps
+    from backendlab.results import check_writable
+    from backendlab.training.files import check_resume_path, check_save_path, resumed_spec
 
-    # Where the results go, and the names and files asked for, are checked before any framework is imported.
     if args.save is not None:
         check_save_path(args.save)
     if args.json is not None:
@@ -175,6 +171,50 @@ def run_train(args) -> int:
     spec.check()
     check_model(spec.model)
     check_data(spec.data)
+    return spec
+
+
+def train_here(spec: RunSpec, *, resume=None, save=None, json_path=None, main_process: bool = True, shown=None):
+    """Train ``spec`` in this process, with a progress bar on ``shown`` (default: stderr); the TrainResult.
+
+    The main process saves the model and writes the JSON; the others of a multi-process run only train."""
+    from backendlab.cli_display import bars
+    from backendlab.results import write_json
+    from backendlab.training.files import save_model, trained_spec
+    from backendlab.training.loops import train
+    from backendlab.training.preparation import prepare
+    from backendlab.training.schedule import epoch_steps
+
+    shown = shown or console
+    with shown.status(f"building {spec.model} on {ensure_backend().name}"):
+        prep = prepare(spec, resume=resume)
+    total = spec.epochs * epoch_steps(prep.config, prep.data)
+    with bars(
+        shown, "[bold]{task.description}", "loss {task.fields[loss]:.4f}", transient=True, disable=not main_process
+    ) as progress:
+        task = progress.add_task(f"train {spec.model} ({prep.config.loop})", total=total, loss=float("nan"))
+        try:
+            result = train(prep, on_step=lambda step, loss: progress.update(task, completed=step, loss=loss))
+        except NonFiniteError as exc:
+            # The model is not worth keeping; the run up to the bad step is, for whoever asked for --json.
+            if json_path and main_process:
+                write_json(json_path, exc.result.to_dict())
+                raise NonFiniteError(f"{exc}; stopped, model not saved; the run so far is in {json_path}") from None
+            raise NonFiniteError(f"{exc}; stopped, nothing saved") from None
+    if main_process and save:
+        result.saved_model = str(save_model(prep.model, save, trained_spec(prep)))
+    if main_process and json_path:
+        write_json(json_path, result.to_dict())
+    return result
+
+
+def train_renderables(result) -> list:
+    """What ``backendlab train`` prints once trained: the table, and a note on the start where there is one."""
+    return [result_table(result), *([f"note: {result.start_note}"] if result.start_note else [])]
+
+
+def run_train(args) -> int:
+    spec = train_spec(args)
     backend = ensure_backend()
     several = spec.processes > 1 or (spec.devices > 1 and backend.launcher)
     if several and not launched():
@@ -192,30 +232,11 @@ def run_train(args) -> int:
             # Ctrl-C or SIGTERM: torchrun passes SIGTERM on to every rank; what is left after the grace is killed.
             launcher.stop(grace_s=LAUNCHER_GRACE_S)
     main_process = is_main_process()
-    with console.status(f"building {spec.model} on {backend.name}"):
-        prep = prepare(spec, resume=args.resume)
-    total = spec.epochs * epoch_steps(prep.config, prep.data)
-    with bars(
-        console, "[bold]{task.description}", "loss {task.fields[loss]:.4f}", transient=True, disable=not main_process
-    ) as progress:
-        task = progress.add_task(f"train {spec.model} ({prep.config.loop})", total=total, loss=float("nan"))
-        try:
-            result = train(prep, on_step=lambda step, loss: progress.update(task, completed=step, loss=loss))
-        except NonFiniteError as exc:
-            # The model is not worth keeping; the run up to the bad step is, for whoever asked for --json.
-            if args.json and main_process:
-                write_json(args.json, exc.result.to_dict())
-                raise NonFiniteError(f"{exc}; stopped, model not saved; the run so far is in {args.json}") from None
-            raise NonFiniteError(f"{exc}; stopped, nothing saved") from None
+    result = train_here(spec, resume=args.resume, save=args.save, json_path=args.json, main_process=main_process)
     if not main_process:  # the other ranks of a multi-process run trained the same model
         return 0
-    if args.save:
-        result.saved_model = str(save_model(prep.model, args.save, trained_spec(prep)))
-    out.print(result_table(result))
-    if result.start_note:
-        out.print(f"note: {result.start_note}", markup=False, highlight=False, soft_wrap=True)
-    if args.json:
-        write_json(args.json, result.to_dict())
+    for shown in train_renderables(result):
+        out.print(shown, markup=False, highlight=False, soft_wrap=True) if isinstance(shown, str) else out.print(shown)
     return 0
 
 

@@ -56,9 +56,9 @@ class ProgressBars:
 
 
 def print_summary(console: Console, table, notes: Iterable[str], failures) -> None:
-    """A report's table, its notes, and each worker that failed."""
+    """A report's table, its notes, and each worker that failed (:func:`backendlab.display.summary`)."""
+    from backendlab.display import summary
+
     console.print(table)
-    for line in notes:
-        console.print(line, markup=False, highlight=False)
-    for failure in failures:
-        console.print(f"[red]{failure.backend}: worker {failure.status}[/red]: {failure.message}", highlight=False)
+    for shown in summary(table, list(notes), failures)[1:]:
+        console.print(shown, markup=False, highlight=False)

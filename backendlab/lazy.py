@@ -4,6 +4,8 @@ no more than itself: no framework, no Keras, none of its heavier modules until o
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -20,3 +22,27 @@ def exports(package: str, names: dict[str, str]) -> Callable[[str], Any]:
         return found if found.__name__.endswith(f".{name}") else getattr(found, name)
 
     return __getattr__
+
+
+class CommandPackage(types.ModuleType):
+    """A feature's package that is also its command's function: ``backendlab.compare(model=...)``.
+
+    ``import backendlab.compare.run`` sets the attribute ``compare`` of ``backendlab`` to the package
+    ``backendlab.compare``, whatever it held before; a function of that name would be lost. The package
+    itself being callable keeps ``backendlab.compare(...)`` and ``from backendlab import compare`` the
+    function, whichever of its modules are imported, and in which order.
+    """
+
+    _function: str  # "module:function", imported at the first call
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        module, function = self._function.split(":")
+        return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+
+def callable_package(package: str, function: str) -> None:
+    """Make the package ``package`` (already in ``sys.modules``: call this from its ``__init__``) call ``function``,
+    ``"module:function"``, imported at the first call."""
+    module = sys.modules[package]
+    module.__class__ = CommandPackage
+    module._function = function

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backendlab import display
 from backendlab.errors import UsageError
 from backendlab.runspec import RunSpec
 
@@ -164,6 +165,12 @@ class TrainResult:
     @property
     def backend(self) -> str:
         return self.info.backend
+
+    def __repr__(self) -> str:
+        return display.text(self, "backendlab.cli:train_renderables")
+
+    def _repr_html_(self) -> str:
+        return display.html(self, "backendlab.cli:train_renderables")
 
     def to_dict(self) -> dict:
         d = to_jsonable(self)

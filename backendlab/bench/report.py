@@ -94,6 +94,13 @@ def rich_table(report: BenchReport) -> Table:
     return table
 
 
+def renderables(report: BenchReport) -> list:
+    """What ``backendlab bench`` prints once done (its ``__repr__``, and its HTML in Jupyter)."""
+    from backendlab.display import summary
+
+    return summary(rich_table(report), notes(report), report.failures)
+
+
 def notes(report: BenchReport) -> list[str]:
     """Why rows are not ok, once per distinct reason."""
     found: dict[str, list[str]] = {}

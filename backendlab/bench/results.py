@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from backendlab import display
 from backendlab.results import to_jsonable
 
 #: How FLOPs are counted; written into every report so a reader knows what the GFLOP/s mean.
@@ -99,6 +100,12 @@ class BenchReport:
     failures: list[WorkerFailure] = field(default_factory=list)
     flop_convention: str = FLOP_CONVENTION
     wall_s: float | None = None
+
+    def __repr__(self) -> str:
+        return display.text(self, "backendlab.bench.report:renderables")
+
+    def _repr_html_(self) -> str:
+        return display.html(self, "backendlab.bench.report:renderables")
 
     def to_dict(self) -> dict:
         return to_jsonable(self)

@@ -9,6 +9,7 @@ The orchestrator imports no framework; each backend trains in its own worker.
 ``report.py``   the terminal table, report.md and loss_curves.png, drawn from a CompareReport
 """
 
+from backendlab import lazy
 from backendlab.compare.results import (  # noqa: F401
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -17,3 +18,5 @@ from backendlab.compare.results import (  # noqa: F401
     CompareReport,
 )
 from backendlab.compare.run import Compare, compare  # noqa: F401
+
+lazy.callable_package(__name__, "backendlab.api:compare")  # backendlab.compare(...) runs the command

@@ -118,35 +118,31 @@ def options_from_args(args) -> CompareOptions:
     return CompareOptions(run=RunSpec.from_args(args), **own)
 
 
-def run_compare(args) -> int:
-    from backendlab.cli import console, out
-    from backendlab.cli_display import bars
-    from backendlab.compare.report import (
-        batches_line,
-        divergence_lines,
-        export_line,
-        floor_lines,
-        odd_line,
-        portability_line,
-        portability_lines,
-        ran_text,
-        terminal_table,
-        timing_line,
-    )
-    from backendlab.results import check_writable, write_json
-    from backendlab.workers.processes import signals_held
+class CompareBars:
+    """An ``on_event`` callback for :class:`Compare` drawing one bar per worker's job on ``console``; a context."""
 
-    if args.json is not None:
-        check_writable(args.json, "--json")  # before any worker starts
-    progress = bars(console, "[bold]{task.description:<12}", "{task.fields[stage]}", transient=True)
-    tasks: dict[tuple[str, str], int] = {}
+    def __init__(self, console):
+        from backendlab.cli_display import bars
 
-    def on_event(backend: str, stage: str, info: dict) -> None:
+        self.progress = bars(console, "[bold]{task.description:<12}", "{task.fields[stage]}", transient=True)
+        self.tasks: dict[tuple[str, str], int] = {}
+
+    def __enter__(self) -> CompareBars:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, backend: str, stage: str, info: dict) -> None:
+        from backendlab.workers.processes import signals_held
+
         # A Ctrl-C waits until the display is updated: raised inside rich's lock, it could leave it held.
         with signals_held():
-            show(backend, stage, info)
+            self.show(backend, stage, info)
 
-    def show(backend: str, stage: str, info: dict) -> None:
+    def show(self, backend: str, stage: str, info: dict) -> None:
+        progress, tasks = self.progress, self.tasks
         key = (
             (backend, info.get("kind", ""))
             if stage == "start"
@@ -164,31 +160,26 @@ def run_compare(args) -> int:
             progress.update(tasks[key], stage=info["status"] + (f": {info['message'][:60]}" if info["message"] else ""))
             progress.stop_task(tasks[key])
 
-    runner = Compare(options_from_args(args), on_event=on_event)
-    with progress:
-        report = runner.run()
-    if report.batches:
-        out.print(batches_line(report), markup=False, highlight=False)
-    out.print(f"ran: {ran_text(report)}", markup=False, highlight=False)
-    out.print(terminal_table(report))
-    for line in portability_lines(report):
-        out.print(line, markup=False, highlight=False)
-    for r in report.backends.values():
-        if r.message:
-            out.print(f"{r.backend}: {r.message}", markup=False, highlight=False)
-    for note in report.notes:
-        out.print(f"note: {note}", markup=False, highlight=False)
-    if report.odd_one_out:
-        out.print(odd_line(report), markup=False, highlight=False)
-    for line in floor_lines(report):
-        out.print(line, markup=False, highlight=False)
-    for line in divergence_lines(report):
-        out.print(line, markup=False, highlight=False)
-    for line in (portability_line(report), export_line(report)):
-        if line:
-            out.print(line, markup=False, highlight=False)
-    out.print(timing_line(report), markup=False, highlight=False)
-    out.print(f"report: {runner.out / 'report.md'}, {runner.out / 'report.json'}, {runner.out / 'loss_curves.png'}")
+
+def compare_with_bars(opts: CompareOptions, console, *, pool=None, env=None):
+    """:class:`Compare` run with its bars on ``console``; the report, and the folder its files are in."""
+    bars = CompareBars(console)
+    runner = Compare(opts, on_event=bars, pool=pool, env=env)
+    with bars:
+        return runner.run(), runner.out
+
+
+def run_compare(args) -> int:
+    from backendlab.cli import console, out
+    from backendlab.compare.report import renderables
+    from backendlab.results import check_writable, write_json
+
+    if args.json is not None:
+        check_writable(args.json, "--json")  # before any worker starts
+    report, folder = compare_with_bars(options_from_args(args), console)
+    for shown in renderables(report):  # the lines as they are; the table as rich draws it
+        out.print(shown, markup=False, highlight=False) if isinstance(shown, str) else out.print(shown)
+    out.print(f"report: {folder / 'report.md'}, {folder / 'report.json'}, {folder / 'loss_curves.png'}")
     if args.json:
         write_json(args.json, report)
     return report.exit_code

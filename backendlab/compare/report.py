@@ -384,6 +384,18 @@ def kept_sentence(report) -> str:
     return f" Values the model's build set rather than drew at random were kept: {names}."
 
 
+def renderables(report) -> list:
+    """What ``backendlab compare`` prints once the run is over, in order: lines, and the table as rich draws it."""
+    shown: list = [batches_line(report)] if report.batches else []
+    shown += [f"ran: {ran_text(report)}", terminal_table(report), *portability_lines(report)]
+    shown += [f"{r.backend}: {r.message}" for r in report.backends.values() if r.message]
+    shown += [f"note: {note}" for note in report.notes]
+    shown += [odd_line(report)] if report.odd_one_out else []
+    shown += [*floor_lines(report), *divergence_lines(report)]
+    shown += [line for line in (portability_line(report), export_line(report)) if line]
+    return [*shown, timing_line(report)]
+
+
 def markdown(report) -> str:
     s = report.settings
     c = report.criterion
@@ -454,17 +466,15 @@ def markdown(report) -> str:
 
 
 def loss_curves_png(report) -> bytes | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure  # not pyplot: drawing must not change a notebook's matplotlib backend
 
     # NaN and inf are left out of the lines (matplotlib draws gaps there); where a run went non-finite is marked.
     runs = {b: np.asarray(_floats(r.step_losses), float) for b, r in report.backends.items() if r.step_losses}
     if not runs:
         return None
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    fig = Figure(figsize=(9, 6.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     styles = ["-", "--", ":", "-."]
     for i, (backend, losses) in enumerate(runs.items()):
         shown = np.where(np.isfinite(losses), losses, np.nan)
@@ -512,7 +522,6 @@ def loss_curves_png(report) -> bytes | None:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     return buffer.getvalue()
 
 

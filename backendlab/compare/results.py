@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from backendlab import display
 from backendlab.compare.diff import EPSILON, Diff
 from backendlab.export.formats import DEFAULT_ATOL as DEFAULT_EXPORT_ATOL
 from backendlab.results import NonFinite
@@ -190,6 +191,12 @@ class CompareReport:
     # What really ran, as the workers reported it (compare.verdict.ran_facts): the model's compile, its
     # batches, dtype policy, devices and processes; loop and jit_compile per backend.
     ran: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return display.text(self, "backendlab.compare.report:renderables")
+
+    def _repr_html_(self) -> str:
+        return display.html(self, "backendlab.compare.report:renderables", "backendlab.compare.report:loss_curves_png")
 
     @property
     def exit_code(self) -> int:

@@ -19,6 +19,8 @@ from backendlab.export.formats import (
     missing_packages,
 )
 
+lazy.callable_package(__name__, "backendlab.api:export")  # backendlab.export(...) runs the command
+
 _RUN = (
     "Expected",
     "ExportFailed",

@@ -77,11 +77,16 @@ def check_inputs(model, data, name: str) -> None:
         raise UsageError(f"model {name!r} does not take the inputs of data {data.name!r}: {one_line(exc)}") from None
 
 
-def run_export(args) -> int:
+def export_file(args, shown=None):
+    """Export the model the arguments name, and check it with ``--check``; the ExportResult.
+
+    ``shown``: the console its status lines go to (default: stderr). Raises ExportFailed where the
+    export could not be written."""
     from backendlab.backends import ensure_backend
-    from backendlab.cli import console, out
+    from backendlab.export.results import ExportResult
     from backendlab.results import check_writable
 
+    shown = shown or _console()
     model_path = Path(args.model)
     if not model_path.is_file():
         raise UsageError(f"model file {args.model!r} does not exist")
@@ -89,45 +94,46 @@ def run_export(args) -> int:
     check_writable(target, "--out", folder=args.format == "tf_saved_model")
     backend = ensure_backend()
     from backendlab.data import load_dataset
-    from backendlab.export.run import ExportFailed, export_to, verify_export
+    from backendlab.export.run import export_to, verify_export
 
-    with console.status(f"loading {model_path.name} on {backend.name}"):
+    with shown.status(f"loading {model_path.name} on {backend.name}"):
         model, saved = load_saved_model(model_path)
         data = None
         if args.check is not None:
             data = load_dataset(args.check, saved.seed if saved else 0)
             check_inputs(model, data, str(model_path))
-    with console.status(f"exporting {args.format} on {backend.name}"):
-        try:
-            written = export_to(model, target, args.format)
-        except ExportFailed as exc:
-            console.print(f"backendlab: error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            return 1
-    where = f"{args.format} export of {model_path.name} ({backend.name}) at {str(written)!r}"
+    with shown.status(f"exporting {args.format} on {backend.name}"):
+        written = export_to(model, target, args.format)
+    result = ExportResult(str(model_path), args.format, backend.name, str(written))
     if data is None:
-        out.print(f"wrote {where}", markup=False, highlight=False, soft_wrap=True)
-        return 0
-    with console.status(f"checking the {args.format} export on {args.check}"):
+        return result
+    with shown.status(f"checking the {args.format} export on {args.check}"):
         cell = verify_export(model, data.x_test, written, args.format, atol=args.atol, rtol=args.rtol)
-    rows = f"{_rows(data.x_test)} test rows of {data.name}"
-    if cell["status"] == "agree":
-        out.print(
-            f"ok: {where} predicts as the model does on {rows}: "
-            f"max abs difference {cell['max_abs']:.3g} (atol={args.atol:g}, rtol={args.rtol:g})",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-        return 0
-    if cell["status"] == "diverge":
-        message = (
-            f"{where} predicts differently from the model on {rows}: max abs difference "
-            f"{cell['max_abs']:.3g} is outside atol={args.atol:g}, rtol={args.rtol:g}"
-        )
+    result.data, result.rows, result.atol, result.rtol = data.name, _rows(data.x_test), args.atol, args.rtol
+    result.status, result.max_abs, result.message = cell["status"], cell.get("max_abs"), cell.get("message", "")
+    return result
+
+
+def _console():
+    from backendlab.cli import console
+
+    return console
+
+
+def run_export(args) -> int:
+    from backendlab.cli import console, out
+    from backendlab.export.run import ExportFailed
+
+    try:
+        result = export_file(args, console)
+    except ExportFailed as exc:
+        console.print(f"backendlab: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return 1
+    if result.exit_code:
+        console.print(f"backendlab: error: {result.line()}", markup=False, highlight=False, soft_wrap=True)
     else:
-        message = f"{where} could not be checked: {cell['message']}"
-    console.print(f"backendlab: error: {message}", markup=False, highlight=False, soft_wrap=True)
-    return 1
+        out.print(result.line(), markup=False, highlight=False, soft_wrap=True)
+    return result.exit_code
 
 
 def _rows(x) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from backendlab import display
 from backendlab.backends import plan
 from backendlab.compare.diff import Diff
 from backendlab.errors import UsageError
@@ -84,12 +85,29 @@ class ParityReport:
         out += [f"note  {b}: {note}" for b, notes in self.notes.items() for note in notes]
         return out
 
+    def summary(self) -> str:
+        """The last line ``backendlab check-layer`` prints: all agree, or how many do not."""
+        if self.failures:
+            return f"{len(self.failures)} of {len(self.checks)} checks disagree across {', '.join(self.backends)}"
+        return f"all {len(self.checks)} checks agree across {', '.join(self.backends)}"
+
+    def __repr__(self) -> str:
+        return display.text(self, "backendlab.layers.check:renderables")
+
+    def _repr_html_(self) -> str:
+        return display.html(self, "backendlab.layers.check:renderables")
+
     def message(self) -> str:
         head = (
             f"{len(self.failures)} of {len(self.checks)} checks disagree across backends "
             f"(layer {self.factory}, reference {self.reference}, rtol={self.rtol:g}, atol={self.atol:g}):"
         )
         return "\n".join([head, *(c.line(self.rtol, self.atol) for c in self.failures)])
+
+
+def renderables(report: ParityReport) -> list[str]:
+    """What ``backendlab check-layer`` prints: one line per check, then the summary."""
+    return [*report.lines(), report.summary()]
 
 
 class BackendsDisagree(AssertionError):

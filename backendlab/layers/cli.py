@@ -69,18 +69,24 @@ def random_inputs(shape: tuple[int, ...], dtype: str, seed: int, max_int: int):
     return rng.standard_normal(shape).astype(dtype)
 
 
-def run_check_layer(args) -> int:
+def checked_inputs(args):
+    """The inputs the arguments ask for, once the values argparse lets through are checked."""
     from backendlab.errors import UsageError
-    from backendlab.layers.check import BackendsDisagree, assert_backends_agree
 
     if args.max_int < 1:
         raise UsageError(f"--max-int must be 1 or more, got {args.max_int}")
     if not args.rtol >= 0:
         raise UsageError(f"--rtol must be a number >= 0, got {args.rtol}")
+    return random_inputs(args.input_shape, args.dtype, args.seed, args.max_int)
+
+
+def run_check_layer(args) -> int:
+    from backendlab.layers.check import BackendsDisagree, assert_backends_agree
+
     try:
         report = assert_backends_agree(
             args.factory,
-            random_inputs(args.input_shape, args.dtype, args.seed, args.max_int),
+            checked_inputs(args),
             backends=args.backends,
             rtol=args.rtol,
             atol=args.atol,
@@ -95,5 +101,5 @@ def run_check_layer(args) -> int:
         print(f"backendlab: check-layer: {exc}", file=sys.stderr)
         return 1
     print("\n".join(report.lines()))
-    print(f"all {len(report.checks)} checks agree across {', '.join(report.backends)}")
+    print(report.summary())
     return 0

@@ -125,6 +125,13 @@ def _is_best(row: TuneRow, best) -> bool:
     )
 
 
+def renderables(report: TuneReport) -> list:
+    """What ``backendlab tune`` prints once done (its ``__repr__``, and its HTML in Jupyter)."""
+    from backendlab.display import summary
+
+    return summary(rich_table(report), notes(report), report.failures)
+
+
 def notes(report: TuneReport) -> list[str]:
     """Why rows are not ok or lost parity, once per distinct reason; then the ranking."""
     return reasons(report) + ranking(report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from backendlab import display
 from backendlab.bench.results import Machine, WorkerFailure
 from backendlab.results import to_jsonable
 
@@ -136,6 +137,12 @@ class TuneReport:
     parity_steps: int = 0
     tolerances: dict = field(default_factory=dict)  # dtype policy -> [rtol, atol]
     wall_s: float | None = None
+
+    def __repr__(self) -> str:
+        return display.text(self, "backendlab.tune.report:renderables")
+
+    def _repr_html_(self) -> str:
+        return display.html(self, "backendlab.tune.report:renderables")
 
     def to_dict(self) -> dict:
         d = to_jsonable(self)
