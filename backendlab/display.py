@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import importlib
 import io
+import shutil
+import sys
 from typing import Any
 
 from rich.console import Console
@@ -20,7 +22,7 @@ from rich.text import Text
 PRE = (
     "<pre style=\"font-family:Menlo,'DejaVu Sans Mono',Consolas,'Courier New',monospace;line-height:1.3\">{code}</pre>"
 )
-#: Columns a repr or an HTML table is drawn in: the command line's width when its output is not a terminal.
+#: Columns an HTML table, or a repr outside a terminal, is drawn in: the command line's when it prints to a file.
 WIDTH = 160
 
 
@@ -29,16 +31,19 @@ def _function(name: str):
     return getattr(importlib.import_module(module), function)
 
 
-def _recorded(result: Any, drawn_by: str) -> Console:
-    console = Console(record=True, width=WIDTH, file=io.StringIO(), force_terminal=False, force_jupyter=False)
-    for renderable in _function(drawn_by)(result):
-        console.print(renderable, markup=False, highlight=False, soft_wrap=isinstance(renderable, str))
+def _recorded(result: Any, drawn_by: str, width: int = WIDTH) -> Console:
+    console = Console(record=True, width=width, file=io.StringIO(), force_terminal=False, force_jupyter=False)
+    for shown in _function(drawn_by)(result):  # lines as they are (no markup), tables as the command draws them
+        console.print(shown, markup=False, highlight=False, soft_wrap=True) if isinstance(
+            shown, str
+        ) else console.print(shown)
     return console
 
 
 def text(result: Any, drawn_by: str) -> str:
     """What the command line prints for ``result``, as plain text: the result's ``__repr__``."""
-    return _recorded(result, drawn_by).export_text().rstrip("\n")
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else WIDTH  # as the command line draws it
+    return _recorded(result, drawn_by, width).export_text().rstrip("\n")
 
 
 def html(result: Any, drawn_by: str, figure: str | None = None) -> str:
