@@ -45,7 +45,7 @@ BAD = [
     ("export", ("missing.keras",), {"format": "tflite"}, "export missing.keras --format tflite"),
     ("check_layer", ("layers.py:make",), {}, "check-layer layers.py:make"),
     ("check_layer", ("layers.py:make",), {"input_shape": (4, 0)}, "check-layer layers.py:make --input-shape 4,0"),
-    ("check_layer", ("layers.py:make",), {"input_shape": [4], "max_int": 0}, "check-layer x.py:f --input-shape 4 --max-int 0"),
+    ("check_layer", ("layers.py:make",), {"input_shape": [4], "max_int": 0}, "check-layer x.py:f --input-shape 4 --max-int 0"),  # noqa: E501
 ]  # fmt: skip
 
 
@@ -201,7 +201,10 @@ def test_bench_and_tune_reports_show_their_table_and_failures_in_red():
 
 
 def test_a_parity_report_and_an_export_show_their_lines():
-    checks = [Check("torch", "jax", "output 0", 1e-7, 2e-7, True), Check("torch", "jax", "gradient of w", 0.5, 1, False)]
+    checks = [
+        Check("torch", "jax", "output 0", 1e-7, 2e-7, True),
+        Check("torch", "jax", "gradient of w", 0.5, 1, False),
+    ]
     report = ParityReport("layers.py:make", "jax", ["jax", "torch"], 1e-5, 1e-6, checks)
     assert repr(report).splitlines() == [
         "ok    torch vs jax, output 0: max abs 1e-07, max rel 2e-07",
