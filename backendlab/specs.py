@@ -9,6 +9,8 @@ import importlib
 import importlib.machinery
 import importlib.util
 import inspect
+import os
+import pickle
 import sys
 import sysconfig
 import traceback
@@ -19,6 +21,9 @@ from typing import Any
 
 from backendlab.errors import UsageError, one_line
 
+#: A callable sent by value (backendlab.callables): ``path/to/<stem>.pkl:name`` names it in a cloudpickle file.
+SENT_SUFFIX = ".pkl"
+
 
 def is_callable_spec(spec: str) -> bool:
     return ":" in spec
@@ -27,7 +32,7 @@ def is_callable_spec(spec: str) -> bool:
 def load_callable(spec: str, what: str) -> Callable[..., Any]:
     """The function that ``spec`` names; ``what`` ("model", "data") words the errors."""
     target, func_name = _parts(spec, what)
-    func = getattr(_module(target, what), func_name, None)
+    func = _namespace(target, what).get(func_name)
     if not callable(func):
         raise UsageError(f"{what} {spec!r}: {target!r} has no function {func_name!r}")
     return func
@@ -43,7 +48,10 @@ def user_objects(spec: str, what: str) -> dict[str, Any]:
     """
     if not is_callable_spec(spec):
         return {}
-    module = _module(_parts(spec, what)[0], what)
+    target = _parts(spec, what)[0]
+    if target.endswith(SENT_SUFFIX):  # what was sent along with the callable, under the names Keras saves
+        return {key: obj for key, obj in _sent(target, what).items() if inspect.isfunction(obj) or inspect.isclass(obj)}
+    module = _module(target, what)
     return {  # by the object's own name, as Keras saved it, whatever name the module binds it to
         obj.__name__: obj
         for name, obj in vars(module).items()
@@ -64,13 +72,47 @@ def _module(target: str, what: str) -> ModuleType:
     return _import_file(target, what) if target.endswith(".py") else _import_module(target, what)
 
 
+def _namespace(target: str, what: str) -> dict[str, Any]:
+    """The names ``target`` defines: a module's, or those of a file of callables sent by value."""
+    return _sent(target, what) if target.endswith(SENT_SUFFIX) else vars(_module(target, what))
+
+
+#: Files of callables sent by value, read once per process (their classes stay the same objects).
+_SENT: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
+def _sent(target: str, what: str) -> dict[str, Any]:
+    """The names in a file that :func:`backendlab.callables.send` wrote; unpickling imports what they use."""
+    try:
+        stat = os.stat(target)
+    except OSError:
+        raise UsageError(f"{what} file {target!r} does not exist") from None
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    if target in _SENT and _SENT[target][0] == stamp:
+        return _SENT[target][1]
+    try:
+        with open(target, "rb") as f:
+            names = pickle.load(f)
+    except Exception as exc:
+        raise UsageError(f"{what} file {target!r} failed to load: {_raised_at(exc)}") from exc
+    if not isinstance(names, dict):
+        raise UsageError(f"{what} file {target!r} does not hold callables sent by backendlab")
+    _SENT[target] = (stamp, names)
+    return names
+
+
 def _users_file(obj: Any) -> bool:
     """Whether ``obj`` was defined in a file of the user's: not in the standard library or an installed package."""
     try:
         filename = inspect.getsourcefile(obj)
     except TypeError:  # built in
         return False
-    return filename is not None and not filename.startswith(_library_paths())
+    return filename is not None and not library_file(filename)
+
+
+def library_file(filename: str) -> bool:
+    """Whether ``filename`` belongs to the standard library or an installed package."""
+    return filename.startswith(_library_paths())
 
 
 def _library_paths() -> tuple[str, ...]:
@@ -86,6 +128,10 @@ def check_spec(spec: str, what: str) -> None:
     target, _, func_name = spec.rpartition(":")
     if not target or not func_name:
         raise UsageError(f"{what} {spec!r} must look like path/to/file.py:function or package.module:function")
+    if target.endswith(SENT_SUFFIX):  # written by backendlab.callables: unpickling it would import what it uses
+        if not Path(target).is_file():
+            raise UsageError(f"{what} file {target!r} does not exist")
+        return
     if target.endswith(".py"):
         if not Path(target).is_file():
             raise UsageError(f"{what} file {target!r} does not exist")

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from backendlab.backends import ALL_BACKENDS, REFERENCE_BACKENDS, Wording, plan
+from backendlab.callables import SENT_FOLDER, send_run
 from backendlab.compare.floor import TWINS
 from backendlab.compare.known import match as known_match
 from backendlab.compare.known import model_config
@@ -135,7 +136,9 @@ class Compare:
         pool: WorkerPool | None = None,
         env: dict[str, str] | None = None,
     ):
-        run = opts.run.replace(data=opts.run.data or default_data(opts.run.model)).check()
+        # A model or data given as a Python object goes to the workers as a file in --out (backendlab.callables).
+        run = send_run(opts.run, Path(opts.out) / SENT_FOLDER)
+        run = run.replace(data=run.data or default_data(run.model)).check()
         check_model(run.model)  # names and files now: a worker would tell them after every import
         check_data(run.data)
         self.opts = dataclasses.replace(opts, run=run)

@@ -8,8 +8,6 @@ saved ``.keras`` files are checked against the reference's (see :mod:`backendlab
 
 from __future__ import annotations
 
-import inspect
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,10 +18,11 @@ import numpy as np
 
 from backendlab import display
 from backendlab.backends import plan
+from backendlab.callables import by_reference, name_of, send
 from backendlab.compare.diff import Diff
 from backendlab.errors import UsageError
 from backendlab.layers.worker import ARRAYS, WEIGHTS, handle
-from backendlab.specs import check_spec, is_callable_spec
+from backendlab.specs import SENT_SUFFIX, check_spec, is_callable_spec
 from backendlab.workers.protocol import Job
 from backendlab.workers.runner import WorkerPool, shared_pool
 
@@ -121,32 +120,24 @@ class BackendsDisagree(AssertionError):
 # --- what the caller gave --------------------------------------------------------------------
 
 
-def factory_spec(factory: Callable[[], Any] | str) -> str:
-    """``path/to/file.py:name`` for a module-level function, which a worker can import by name."""
+def factory_spec(factory: Callable[[], Any] | Any | str, folder: str | Path | None = None) -> str:
+    """What the workers build the layer from: ``path/to/file.py:name`` for a module-level function (they
+    import it by name), else ``folder/layer.pkl:name``, the factory sent by value (:mod:`backendlab.callables`).
+
+    ``factory`` may be a string, any callable that returns a keras Layer or Model (a lambda, a closure, a
+    class, a function from a notebook or ``__main__``), or a ``keras.Model`` itself.
+    """
     if isinstance(factory, str):
         if not is_callable_spec(factory):
             raise UsageError(f"layer factory {factory!r} must look like path/to/file.py:function")
         check_spec(factory, "layer factory")  # read with ast: importing it could import a framework
         return factory
-    if not inspect.isfunction(factory):
-        raise TypeError(
-            f"factory must be a function defined at module level that returns a keras Layer or Model, "
-            f"got {type(factory).__name__}"
-        )
-    name = factory.__qualname__
-    where = "is a lambda" if factory.__name__ == "<lambda>" else "is defined inside another function"
-    if factory.__name__ == "<lambda>" or name != factory.__name__:
-        raise TypeError(
-            f"factory {name} {where}: the backends' workers import it from its file by name, "
-            "so define it at module level (def make_layer(): return ...)"
-        )
-    path = inspect.getsourcefile(factory)
-    if path is None or not path.endswith(".py") or not Path(path).is_file():
-        raise TypeError(f"factory {name} is not defined in a .py file, which the backends' workers could import")
-    module = sys.modules.get(factory.__module__)
-    if module is not None and getattr(module, name, None) is not factory:
-        raise TypeError(f"factory {name}: {factory.__module__}.{name} is no longer this function; pass it by its name")
-    return f"{Path(path).resolve()}:{name}"
+    by_name = by_reference(factory)
+    if by_name is not None:
+        return by_name
+    if folder is None:
+        raise TypeError(f"factory {name_of(factory)} goes to the workers by value: give a folder to write it to")
+    return send(factory, "layer factory", folder, "layer")
 
 
 def write_inputs(inputs, path: Path) -> dict:
@@ -345,17 +336,18 @@ def assert_backends_agree(
 ) -> ParityReport:
     """Raise AssertionError unless the layer ``factory()`` makes computes the same on every backend.
 
-    ``factory``: a function defined at module level (in a test file too) that returns a keras Layer
-    or Model, or its ``path/to/file.py:name``. ``inputs``: a NumPy array, or a list or dict of them,
+    ``factory``: a function or class that returns a keras Layer or Model, from a module, a test file,
+    a notebook cell or ``__main__`` (a lambda or a closure too: see :mod:`backendlab.callables`), its
+    ``path/to/file.py:name``, or a ``keras.Model`` itself. ``inputs``: a NumPy array, or a list or dict of them,
     with the batch axis first. ``backends``: default every installed one; the first is the
     reference. ``seed`` seeds the layer's initial weights and the gradients' cotangent. ``pool``:
     warm workers to reuse (default :func:`~backendlab.workers.shared_pool`).
 
     Returns the :class:`ParityReport` (every check with its differences) when all agree.
     """
-    spec = factory_spec(factory)
     names = plan(backends, only_installed=True).run
     with tempfile.TemporaryDirectory(prefix="backendlab-parity-") as tmp:
+        spec = factory_spec(factory, Path(tmp) / "sent")  # before any worker starts: what cannot be sent says so
         report = run_checks(
             spec,
             inputs,
@@ -375,8 +367,11 @@ def assert_backends_agree(
 
 
 def shown_spec(spec: str) -> str:
-    """The factory as the message shows it: its name, in a path relative to the working directory."""
+    """The factory as the message shows it: its name, in a path relative to the working directory
+    (sent by value, its name alone: the file is gone once the check ends)."""
     target, _, name = spec.rpartition(":")
+    if target.endswith(SENT_SUFFIX):
+        return name
     try:
         target = str(Path(target).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:

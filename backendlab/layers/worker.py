@@ -24,7 +24,7 @@ import numpy as np
 
 from backendlab.compare.worker import save_npz
 from backendlab.errors import one_line
-from backendlab.specs import load_callable
+from backendlab.specs import load_callable, user_objects
 from backendlab.workers.serve import Progress
 
 ARRAYS, WEIGHTS, MODEL = "arrays.npz", "weights.npz", "model.keras"
@@ -195,7 +195,7 @@ def load_job(job: dict, workdir: Path, progress: Progress) -> dict:
     for i, (saver, path) in enumerate(job["models"].items()):
         progress(i, len(job["models"]), f"loading {saver}'s model", force=True)
         try:
-            model = load_model(path)
+            model = load_model(path, user_objects(job["factory"], "layer factory"))
             outputs = numpy_leaves(model(inputs, training=False))
         except UsageError as exc:  # "'<path>' cannot be loaded: <why>": the check names the file already
             errors[saver] = str(exc).split(" cannot be loaded: ", 1)[-1]

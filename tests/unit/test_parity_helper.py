@@ -8,9 +8,7 @@ process itself imports no framework.
 from __future__ import annotations
 
 import pytest
-from helpers import FRAMEWORKS, PARITY_LAYERS, floats, parity_layer, run_cli, run_python
-
-from backendlab.testing import assert_backends_agree
+from helpers import FRAMEWORKS, PARITY_LAYERS, parity_layer, run_cli, run_python
 
 
 def test_importing_the_helper_and_the_plugin_pulls_in_no_framework():
@@ -21,35 +19,6 @@ def test_importing_the_helper_and_the_plugin_pulls_in_no_framework():
     done = run_python(code)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
-
-
-def make_nested():
-    def make():
-        return None
-
-    return make
-
-
-@pytest.mark.parametrize(
-    ("factory", "message"),
-    [
-        (
-            lambda: None,
-            "factory <lambda> is a lambda: the backends' workers import it from its file by name, "
-            "so define it at module level (def make_layer(): return ...)",
-        ),
-        (
-            make_nested(),
-            "factory make_nested.<locals>.make is defined inside another function: the backends' workers "
-            "import it from its file by name, so define it at module level (def make_layer(): return ...)",
-        ),
-    ],
-    ids=["lambda", "nested"],
-)
-def test_a_factory_the_workers_cannot_import_is_refused_in_one_line(factory, message):
-    with pytest.raises(TypeError) as raised:
-        assert_backends_agree(factory, floats(2, 3))
-    assert str(raised.value) == message
 
 
 @pytest.mark.parametrize(
