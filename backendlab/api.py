@@ -15,9 +15,13 @@ to stderr in a terminal and into the cell in Jupyter (rich draws it there).
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from backendlab.errors import UsageError
@@ -82,6 +86,16 @@ def arguments(command: str, options: Mapping[str, Any]) -> argparse.Namespace:
     return args
 
 
+def _sent_folder(save) -> Path:
+    """Where what this process runs itself (train, export) reads a Python object from: beside ``save``, or a
+    temporary folder removed when Python exits."""
+    if save is not None:
+        return Path(save).with_name(f"{Path(save).stem}_sent")
+    folder = Path(tempfile.mkdtemp(prefix="backendlab-sent-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def _console(progress: bool):
     from rich.console import Console
 
@@ -116,9 +130,15 @@ def train(*, progress: bool = True, **options):
     or ``devices`` on PyTorch, which starts them with torchrun) is the command line's.
     """
     from backendlab.backends import ensure_backend
+    from backendlab.callables import send
     from backendlab.cli import train_here, train_spec
 
     args = arguments("train", options)
+    # A model or data given as a Python object is read from a file, as the workers read theirs: beside the saved
+    # model, whose run names it (a resume loads the user's classes from it); else in a folder of this session's.
+    folder = _sent_folder(args.save)
+    args.model = send(args.model, "model factory", folder, "model")
+    args.data = None if args.data is None else send(args.data, "data function", folder, "data")
     spec = train_spec(args)
     if spec.processes > 1 or (spec.devices > 1 and ensure_backend().launcher):
         raise UsageError(
@@ -164,9 +184,13 @@ def export(model, *, progress: bool = True, **options):
     ``"agree"`` or ``"diverge"`` where it was checked. An export that cannot be written raises
     :class:`~backendlab.export.run.ExportFailed`.
     """
+    from backendlab.callables import send
     from backendlab.export.cli import export_file
 
-    return export_file(arguments("export", {"model": model, **options}), _console(progress))
+    args = arguments("export", {"model": model, **options})
+    if args.check is not None:
+        args.check = send(args.check, "data function", _sent_folder(None), "data")
+    return export_file(args, _console(progress))
 
 
 def check_layer(factory, *, pool=None, **options):
