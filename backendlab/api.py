@@ -96,6 +96,17 @@ def _sent_folder(save) -> Path:
     return folder
 
 
+def _send_models(args) -> None:
+    """bench's and tune's models and data given as Python objects, sent to ``--out``'s ``sent`` folder."""
+    from backendlab.callables import SENT_FOLDER, send
+
+    folder = Path(args.out) / SENT_FOLDER
+    if args.models is not None:
+        args.models = tuple(send(m, "model factory", folder, f"model{i}") for i, m in enumerate(args.models))
+    if args.data is not None:
+        args.data = send(args.data, "data function", folder, "data")
+
+
 def _console(progress: bool):
     from rich.console import Console
 
@@ -157,6 +168,7 @@ def bench(*, progress: bool = True, **options):
     from backendlab.bench.cli import preset_from_args, run_with_bars
 
     args = arguments("bench", options)
+    _send_models(args)
     return run_with_bars(preset_from_args(args), args.out, json_path=args.json, console=_console(progress))
 
 
@@ -170,6 +182,7 @@ def tune(*, progress: bool = True, **options):
     from backendlab.tune.cli import options_from_args, tune_with_bars
 
     args = arguments("tune", options)
+    _send_models(args)
     opts = options_from_args(args)
     check_writable(args.out, "--out", folder=True)
     return tune_with_bars(opts, args.out, json_path=args.json, console=_console(progress))
