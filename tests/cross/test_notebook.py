@@ -93,6 +93,9 @@ def test_a_model_and_data_defined_in_cells_compare_on_two_backends(notebook):
     assert "verdict: agree" in printed["stdout"]
     # The progress bars are drawn in the cell, in an ipywidgets Output, as rich does in Jupyter.
     assert "application/vnd.jupyter.widget-view+json" in printed, sorted(printed)
+    widgets = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
+    drawn = json.dumps([w["state"].get("outputs") for w in widgets if w["model_name"] == "OutputModel"])
+    assert re.search(r"(jax|torch)( import)?\s*</span>", drawn) and "\\u2501" in drawn, drawn[:1000]  # a label, a bar
 
 
 def test_a_layer_from_a_lambda_agrees_on_two_backends(notebook):
