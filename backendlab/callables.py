@@ -31,7 +31,7 @@ import io
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,16 @@ def send_run(run: RunSpec, folder: str | Path) -> RunSpec:
         model=send(run.model, "model factory", folder, "model"),
         data=None if run.data is None else send(run.data, "data function", folder, "data"),
     )
+
+
+def send_each(factories: Iterable[Any], folder: str | Path) -> dict[int, str]:
+    """Several model factories (bench's, tune's), each object once: ``id(factory)`` -> its string,
+    the by-value ones as ``model-<i>.pkl``."""
+    sent: dict[int, str] = {}
+    for factory in factories:
+        if id(factory) not in sent:
+            sent[id(factory)] = send(factory, "model factory", folder, f"model-{len(sent)}")
+    return sent
 
 
 def by_reference(factory: Any) -> str | None:
