@@ -31,7 +31,7 @@ import io
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,16 @@ def send_run(run: RunSpec, folder: str | Path) -> RunSpec:
         model=send(run.model, "model factory", folder, "model"),
         data=None if run.data is None else send(run.data, "data function", folder, "data"),
     )
+
+
+def send_each(factories: Iterable[Any], folder: str | Path) -> dict[int, str]:
+    """Several model factories (bench's, tune's), each object once: ``id(factory)`` -> its string,
+    the by-value ones as ``model-<i>.pkl``."""
+    sent: dict[int, str] = {}
+    for factory in factories:
+        if id(factory) not in sent:
+            sent[id(factory)] = send(factory, "model factory", folder, f"model-{len(sent)}")
+    return sent
 
 
 def by_reference(factory: Any) -> str | None:
@@ -174,9 +184,12 @@ def unsendable(value: Any) -> tuple[str, str] | None:
     """``(what it is, what to do)`` for a value that cannot be sent to another process; None if it can be."""
     kind = type(value)
     top = (kind.__module__ or "").split(".")[0]
-    live_keras = top == "keras" and any(f"{c.__module__}.{c.__qualname__}" in KERAS_LIVE for c in kind.__mro__)
+    live_keras = {f"{c.__module__}.{c.__qualname__}" for c in kind.__mro__} & KERAS_LIVE if top == "keras" else set()
+    if live_keras == {"keras.src.layers.layer.Layer"}:  # a layer or a model, built in this process
+        return f"a keras.{kind.__qualname__}", "create it inside the function, or pass the model itself"
     if (top in FRAMEWORK_MODULES and top != "keras") or live_keras:
-        return f"a {top}.{kind.__qualname__}", "create it inside the function, or capture a numpy array"
+        shown = "jax" if top == "jaxlib" else top  # a jax.Array is a jaxlib ArrayImpl
+        return f"a {shown}.{kind.__qualname__}", "create it inside the function, or capture a numpy array"
     if isinstance(value, io.IOBase):
         return "an open file" if not value.closed else "a file", "open it inside the function"
     if isinstance(value, _LOCKS):

@@ -8,6 +8,7 @@ backend's rows, are kept.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import io
 import os
@@ -22,6 +23,7 @@ from backendlab.bench.report import markdown_report, plot_png
 from backendlab.bench.results import BenchReport, BenchRow, Machine, WorkerFailure
 from backendlab.bench.shapes import SHAPES
 from backendlab.bench.worker import handle
+from backendlab.callables import SENT_FOLDER, send_each, send_run
 from backendlab.results import atomic_write_bytes, atomic_write_text, read_json, write_json
 from backendlab.workers.protocol import Job
 from backendlab.workers.runner import run_job
@@ -141,6 +143,10 @@ def run_preset(
     """
     plan(preset.backends, wording=BACKEND_WORDING)
     out_dir = Path(out_dir)
+    # Models and data given as Python objects go to the workers as files in out_dir (backendlab.callables).
+    sent = send_each(preset.models, out_dir / SENT_FOLDER)
+    run = send_run(preset.run, out_dir / SENT_FOLDER)
+    preset = dataclasses.replace(preset, models=tuple(sent[id(m)] for m in preset.models), run=run)
     progress = on_progress or (lambda *args, **kwargs: None)
     job = make_job(preset)
     cells = len(job["cells"])

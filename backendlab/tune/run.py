@@ -14,13 +14,14 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from backendlab.backends import BACKEND_NAMES, plan
 from backendlab.bench.results import WorkerFailure
 from backendlab.bench.run import BACKEND_WORDING, machine_for
 from backendlab.bench.shapes import SHAPES
+from backendlab.callables import SENT_FOLDER, send_each, send_run
 from backendlab.data import check_data
 from backendlab.errors import UsageError
 from backendlab.results import read_json
@@ -124,9 +125,17 @@ def run_tune(
     ``on_progress(worker, stage, done=None, total=None, failed=False)``: each worker's progress
     (:mod:`backendlab.cli_display` draws it).
     """
+    out_dir = Path(out_dir)
+    # Models and data given as Python objects go to the workers as files in out_dir (backendlab.callables).
+    sent = send_each([*opts.models, *(m for m, _ in opts.cells)], out_dir / SENT_FOLDER)
+    opts = replace(
+        opts,
+        models=tuple(sent[id(m)] for m in opts.models),
+        cells=tuple((sent[id(m)], b) for m, b in opts.cells),
+        run=send_run(opts.run, out_dir / SENT_FOLDER),
+    )
     opts.check()
     plan(opts.backends, wording=BACKEND_WORDING)
-    out_dir = Path(out_dir)
     progress = on_progress or (lambda *args, **kwargs: None)
     start = time.perf_counter()
     rows: list[TuneRow] = []

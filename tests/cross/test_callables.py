@@ -99,10 +99,11 @@ def test_a_model_instance_trains_from_its_own_weights_on_every_backend(pool, sen
         epochs=1,
         batch_size=8,
         floor=False,
+        portability=False,  # loading the saved files with the user's classes: the __main__ class's test
         out=str(tmp_path / "out"),
         pool=pool,
     )
     assert {name: r.initial_checksum for name, r in report.backends.items()} == dict.fromkeys(
         report.backends, sent["checksum"]
     )
-    assert (report.verdict, report.portability_verdict) == ("agree", "agree")
+    assert report.verdict == "agree"

@@ -42,6 +42,14 @@ class Tensor:
 Tensor.__module__ = "torch"
 
 
+class Layer:
+    """Stands in for keras.layers.Layer: its module and name, as Keras defines it."""
+
+
+Layer.__module__ = "keras.src.layers.layer"
+Dense = type("Dense", (Layer,), {"__module__": "keras.src.layers.core.dense"})
+
+
 def test_a_module_level_function_still_goes_by_reference(tmp_path):
     here = f"{Path(__file__).resolve()}:build"
     assert by_reference(build) == here
@@ -91,7 +99,7 @@ def test_a_lambda_for_compare_is_written_to_its_out_folder_before_any_worker(tmp
 
 def factories(handle) -> dict:
     """A factory named make for each thing it captures."""
-    x, lock = Tensor(), threading.Lock()
+    x, lock, dense = Tensor(), threading.Lock(), Dense()
 
     def over_file():
         def make():
@@ -112,7 +120,13 @@ def factories(handle) -> dict:
 
         return make
 
-    return {"file": over_file(), "tensor": over_tensor(), "lock": over_lock()}
+    def over_layer():
+        def make():
+            return dense
+
+        return make
+
+    return {"file": over_file(), "tensor": over_tensor(), "lock": over_lock(), "layer": over_layer()}
 
 
 @pytest.mark.parametrize(
@@ -132,6 +146,11 @@ def factories(handle) -> dict:
             "lock",
             "model factory 'make' captures 'lock' (a lock), which cannot be sent to the other "
             "backends' workers: create it inside the function",
+        ),
+        (
+            "layer",
+            "model factory 'make' captures 'dense' (a keras.Dense), which cannot be sent to the other "
+            "backends' workers: create it inside the function, or pass the model itself",
         ),
     ],
 )
