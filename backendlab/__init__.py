@@ -19,6 +19,7 @@ _LAZY = {
     "prepare": "backendlab.training",
     "train": "backendlab.training",
     "TrainStep": "backendlab.training",
+    "whole_step_fit": "backendlab.training",
     "load_dataset": "backendlab.data",
     "build_model": "backendlab.models",
     "MODELS": "backendlab.models",
