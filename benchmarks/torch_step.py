@@ -9,10 +9,10 @@ load changes slows them all alike; after ``--warmup`` untimed rounds (compiling 
 median of the timed rounds, as samples/s and as a fraction of the native loop's:
 
 - ``native``: bench's hand-written loop (``torch.nn``, ``torch.optim.Adam``, eager autograd);
-- ``whole step``: ``TrainStep(jit_compile=True)``, the whole step as one ``torch.compile`` graph;
-- ``fit, whole step``: ``model.fit`` inside ``whole_step_fit(model)``;
-- ``fit, jit_compile=True``: Keras's own ``fit`` under ``torch.compile``;
-- ``TrainStep before``: the step ``TrainStep(jit_compile=True)`` compiled before the whole-step
+- ``wholestep``: ``TrainStep(jit_compile=True)``, the whole step as one ``torch.compile`` graph;
+- ``fit-wholestep``: ``model.fit`` inside ``whole_step_fit(model)``;
+- ``fit-jit``: Keras's own ``fit(jit_compile=True)``, under ``torch.compile``;
+- ``trainstep-before``: the step ``TrainStep(jit_compile=True)`` compiled before the whole-step
   graph (the forward pass and loss under ``torch.compile``, ``backward()`` and the optimizer eager).
 
 The machine's load average is printed with each round.
@@ -105,10 +105,10 @@ def fit_pass(name: str, data, batch: int, whole: bool):
 
 VARIANTS = {
     "native": native_pass,
-    "whole step": whole_step_pass,
-    "fit, whole step": lambda n, d, b: fit_pass(n, d, b, whole=True),
-    "fit, jit_compile=True": lambda n, d, b: fit_pass(n, d, b, whole=False),
-    "TrainStep before": before_pass,
+    "wholestep": whole_step_pass,
+    "fit-wholestep": lambda n, d, b: fit_pass(n, d, b, whole=True),
+    "fit-jit": lambda n, d, b: fit_pass(n, d, b, whole=False),
+    "trainstep-before": before_pass,
 }
 
 
@@ -154,7 +154,7 @@ def main() -> None:
         results.append(cell)
         for v in variants:
             ratio = cell["vs_native"].get(v)
-            print(f"  {v:<24} {cell['samples_per_sec'][v]:>9,.0f} samples/s  {ratio:.2f}x native", flush=True)
+            print(f"  {v:<17} {cell['samples_per_sec'][v]:>9,.0f} samples/s  {ratio:.2f}x native", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
