@@ -105,17 +105,24 @@ def _gather(shard, shares: list[int]):
     return torch.cat([part[:count] for part, count in zip(parts, shares)])
 
 
+#: How many models (or batch shapes) one process may compile a whole step for.
+RECOMPILE_LIMIT = 64
+
+
 def _one_graph(fn):
     """``fn`` under ``torch.compile(fullgraph=True)``: one graph, or an error naming the break.
 
     Dynamo traces ``torch.autograd.grad`` into the graph only with ``trace_autograd_ops``; the flag
     is set for this function's own calls (and compiles) alone: set for the whole process it was
-    seen to crash the compile of Keras's own ``fit(jit_compile=True)``.
+    seen to crash the compile of Keras's own ``fit(jit_compile=True)``. Static shapes: every model
+    compiles this same code, and a second model's shapes made Dynamo retrace it with dynamic
+    shapes, which Inductor failed to lower for a CNN's backward (torch 2.13); the recompile limit
+    is raised for these calls alone, so that a process that trains many models keeps compiling.
     """
-    compiled = torch.compile(fn, fullgraph=True)
+    compiled = torch.compile(fn, fullgraph=True, dynamic=False)
 
     def call(*args):
-        with torch._dynamo.config.patch(trace_autograd_ops=True):
+        with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=RECOMPILE_LIMIT):
             return compiled(*args)
 
     return call
