@@ -190,6 +190,10 @@ def shortfall(best, profiles: list[Profile]) -> str | None:
         f"{best.backend} {best.model} batch {best.batch_size}: the best setting's step takes {step:.2f} ms "
         f"against the native loop's {native_step:.2f} ms; timed alone, its phases take (ms) {listed}"
     )
+    if best.settings.get("jit_compile") is True:
+        # The phases are timed as the backend dispatches them eagerly (PyTorch) or each compiled alone:
+        # a step compiled whole does not call the layers one by one, so they do not name its cause.
+        return line + "; the best setting compiles its whole step, which these phases, timed alone, do not time."
     if p.layer_call_ms is not None:
         line += (
             f"; the Keras forward pass takes {p.layer_call_ms:+.2f} ms against the native forward pass on the same "

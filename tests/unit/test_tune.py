@@ -101,6 +101,10 @@ def test_a_best_setting_below_the_native_loop_is_explained_from_its_profile():
         "(2.00 ms), the cost of calling through Keras's layers."
     )
     assert shortfall(best, []) is None  # no profile: nothing to explain it with
+    compiled = Best("torch", "cnn", 32, {"jit_compile": True}, 1600.0, 1.0, 0.5, "same")
+    assert shortfall(compiled, [profile]).endswith(
+        "host sync 0.02; the best setting compiles its whole step, which these phases, timed alone, do not time."
+    )
 
 
 def test_the_whole_step_fit_is_tried_compiled_where_keras_fit_breaks_its_graph_and_nowhere_else():
