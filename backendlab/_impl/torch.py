@@ -106,7 +106,7 @@ def _gather(shard, shares: list[int]):
 
 
 #: How many models (or batch shapes) one process may compile a whole step for.
-RECOMPILE_LIMIT = 64
+_RECOMPILE_LIMIT = 64
 
 
 def _one_graph(fn):
@@ -122,7 +122,7 @@ def _one_graph(fn):
     compiled = torch.compile(fn, fullgraph=True, dynamic=False)
 
     def call(*args):
-        with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=RECOMPILE_LIMIT):
+        with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=_RECOMPILE_LIMIT):
             return compiled(*args)
 
     return call
