@@ -43,6 +43,7 @@ _EARLIER = {
     "backend_info": "backendlab.training",
     "run_training": "backendlab.training",
     "prepare": "backendlab.training",
+    "whole_step_fit": "backendlab.training",
     "load_dataset": "backendlab.data",
     "build_model": "backendlab.models",
     "MODELS": "backendlab.models",

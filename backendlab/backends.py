@@ -49,6 +49,9 @@ class Backend:
     # The lines that set a process's intra-op and inter-op thread counts ({intra}, {inter}),
     # for tune's snippets; what the framework allows, before it starts.
     threads_snippet: str = ""
+    # Whether Keras's fit compiles its whole train step as one graph (jax.jit, tf.function); where
+    # not (torch.compile breaks at backward()), backendlab's whole_step_fit does, and tune tries it.
+    fit_in_one_graph: bool = True
 
     @property
     def installed(self) -> bool:
@@ -112,6 +115,7 @@ ALL_BACKENDS: dict[str, Backend] = {
             "DistributedDataParallel (gloo on CPU, nccl on GPU)",
             "torch.distributed.run",
             threads_snippet="torch.set_num_threads({intra})\ntorch.set_num_interop_threads({inter})  # before any work",
+            fit_in_one_graph=False,
         ),
         Backend("numpy", "numpy", "numpy", "all", "NumPy", "none", False, "none", None, trainable=False),
     )

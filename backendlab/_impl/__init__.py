@@ -19,6 +19,11 @@
 ``resolved_jit_compile(jit_compile=None)``
                          whether ``make_train_step`` with this ``jit_compile`` compiles the step
                          (XLA or torch.compile): what compare reports the custom loop ran as
+``whole_step_fit(model)``
+                         a context in which ``model.fit`` runs each training step as one compiled
+                         graph (PyTorch: backendlab's train function in place of Keras's, whose
+                         ``backward()`` breaks ``torch.compile``'s graph); on JAX and TensorFlow
+                         ``fit`` already does, and nothing changes
 ``fit_gradients(model, x, y, sample_weight=None)``
                          one batch's ``(loss, gradients)`` as the backend's ``fit`` step
                          computes them, before its update: the gradients exactly as the

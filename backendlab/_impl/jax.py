@@ -138,6 +138,11 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     return step
 
 
+def whole_step_fit(model):
+    """``fit`` as it is: Keras already compiles its whole train step in one graph here."""
+    return contextlib.nullcontext(model)
+
+
 def resolved_jit_compile(jit_compile=None) -> bool:
     """Whether ``make_train_step`` compiles the step with this ``jit_compile``: under ``jax.jit`` (XLA) unless False."""
     return jit_compile is not False

@@ -1,4 +1,5 @@
-"""PyTorch: autograd with ``backward()``, then ``optimizer.apply`` under ``no_grad``."""
+"""PyTorch: autograd with ``backward()``, then ``optimizer.apply`` under ``no_grad``; compiled, the whole step
+as one ``torch.compile`` graph with ``torch.autograd.grad``."""
 
 from __future__ import annotations
 
@@ -104,9 +105,40 @@ def _gather(shard, shares: list[int]):
     return torch.cat([part[:count] for part, count in zip(parts, shares)])
 
 
+#: How many models (or batch shapes) one process may compile a whole step for.
+_RECOMPILE_LIMIT = 64
+
+
+def _one_graph(fn):
+    """``fn`` under ``torch.compile(fullgraph=True)``: one graph, or an error naming the break.
+
+    Dynamo traces ``torch.autograd.grad`` into the graph only with ``trace_autograd_ops``; the flag
+    is set for this function's own calls (and compiles) alone: set for the whole process it was
+    seen to crash the compile of Keras's own ``fit(jit_compile=True)``. Static shapes: every model
+    compiles this same code, and a second model's shapes made Dynamo retrace it with dynamic
+    shapes, which Inductor failed to lower for a CNN's backward (torch 2.13); the recompile limit
+    is raised for these calls alone, so that a process that trains many models keeps compiling.
+    """
+    compiled = torch.compile(fn, fullgraph=True, dynamic=False)
+
+    def call(*args):
+        with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=_RECOMPILE_LIMIT):
+            return compiled(*args)
+
+    return call
+
+
+def _gradients(loss, variables) -> list:
+    """``d loss / d variable`` by ``torch.autograd.grad``; None for a variable the loss does not use,
+    as its ``.grad`` is after ``backward()`` (the optimizer skips it)."""
+    return list(torch.autograd.grad(loss, [v.value for v in variables], allow_unused=True))
+
+
 def make_train_step(model, loss_fn, optimizer, jit_compile=None):
-    """``jit_compile=True`` runs the forward pass and the loss under ``torch.compile`` (its backward
-    compiled with them by AOTAutograd); None or False run eagerly."""
+    """``jit_compile=True`` compiles the whole step as one graph (forward pass, loss, ``torch.autograd.grad``
+    and the optimizer's update: :func:`_one_graph`); under DDP (several ranks) only the forward pass and
+    the loss, since DDP averages the gradients in hooks that only ``backward()`` runs. None or False
+    run eagerly."""
     import keras
     from torch.nn.parallel import DistributedDataParallel
 
@@ -123,10 +155,22 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
             loss = loss + extra
         return loss, y_pred
 
-    if jit_compile:
+    def whole_step(x, y, sample_weight):
+        loss, y_pred = forward_loss(x, y, sample_weight)
+        grads = _gradients(loss, model.trainable_weights)
+        with torch.no_grad():
+            optimizer.apply(grads, model.trainable_weights)
+        return loss.detach(), keras.tree.map_structure(lambda t: t.detach(), y_pred)
+
+    one_graph = bool(jit_compile) and world == 1
+    if one_graph:
+        whole_step = _one_graph(whole_step)
+    elif jit_compile:
         forward_loss = torch.compile(forward_loss)
 
     def step(x, y, sample_weight=None, given: list[int] | None = None):
+        if one_graph:
+            return whole_step(x, y, sample_weight)
         share = 1.0
         if world > 1:
             if given is None:  # every rank holds the global batch (--devices N): each takes its share
@@ -164,6 +208,53 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
 
     step.run_many = run_many
     return step
+
+
+@contextlib.contextmanager
+def whole_step_fit(model):
+    """Within it, ``model.fit`` runs each step as one ``torch.compile`` graph: Keras's own ``train_step``
+    (forward pass, ``compute_loss`` with the sample weights and regularization, the loss tracker,
+    the optimizer's ``apply`` and ``compute_metrics``) with ``torch.autograd.grad`` for its
+    ``backward()``, which Dynamo cannot put in a graph (Keras's own ``jit_compile=True`` breaks there).
+
+    Installed on this model alone (its ``make_train_function``) and taken off on leaving. Under DDP
+    (several ranks) ``fit`` is Keras's own: DDP averages the gradients in hooks only ``backward()`` runs.
+    """
+    import keras
+
+    if _world()[1] > 1:
+        yield model
+        return
+
+    def train_step(data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data[0])
+        y_pred = model(x, training=True) if model._call_has_training_arg else model(x)
+        loss = model._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        batch = next(i for i in keras.tree.flatten(x) if i is not None).shape[0]
+        model._loss_tracker.update_state(loss, sample_weight=batch)
+        grads = _gradients(model.optimizer.scale_loss(loss), model.trainable_weights)
+        with torch.no_grad():
+            model.optimizer.apply(grads, model.trainable_weights)
+        return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    keras_make = type(model).make_train_function
+
+    def make_train_function(force=False):
+        if model.train_function is None or force:
+            keras_make(model, force)  # Keras's checks (steps_per_execution), then ours in its place
+            model.train_function = _one_graph(train_step)
+        return model.train_function
+
+    own = model.__dict__.get("make_train_function")
+    model.make_train_function, model.train_function = make_train_function, None
+    try:
+        yield model
+    finally:
+        if own is None:
+            del model.make_train_function  # back to the class's
+        else:
+            model.make_train_function = own
+        model.train_function = None  # the next fit makes Keras's own
 
 
 def resolved_jit_compile(jit_compile=None) -> bool:

@@ -65,6 +65,7 @@ _EXPORTS = {
     "saved_run": "files",
     "trained_spec": "files",
     "TrainStep": "step",
+    "whole_step_fit": "step",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,15 +6,18 @@
 
 Underneath: ``tf.GradientTape`` under ``tf.function`` on TensorFlow, ``stateless_call`` +
 ``jax.value_and_grad`` + ``optimizer.stateless_apply`` under ``jax.jit`` on JAX, and
-``backward()`` + ``optimizer.apply`` under ``no_grad`` on PyTorch (``backendlab/_impl``).
+``backward()`` + ``optimizer.apply`` under ``no_grad`` on PyTorch (``backendlab/_impl``); with
+``jit_compile=True`` on PyTorch, the whole step (``torch.autograd.grad`` for ``backward()``) in one
+``torch.compile`` graph. :func:`whole_step_fit` gives ``model.fit`` that one graph too.
 The model's variables and the optimizer's slots are real Keras state, so ``predict``,
 ``evaluate``, ``save`` and a later ``fit`` all see the trained weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from backendlab.backends import ensure_backend, impl
@@ -95,7 +98,8 @@ class TrainStep:
     is what incremental learning needs.
 
     ``jit_compile``: None (the default) compiles as each backend usually does (``jax.jit``,
-    ``tf.function``, eager PyTorch); True adds XLA on TensorFlow and ``torch.compile`` on PyTorch;
+    ``tf.function``, eager PyTorch); True adds XLA on TensorFlow and, on PyTorch, compiles the whole
+    step (forward pass, loss, gradients, the optimizer's update) as one ``torch.compile`` graph;
     False runs JAX op by op. ``run`` returns tensors without waiting for them: a loop that calls
     it and reads the loss only now and then never stops the device once per step.
     """
@@ -165,3 +169,21 @@ def _shapes(tree) -> Any:
     import keras
 
     return keras.tree.map_structure(lambda a: tuple(a.shape), tree)
+
+
+@contextlib.contextmanager
+def whole_step_fit(model) -> Iterator:
+    """Within it, ``model.fit`` compiles its whole training step as one graph::
+
+        model.compile(optimizer=optimizer, loss=loss, jit_compile=True)
+        with whole_step_fit(model):
+            model.fit(x, y, batch_size=256)
+
+    On PyTorch, Keras's ``jit_compile=True`` breaks ``torch.compile``'s graph at ``backward()``;
+    here the step (Keras's forward pass, loss, loss tracker, optimizer and metrics) runs with
+    ``torch.autograd.grad`` in one graph instead. JAX and TensorFlow already compile the whole
+    step, and nothing changes there. Only this model is affected, and only within the block.
+    """
+    ensure_backend()
+    with impl().whole_step_fit(model):
+        yield model

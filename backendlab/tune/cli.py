@@ -59,7 +59,12 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps-per-execution", type=int_list, default=(1, 32), help="values tried where allowed (default: 1,32)"
     )
-    parser.add_argument("--loops", type=comma_list, default=LOOPS, help="fit, trainstep (default: both)")
+    parser.add_argument(
+        "--loops",
+        type=comma_list,
+        default=LOOPS,
+        help="fit, trainstep, fit-wholestep (default: all; fit-wholestep where Keras's fit breaks its graph)",
+    )
     parser.add_argument(
         "--threads", type=_threads, default=((None, None), (1, 1)), help="INTRA/INTER pairs (default: default,1/1)"
     )

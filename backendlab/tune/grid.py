@@ -1,7 +1,8 @@
 """The settings ``tune`` tries, and the tolerance each is held to. Imports no framework.
 
 A :class:`Setting` is one point of the grid: ``jit_compile``, ``steps_per_execution``, the loop
-(Keras's ``fit`` or backendlab's ``TrainStep``), intra-op and inter-op threads, and the dtype
+(Keras's ``fit``, backendlab's ``TrainStep``, or ``fit`` with backendlab's whole-step train
+function where Keras's own fit does not compile the whole step), intra-op and inter-op threads, and the dtype
 policy. The grid is searched one axis at a time from the backend's default (what
 ``model.compile()`` gives), then the fastest value of each axis that kept parity is tried in
 combination: a handful of settings per backend instead of the full product, which would take
@@ -15,7 +16,9 @@ from dataclasses import asdict, dataclass, replace
 from backendlab.backends import BACKENDS
 from backendlab.compare.results import DEFAULT_ATOL, DEFAULT_RTOL
 
-LOOPS = ("fit", "trainstep")
+#: ``fit-wholestep``: fit inside ``backendlab.whole_step_fit``, its whole step one compiled graph (always jit=on).
+WHOLE_STEP = "fit-wholestep"
+LOOPS = ("fit", "trainstep", WHOLE_STEP)
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 #: What each dtype policy's parity is held to against float32 training: (rtol, atol).
@@ -109,7 +112,7 @@ def single_axis_settings(grid: Grid) -> list[Setting]:
     for spe in grid.steps_per_execution:
         add(default.replace(steps_per_execution=spe))
     for loop in grid.loops:
-        add(default.replace(loop=loop))
+        add(default.replace(loop=loop, **({"jit_compile": True} if loop == WHOLE_STEP else {})))
     for policy in grid.dtype_policies:
         add(default.replace(dtype_policy=policy))
     return settings
@@ -122,6 +125,10 @@ def applicable(setting: Setting, backend: str, device_kind: str = "cpu") -> str 
         return f"Keras on {info.framework} does not allow steps_per_execution > 1"
     if setting.steps_per_execution > 1 and setting.loop == "trainstep":
         return "TrainStep takes one batch per call; steps_per_execution is fit's"
+    if setting.loop == WHOLE_STEP and info.fit_in_one_graph:
+        return f"Keras's fit on {info.framework} already compiles its whole step ({info.compiler})"
+    if setting.loop == WHOLE_STEP and setting.jit_compile is not True:
+        return "the whole-step train function is compiled: jit=on only"
     if setting.dtype_policy == "mixed_float16" and device_kind == "cpu":
         return "float16 mixed precision is for GPUs; not tried on a CPU"
     if setting.dtype_policy == "mixed_float16" and setting.loop == "trainstep":

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from backendlab.backends import BACKENDS
 from backendlab.results import atomic_write_bytes, atomic_write_text, write_json
-from backendlab.tune.grid import Setting
+from backendlab.tune.grid import WHOLE_STEP, Setting
 from backendlab.tune.results import Profile, TuneReport, TuneRow
 
 #: Below this fraction of its native loop, a backend's best gets a per-step profile in tune.md.
@@ -51,11 +51,21 @@ def snippet(backend: str, setting: Setting) -> str:
         )
     if setting.dtype_policy != "float32":
         lines.append(f'keras.config.set_dtype_policy("{setting.dtype_policy}")  # before building the model')
-    if setting.loop == "fit":
+    if setting.loop in ("fit", WHOLE_STEP):
         options = [f"jit_compile={setting.jit_compile}"]
         if setting.steps_per_execution > 1:
             options.append(f"steps_per_execution={setting.steps_per_execution}")
-        lines.append(f"model.compile(optimizer=optimizer, loss=loss, {', '.join(options)})")
+        compiled = f"model.compile(optimizer=optimizer, loss=loss, {', '.join(options)})"
+        if setting.loop == "fit":
+            lines.append(compiled)
+        else:
+            lines += [
+                "from backendlab import whole_step_fit",
+                "",
+                compiled,
+                "with whole_step_fit(model):  # the whole step in one compiled graph, for this model",
+                "    model.fit(x, y, batch_size=batch_size)",
+            ]
     else:
         lines += [
             "from backendlab import TrainStep",
@@ -187,6 +197,10 @@ def shortfall(best, profiles: list[Profile]) -> str | None:
         f"{best.backend} {best.model} batch {best.batch_size}: the best setting's step takes {step:.2f} ms "
         f"against the native loop's {native_step:.2f} ms; timed alone, its phases take (ms) {listed}"
     )
+    if best.settings.get("jit_compile") is True:
+        # The phases are timed as the backend dispatches them eagerly (PyTorch) or each compiled alone:
+        # a step compiled whole does not call the layers one by one, so they do not name its cause.
+        return line + "; the best setting compiles its whole step, which these phases, timed alone, do not time."
     if p.layer_call_ms is not None:
         line += (
             f"; the Keras forward pass takes {p.layer_call_ms:+.2f} ms against the native forward pass on the same "

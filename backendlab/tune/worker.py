@@ -13,6 +13,7 @@ each setting, so a worker that dies keeps what it measured.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import statistics
 import time
@@ -28,7 +29,7 @@ from backendlab.compare.diff import Diff, combine
 from backendlab.errors import one_line
 from backendlab.results import to_jsonable, write_json
 from backendlab.training.keras_fixes import set_random_seed
-from backendlab.tune.grid import Setting, applicable, resolved
+from backendlab.tune.grid import WHOLE_STEP, Setting, applicable, resolved
 from backendlab.tune.grid import combine as combine_settings
 from backendlab.tune.results import DIFFERS, NOT_CHECKED, REFERENCE, SAME, NativeRow, Parity, Profile, TuneRow
 
@@ -62,9 +63,12 @@ def build(cell: dict, job: dict, native, setting: Setting):
 
 
 class FitLoop:
-    """``model.fit`` with the setting's ``jit_compile`` and ``steps_per_execution``."""
+    """``model.fit`` with the setting's ``jit_compile`` and ``steps_per_execution``; for the whole-step
+    loop, inside ``whole_step_fit`` (backendlab's train function, one compiled graph)."""
 
     def __init__(self, model, loss, optimizer, setting: Setting, native):
+        from backendlab.training.step import whole_step_fit
+
         model.compile(
             optimizer=optimizer,
             loss=loss,
@@ -73,6 +77,7 @@ class FitLoop:
         )
         self.model, self.native, self.spe = model, native, setting.steps_per_execution
         self.jit_resolved = str(model.jit_compile)
+        self.scope = whole_step_fit if setting.loop == WHOLE_STEP else contextlib.nullcontext
 
     def wait(self, model, logs=None):
         for value in (logs or {}).values():
@@ -91,16 +96,18 @@ class FitLoop:
                     self.wait(cb.model, logs)
                     first.append(time.perf_counter() - start)
 
-        history = self.model.fit(
-            **samples.fit(), batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[First()]
-        ).history
+        with self.scope(self.model):
+            history = self.model.fit(
+                **samples.fit(), batch_size=batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[First()]
+            ).history
         return float(history["loss"][-1]), first[0]
 
     def time(self, samples: Samples, batch_size: int, passes: int) -> list[float]:
         timer = EpochTimer(self.wait)
-        self.model.fit(
-            **samples.fit(), batch_size=batch_size, epochs=passes, shuffle=False, verbose=0, callbacks=[timer]
-        )
+        with self.scope(self.model):
+            self.model.fit(
+                **samples.fit(), batch_size=batch_size, epochs=passes, shuffle=False, verbose=0, callbacks=[timer]
+            )
         return timer.times
 
 
@@ -199,7 +206,7 @@ def judge(mine: dict, reference: dict | None, setting: Setting, steps: int) -> P
 def run_setting(cell: dict, job: dict, native, setting: Setting, row: TuneRow, reference: dict | None, save: Path):
     """Train, judge and time one setting, filling ``row``; returns the parity arrays."""
     model, loss, optimizer, samples = build(cell, job, native, setting)
-    loop_class = FitLoop if setting.loop == "fit" else StepLoop
+    loop_class = StepLoop if setting.loop == "trainstep" else FitLoop
     loop = loop_class(model, loss, optimizer, setting, native)
     row.jit_resolved = loop.jit_resolved
     batch, steps = cell["batch_size"], job["parity_steps"]

@@ -51,7 +51,7 @@ def parse(*argv):
     "argv, message",
     [
         (("--models", "vgg"), "unknown model 'vgg': use mlp, cnn, rnn, transformer or path/to/file.py:build"),
-        (("--loops", "scan"), "unknown loop 'scan': valid loops are fit, trainstep"),
+        (("--loops", "scan"), "unknown loop 'scan': valid loops are fit, trainstep, fit-wholestep"),
         (
             ("--dtype-policies", "float64"),
             "unknown dtype policy 'float64': valid are float32, mixed_bfloat16, mixed_float16",
@@ -101,3 +101,28 @@ def test_a_best_setting_below_the_native_loop_is_explained_from_its_profile():
         "(2.00 ms), the cost of calling through Keras's layers."
     )
     assert shortfall(best, []) is None  # no profile: nothing to explain it with
+    compiled = Best("torch", "cnn", 32, {"jit_compile": True}, 1600.0, 1.0, 0.5, "same")
+    assert shortfall(compiled, [profile]).endswith(
+        "host sync 0.02; the best setting compiles its whole step, which these phases, timed alone, do not time."
+    )
+
+
+def test_the_whole_step_fit_is_tried_compiled_where_keras_fit_breaks_its_graph_and_nowhere_else():
+    from backendlab.tune.grid import WHOLE_STEP, Grid, applicable, single_axis_settings
+
+    whole = [s for s in single_axis_settings(Grid()) if s.loop == WHOLE_STEP]
+    assert [s.label for s in whole] == ["jit=on fit-wholestep"]
+    assert applicable(whole[0], "torch") is None
+    assert applicable(whole[0], "jax") == "Keras's fit on JAX already compiles its whole step (jax.jit)"
+    assert applicable(whole[0].replace(jit_compile=False), "torch") == (
+        "the whole-step train function is compiled: jit=on only"
+    )
+    code = snippet("torch", whole[0])
+    assert code.splitlines() == [
+        "from backendlab import whole_step_fit",
+        "",
+        "model.compile(optimizer=optimizer, loss=loss, jit_compile=True)",
+        "with whole_step_fit(model):  # the whole step in one compiled graph, for this model",
+        "    model.fit(x, y, batch_size=batch_size)",
+    ]
+    compile(code, "snippet", "exec")
