@@ -103,3 +103,10 @@ def test_the_marker_rule_finds_a_missing_reason(tmp_path):
     first, second = blocks(page)
     assert (first.not_run, first.runs) == ("", False)
     assert (second.not_run, second.runs) == (None, True)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_leads_to_a_file(page):
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text())
+    missing = [link for link in links if not (page.parent / link).exists()]
+    assert not missing, f"{page.name} links to files that do not exist: {missing}"
