@@ -197,10 +197,14 @@ def plan(
 
 
 def requested_backend_name() -> str:
-    """The backend this process will use: ``KERAS_BACKEND``, else the first installed."""
+    """The backend this process will use: ``KERAS_BACKEND``; else, where Keras was imported first, the one
+    it chose (from ``~/.keras/keras.json``), since it is fixed now; else the first installed."""
     name = os.environ.get("KERAS_BACKEND")
     if name:
         return name
+    keras = sys.modules.get("keras")
+    if keras is not None and hasattr(keras, "backend"):
+        return keras.backend.backend()
     found = installed_backends()
     return found[0].name if found else BACKEND_NAMES[0]
 

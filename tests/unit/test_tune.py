@@ -33,10 +33,10 @@ def test_the_snippet_is_code_that_compiles_the_winning_setting():
     compile(step, "snippet", "exec")
 
 
-def test_the_readmes_snippet_is_the_one_tune_writes():
+def test_the_docs_snippet_is_the_one_tune_writes():
     from helpers import ROOT
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "bench-tune.md").read_text()
     setting = Setting(False, steps_per_execution=32, intra_threads=1, inter_threads=1)
     assert f"```python\n{snippet('tensorflow', setting)}\n```" in readme
 
