@@ -185,7 +185,9 @@ def run_train(args) -> int:
             impl(backend).check_devices(spec.devices)
         from backendlab.workers.processes import ProcessTree
 
-        launcher = ProcessTree(launch_command(backend, spec.devices, "backendlab", args.argv, spec.processes))
+        # Unset, torchrun sets OMP_NUM_THREADS to 1 for its ranks and says so in a banner: set it as it would.
+        env = {"OMP_NUM_THREADS": "1", **os.environ} if backend.launcher else None
+        launcher = ProcessTree(launch_command(backend, spec.devices, "backendlab", args.argv, spec.processes), env=env)
         try:
             return launcher.proc.wait()
         finally:
