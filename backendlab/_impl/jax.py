@@ -8,8 +8,6 @@ import jax
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
-from backendlab.native_logs import joining_chatter_dropped
-from backendlab.training.keras_fixes import tensorflow_left_alone
 from backendlab.workers.ranks import process_place
 
 
@@ -58,9 +56,7 @@ def join_processes(processes: int):
     rank, addresses = process_place(processes)
     if not jax.distributed.is_initialized():
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        # It seeds every process alike, TensorFlow too where installed; gloo says each one joined.
-        with tensorflow_left_alone(), joining_chatter_dropped():
-            keras.distribution.initialize(addresses[0], processes, rank)
+        keras.distribution.initialize(addresses[0], processes, rank)
     keras.distribution.set_distribution(
         keras.distribution.DataParallel(devices=keras.distribution.list_devices(), auto_shard_dataset=False)
     )

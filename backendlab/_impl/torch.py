@@ -9,7 +9,6 @@ import torch.distributed as dist
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
-from backendlab.native_logs import joining_chatter_dropped
 from backendlab.workers.ranks import local_rank, local_world_size, under_torchrun
 
 
@@ -45,8 +44,7 @@ def join_processes(processes: int):
             "(backendlab's command line starts them itself)"
         )
     if not dist.is_initialized():
-        with joining_chatter_dropped():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if dist.get_world_size() != processes:
         raise UsageError(f"--processes {processes} but torchrun started {dist.get_world_size()} processes")
     return contextlib.nullcontext()
@@ -74,8 +72,7 @@ def data_parallel(devices: int):
                 f"torchrun --nproc_per_node {devices} -m backendlab train --devices {devices} "
                 "(backendlab's command line starts them itself)"
             )
-        with joining_chatter_dropped():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if dist.get_world_size() != devices:
         raise UsageError(f"--devices {devices} but torchrun started {dist.get_world_size()} processes")
     if torch.cuda.is_available():

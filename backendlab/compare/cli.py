@@ -12,6 +12,7 @@ from backendlab.compare.results import DEFAULT_STAT_RTOL, DTYPE_TOLERANCES, Comp
 from backendlab.compare.run import Compare
 from backendlab.export.formats import DEFAULT_ATOL as DEFAULT_EXPORT_ATOL
 from backendlab.export.formats import FORMATS as EXPORT_FORMATS
+from backendlab.results import NUMBERED_HELP
 from backendlab.runspec import RunSpec, name_list, positive_float
 
 
@@ -103,7 +104,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         default="compare-out",
-        help="folder for report.json, report.md, loss_curves.png and each backend's files (default: compare-out)",
+        help="folder for report.json, report.md, loss_curves.png and each backend's files (default: compare-out)"
+        + NUMBERED_HELP,
     )
     parser.epilog = (
         "Exit status: 0 every compared backend agrees, exactly or within rounding, and so does every saved model "
@@ -133,7 +135,7 @@ def run_compare(args) -> int:
         terminal_table,
         timing_line,
     )
-    from backendlab.results import check_writable, write_json
+    from backendlab.results import check_writable, unused_folder, write_json
     from backendlab.workers.processes import signals_held
 
     if args.json is not None:
@@ -164,6 +166,7 @@ def run_compare(args) -> int:
             progress.update(tasks[key], stage=info["status"] + (f": {info['message'][:60]}" if info["message"] else ""))
             progress.stop_task(tasks[key])
 
+    args.out = str(unused_folder(args.out))
     runner = Compare(options_from_args(args), on_event=on_event)
     with progress:
         report = runner.run()
