@@ -13,9 +13,9 @@ __version__ = "0.1.0"
 from backendlab import lazy  # noqa: E402
 from backendlab.backends import BACKEND_NAMES, BACKENDS, ensure_backend, installed_backends  # noqa: E402
 from backendlab.errors import BackendlabError, UsageError  # noqa: E402
-from backendlab.native_logs import quiet_framework_imports  # noqa: E402
+from backendlab.native_logs import drop_startup_chatter  # noqa: E402
 
-quiet_framework_imports()
+drop_startup_chatter()
 
 # Lazy: these pull in Keras, which must not happen at `import backendlab`.
 _LAZY = {

@@ -22,6 +22,9 @@ from collections.abc import Iterator
 STARTUP_CHATTER = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     "] oneDNN custom operations are on. ",
+    # Where TF_CPP_MIN_LOG_LEVEL is unset (a user's own script): which CPU instructions TensorFlow was built for.
+    "cpu_feature_guard.cc:",
+    "To enable the following instructions: ",
 )
 #: The modules whose first import prints it.
 CHATTY = ("tensorflow",)
@@ -101,9 +104,15 @@ class _QuietFirstImport(importlib.abc.MetaPathFinder):
 
 
 def quiet_framework_imports() -> None:
-    """From now on in this process, the chatty frameworks' first import drops its start-up chatter, and
-    TensorFlow logs errors only (unless ``TF_CPP_MIN_LOG_LEVEL`` says otherwise). For the command line,
-    whose errors are one line; a no-op once they are imported."""
+    """From now on in this process and those it starts, the chatty frameworks' first import drops its
+    start-up chatter, and TensorFlow logs errors only (unless ``TF_CPP_MIN_LOG_LEVEL`` says otherwise). For
+    the command line, whose errors are one line; a no-op once they are imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    drop_startup_chatter()
+
+
+def drop_startup_chatter() -> None:
+    """From now on in this process, the chatty frameworks' first import drops its start-up chatter, and
+    nothing else: what ``import backendlab`` does, in a user's own script too, whose logging stays theirs."""
     if not any(m in sys.modules for m in CHATTY) and not any(isinstance(f, _QuietFirstImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietFirstImport())
