@@ -9,6 +9,10 @@ One function per command, its keyword arguments the command's flags (``docs/api.
 Importing backendlab imports no framework; the names below import what they need when first used.
 ``compare``, ``bench``, ``tune`` and ``check_layer`` train in worker processes and never import a
 framework here; ``train`` and ``export`` run here, on the backend ``KERAS_BACKEND`` names.
+
+Imported before TensorFlow, backendlab keeps
+TensorFlow's C++ start-up lines off stderr (:mod:`backendlab.native_logs`), in the command line,
+its workers and a user's own script alike.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ __version__ = "0.1.0"
 from backendlab import lazy  # noqa: E402
 from backendlab.backends import BACKEND_NAMES, BACKENDS, ensure_backend, installed_backends  # noqa: E402, F401
 from backendlab.errors import BackendlabError, UsageError  # noqa: E402
+from backendlab.native_logs import drop_startup_chatter  # noqa: E402
+
+drop_startup_chatter()
 
 # Lazy: imported when first asked for. compare, bench, tune and export are their packages, which are
 # callable (backendlab.lazy.CommandPackage): importing one of their modules cannot hide the function.
@@ -49,6 +56,7 @@ _EARLIER = {
     "MODELS": "backendlab.models",
     "DATASETS": "backendlab.data",
     "portable_init": "backendlab.init",
+    "set_random_seed": "backendlab.training.keras_fixes",
 }
 
 __all__ = [*_LAZY, "installed_backends", "BackendlabError", "UsageError"]

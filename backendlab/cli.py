@@ -1,7 +1,8 @@
 """The ``backendlab`` command: info, train, compare, bench, tune, export, check-layer.
 
-Bad usage prints one line, ``backendlab: error: ...``, and exits 2, with no traceback; so does
-training that goes NaN or inf, which exits 1 (the input was fine, the run failed).
+A bare ``backendlab`` prints its help, commands and all, and runs nothing. Bad usage prints one line,
+``backendlab: error: ...``, and exits 2, with no traceback; so does training that goes NaN or inf,
+which exits 1 (the input was fine, the run failed).
 """
 
 from __future__ import annotations
@@ -62,9 +63,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"backendlab: error: {message}\n")
 
 
+#: What ``backendlab --help`` says first: plain text, as a terminal shows it.
+DESCRIPTION = (
+    "Train one Keras 3 model on TensorFlow, JAX and PyTorch; prove it trains the same; measure how fast. "
+    "Run `backendlab COMMAND --help` for a command's options."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="backendlab", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    from backendlab import __version__
+
+    parser = _Parser(prog="backendlab", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"backendlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, required=True)
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         getattr(importlib.import_module(module), f"add_{name.replace('-', '_')}_arguments")(p)
@@ -128,25 +139,40 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def result_table(result) -> Table:
+def result_title(result) -> str:
+    """The line above the train summary: what trained, on what."""
     info = result.info
-    table = Table(
-        title=f"{result.config.model} on {result.config.data}, backend {result.backend} "
+    return (
+        f"{result.config.model} on {result.config.data}, backend {result.backend} "
         f"({info.framework} {info.framework_version}, keras {info.keras_version})"
     )
+
+
+def result_table(result) -> Table:
+    table = Table()
     table.add_column("epoch")
-    keys = list(result.history)
+    keys = summary_order(result.history)
     for key in keys:
         table.add_column(key, justify="right")
     for epoch in range(result.config.epochs):
         table.add_row(str(result.config.initial_epoch + epoch + 1), *(f"{result.history[k][epoch]:.6f}" for k in keys))
+    return table
+
+
+def summary_order(values: dict) -> list[str]:
+    """The loss first, then the metrics by name: the same columns in the same order on every backend (JAX's
+    history lists ``accuracy`` before ``loss``, PyTorch's after it)."""
+    return sorted(values, key=lambda name: (name != "loss", name))
+
+
+def result_caption(result) -> str:
+    """The line under the train summary: the test metrics, the time taken and where training started."""
     start = f"resumed after epoch {result.config.initial_epoch}" if result.config.initial_epoch else result.config.init
-    table.caption = (
+    return (
         "test: "
-        + ", ".join(f"{k}={v:.4f}" for k, v in result.test.items())
+        + ", ".join(f"{k}={result.test[k]:.4f}" for k in summary_order(result.test))
         + f"; training took {result.train_time_s:.2f}s; start checksum {result.start_checksum} ({start})"
     )
-    return table
 
 
 #: After Ctrl-C or SIGTERM, how long torchrun has to stop its ranks before they are killed.
@@ -210,7 +236,10 @@ def train_here(spec: RunSpec, *, resume=None, save=None, json_path=None, main_pr
 
 def train_renderables(result) -> list:
     """What ``backendlab train`` prints once trained: the table, and a note on the start where there is one."""
-    return [result_table(result), *([f"note: {result.start_note}"] if result.start_note else [])]
+    # The title and caption are lines of their own, wrapped by the terminal: as the table's they were folded
+    # to the table's width, names cut mid-word.
+    note = [f"note: {result.start_note}"] if result.start_note else []
+    return [result_title(result), result_table(result), result_caption(result), *note]
 
 
 def run_train(args) -> int:
@@ -225,7 +254,9 @@ def run_train(args) -> int:
             impl(backend).check_devices(spec.devices)
         from backendlab.workers.processes import ProcessTree
 
-        launcher = ProcessTree(launch_command(backend, spec.devices, "backendlab", args.argv, spec.processes))
+        # Unset, torchrun sets OMP_NUM_THREADS to 1 for its ranks and says so in a banner: set it as it would.
+        env = {"OMP_NUM_THREADS": "1", **os.environ} if backend.launcher else None
+        launcher = ProcessTree(launch_command(backend, spec.devices, "backendlab", args.argv, spec.processes), env=env)
         try:
             return launcher.proc.wait()
         finally:
@@ -237,6 +268,9 @@ def run_train(args) -> int:
         return 0
     for shown in train_renderables(result):
         out.print(shown, markup=False, highlight=False, soft_wrap=True) if isinstance(shown, str) else out.print(shown)
+    written = [path for path in (result.saved_model, args.json) if path]
+    if written:
+        out.print(f"wrote {', '.join(written)}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -247,9 +281,16 @@ def _terminate(signum, frame):
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_framework_imports()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
-        argv = ["train", *argv]  # `backendlab` alone runs the seed example
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not argv:  # what it can do, rather than a run nobody asked for
+        parser.print_help()
+        return 0
+    if argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version"):
+        parser.error(
+            f"name a command before its options, e.g. backendlab train {' '.join(argv)} "
+            f"(commands: {', '.join(SUBCOMMANDS)})"
+        )
+    args = parser.parse_args(argv)
     args.argv = argv
     command = args.command
     # A plain `kill` must clean up like Ctrl-C does: workers killed, finished results kept.

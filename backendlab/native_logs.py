@@ -22,29 +22,49 @@ from collections.abc import Iterator
 STARTUP_CHATTER = (
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
     "] oneDNN custom operations are on. ",
+    # Where TF_CPP_MIN_LOG_LEVEL is unset (a user's own script): which CPU instructions TensorFlow was built for.
+    "cpu_feature_guard.cc:",
+    "To enable the following instructions: ",
 )
 #: The modules whose first import prints it.
 CHATTY = ("tensorflow",)
 
 
-@contextlib.contextmanager
-def startup_chatter_dropped() -> Iterator[None]:
+#: What gloo (JAX's and PyTorch's collectives between CPUs) prints to stdout as processes join.
+JOINING_CHATTER = ("[Gloo] Rank ",)
+
+
+def startup_chatter_dropped() -> contextlib.AbstractContextManager[None]:
     """While the body runs, stderr's start-up chatter is dropped; every other line is passed on, in order,
     when it ends."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    return lines_dropped(2, STARTUP_CHATTER)
+
+
+def joining_chatter_dropped() -> contextlib.AbstractContextManager[None]:
+    """Around processes joining each other (``--processes``, ``--devices`` on torch): gloo's lines on
+    stdout are dropped, every other line passed on."""
+    return lines_dropped(1, JOINING_CHATTER)
+
+
+@contextlib.contextmanager
+def lines_dropped(fd: int, chatter: tuple[str, ...]) -> Iterator[None]:
+    """While the body runs, the lines written to file descriptor ``fd`` that hold one of ``chatter`` are
+    dropped; every other line is passed on, in order, when it ends."""
+    stream = sys.stdout if fd == 1 else sys.stderr
+    stream.flush()
+    saved = os.dup(fd)
     with tempfile.TemporaryFile() as caught:
-        os.dup2(caught.fileno(), 2)
+        os.dup2(caught.fileno(), fd)
         try:
             yield
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+            stream.flush()
+            os.dup2(saved, fd)
             os.close(saved)
             caught.seek(0)
-            kept = [line for line in caught if not any(c.encode() in line for c in STARTUP_CHATTER)]
+            kept = [line for line in caught if not any(c.encode() in line for c in chatter)]
             if kept:
-                os.write(2, b"".join(kept))
+                os.write(fd, b"".join(kept))
 
 
 class _QuietLoader(importlib.abc.Loader):
@@ -84,9 +104,15 @@ class _QuietFirstImport(importlib.abc.MetaPathFinder):
 
 
 def quiet_framework_imports() -> None:
-    """From now on in this process, the chatty frameworks' first import drops its start-up chatter, and
-    TensorFlow logs errors only (unless ``TF_CPP_MIN_LOG_LEVEL`` says otherwise). For the command line,
-    whose errors are one line; a no-op once they are imported."""
+    """From now on in this process and those it starts, the chatty frameworks' first import drops its
+    start-up chatter, and TensorFlow logs errors only (unless ``TF_CPP_MIN_LOG_LEVEL`` says otherwise). For
+    the command line, whose errors are one line; a no-op once they are imported."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    drop_startup_chatter()
+
+
+def drop_startup_chatter() -> None:
+    """From now on in this process, the chatty frameworks' first import drops its start-up chatter, and
+    nothing else: what ``import backendlab`` does, in a user's own script too, whose logging stays theirs."""
     if not any(m in sys.modules for m in CHATTY) and not any(isinstance(f, _QuietFirstImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietFirstImport())

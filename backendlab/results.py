@@ -10,6 +10,7 @@ result says so in words and in its ``nonfinite`` record (step, quantity, ``"nan"
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -53,6 +54,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes it 0600; a result file is as readable as any other the user writes (0644 under umask 022).
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -62,6 +65,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read once: reading it means setting it, which must not race the threads a
+    framework starts later."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def unused_folder(path: str | os.PathLike) -> Path:
+    """``path`` if it is missing or empty, else the first of ``path-2``, ``path-3``, ... that is: a run never
+    mixes its files with an earlier run's, nor overwrites them."""
+    path = Path(path)
+    candidate, n = path, 1
+    while candidate.is_dir() and any(candidate.iterdir()):
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
+
+
+#: What --help says of a result folder that is already there.
+NUMBERED_HELP = "; if DIR holds files already, they are kept and the results go to DIR-2, DIR-3, ..."
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -19,10 +19,12 @@ GradientTape on TensorFlow, jax.value_and_grad on JAX and backward() on PyTorch.
 import os
 import tempfile
 
+import backendlab  # before Keras: it keeps TensorFlow's C++ start-up lines off the terminal
+
+# isort: split
 import keras
 from keras import ops
 
-import backendlab
 from backendlab.data import load_dataset
 
 
@@ -32,7 +34,8 @@ def kl_divergence(y_true, y_pred):  # a loss of your own, written with keras.ops
     return ops.sum(y_true * ops.log(y_true / y_pred), axis=-1)
 
 
-keras.utils.set_random_seed(0)  # the starting weights (each backend draws its own from this seed)
+# keras.utils.set_random_seed, without importing TensorFlow on JAX or PyTorch just to seed it.
+backendlab.set_random_seed(0)  # the starting weights (each backend draws its own from this seed)
 data = load_dataset("breast_cancer")
 x_train, y_train = data.x_train, keras.utils.to_categorical(data.y_train, 2)
 model = keras.Sequential(

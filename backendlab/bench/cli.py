@@ -11,6 +11,7 @@ import argparse
 from backendlab.backends import BACKEND_NAMES
 from backendlab.bench.presets import PRESETS, Preset, get_preset
 from backendlab.errors import UsageError
+from backendlab.results import NUMBERED_HELP
 from backendlab.runspec import comma_list, int_list
 
 MODES = ("fit", "predict")
@@ -70,7 +71,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         default="bench-out",
         metavar="DIR",
-        help="where bench.json, bench.md and bench.png go (default: bench-out)",
+        help="where bench.json, bench.md and bench.png go (default: bench-out)" + NUMBERED_HELP,
     )
     parser.add_argument("--json", default=None, metavar="PATH", help="also write bench.json here")
 
@@ -142,10 +143,13 @@ def run_bench(args) -> int:
     from rich.console import Console
 
     from backendlab.bench.report import notes, rich_table
+    from backendlab.cli import out
     from backendlab.cli_display import print_summary
+    from backendlab.results import unused_folder
 
     preset = preset_from_args(args)
-    report = run_with_bars(preset, args.out, json_path=args.json, console=Console(stderr=True))
-    print_summary(Console(), rich_table(report), notes(report), report.failures)
-    Console(stderr=True).print(f"wrote {args.out}/bench.json, bench.md, bench.png", highlight=False)
+    folder = unused_folder(args.out)
+    report = run_with_bars(preset, folder, json_path=args.json, console=Console(stderr=True))
+    print_summary(out, rich_table(report), notes(report), report.failures)
+    Console(stderr=True).print(f"wrote {folder}/bench.json, bench.md, bench.png", markup=False, highlight=False)
     return 1 if report.failures else 0

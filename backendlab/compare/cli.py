@@ -12,6 +12,7 @@ from backendlab.compare.results import DEFAULT_STAT_RTOL, DTYPE_TOLERANCES, Comp
 from backendlab.compare.run import Compare
 from backendlab.export.formats import DEFAULT_ATOL as DEFAULT_EXPORT_ATOL
 from backendlab.export.formats import FORMATS as EXPORT_FORMATS
+from backendlab.results import NUMBERED_HELP
 from backendlab.runspec import RunSpec, name_list, positive_float
 
 
@@ -103,7 +104,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         default="compare-out",
-        help="folder for report.json, report.md, loss_curves.png and each backend's files (default: compare-out)",
+        help="folder for report.json, report.md, loss_curves.png and each backend's files (default: compare-out)"
+        + NUMBERED_HELP,
     )
     parser.epilog = (
         "Exit status: 0 every compared backend agrees, exactly or within rounding, and so does every saved model "
@@ -172,10 +174,11 @@ def compare_with_bars(opts: CompareOptions, console, *, pool=None, env=None):
 def run_compare(args) -> int:
     from backendlab.cli import console, out
     from backendlab.compare.report import renderables
-    from backendlab.results import check_writable, write_json
+    from backendlab.results import check_writable, unused_folder, write_json
 
     if args.json is not None:
         check_writable(args.json, "--json")  # before any worker starts
+    args.out = str(unused_folder(args.out))  # a folder that already holds files is kept: DIR-2, DIR-3, ...
     report, folder = compare_with_bars(options_from_args(args), console)
     for shown in renderables(report):  # the lines as they are; the table as rich draws it
         out.print(shown, markup=False, highlight=False) if isinstance(shown, str) else out.print(shown)

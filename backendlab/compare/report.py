@@ -15,6 +15,7 @@ from backendlab.compare.verdict import QUANTITIES
 from backendlab.export.formats import FORMATS as EXPORT_FORMATS
 from backendlab.init import NOTE_NAMES
 from backendlab.results import atomic_write_bytes, atomic_write_text
+from backendlab.text import plural
 
 #: The quantities each view shows, in the registry's order.
 TABLE = [q.name for q in QUANTITIES if q.table]
@@ -110,7 +111,7 @@ def ran_text(report) -> str:
     batch = f"batch {r['batch_size']}"
     if r["last_batch_size"] != r["batch_size"]:
         batch += f" (the last {r['last_batch_size']})"
-    batch += f", {r['steps_per_epoch']} steps an epoch"
+    batch += f", {plural(r['steps_per_epoch'], 'step')} an epoch"
     where = f"{r['devices']} device{'s' if r['devices'] > 1 else ''}"
     where += f", {r['processes']} process{'es' if r['processes'] > 1 else ''}"
     loop = _per_backend(r["loop"], lambda v: "fit" if v == "fit" else "custom loop")
@@ -124,7 +125,7 @@ def ran_text(report) -> str:
 def terminal_table(report) -> Table:
     s = report.settings
     table = Table(
-        title=f"compare: {s['model']} on {s['data']}, {s['epochs']} epochs, batch {s['batch_size']}; "
+        title=f"compare: {s['model']} on {s['data']}, {plural(s['epochs'], 'epoch')}, batch {s['batch_size']}; "
         f"reference {report.reference}; {criterion_text(report)}",
         caption=f"verdict: {report.verdict.upper()}    cells: largest absolute / relative difference to the reference",
     )
@@ -402,7 +403,7 @@ def markdown(report) -> str:
     lines = [
         f"# backendlab compare: {report.verdict.upper()}",
         "",
-        f"Model `{s['model']}` on `{s['data']}`: {s['epochs']} epochs, seed {s['seed']}; "
+        f"Model `{s['model']}` on `{s['data']}`: {plural(s['epochs'], 'epoch')}, seed {s['seed']}; "
         f"keras {report.keras_version}. Reference backend: {report.reference}.",
         "",
         f"What ran: {ran_text(report)}.",

@@ -51,6 +51,7 @@ from backendlab.export.formats import ROUTES as EXPORT_ROUTES
 from backendlab.export.formats import failed_cell, missing_packages
 from backendlab.models import check_model, default_data
 from backendlab.results import check_writable, read_json, write_json
+from backendlab.text import plural
 from backendlab.workers.protocol import MODEL, PROBE, RESULT, Handler, Job, Outcome
 from backendlab.workers.runner import WorkerPool
 
@@ -322,7 +323,9 @@ class Compare:
             done = self._ended(self.pool.run_many([self._job(yardstick, replay, folder / "replay", probe_handle)])[0])
             if not done.ok:
                 for name in names:
-                    self.located[name] = _not_located(step, f"replaying {step - 1} steps failed: {done.message}")
+                    self.located[name] = _not_located(
+                        step, f"replaying {plural(step - 1, 'step')} failed: {done.message}"
+                    )
                 continue
             probe = {"kind": "probe", "run": self.opts.run.to_dict(), "state": str(state.resolve()), "step": step - 1}
             jobs = [self._job(b, probe, folder / b, probe_handle) for b in [yardstick, *names]]

@@ -20,6 +20,7 @@ from backendlab.compare.locate import threshold_for
 from backendlab.compare.results import AGREE_ROUNDING, BackendReport, CompareOptions, CompareReport, Criterion
 from backendlab.pipelines import ARRAYS, first_difference
 from backendlab.results import NonFinite
+from backendlab.text import counted_names, plural
 from backendlab.workers.protocol import Outcome
 
 Arrays = dict[str, np.ndarray]
@@ -405,14 +406,14 @@ def _notes(opts: CompareOptions, stochastic: list[str], criterion: str, skipped:
     notes = []
     if stochastic and criterion == "statistical":
         notes.append(
-            f"stochastic layers ({', '.join(stochastic)}) draw from each backend's own random generator, "
+            f"stochastic layers ({counted_names(stochastic)}) draw from each backend's own random generator, "
             "so training cannot match step by step; the verdict compares final-epoch and test metrics within "
             f"a relative {opts.stat_rtol:g} (and the starting predictions exactly). Step, weight and "
             "prediction differences are shown but do not decide. Run with --disable-stochastic for an exact comparison."
         )
     elif stochastic:
         notes.append(
-            f"stochastic layers ({', '.join(stochastic)}) were switched off (run as in inference) on every "
+            f"stochastic layers ({counted_names(stochastic)}) were switched off (run as in inference) on every "
             "backend by --disable-stochastic, so the comparison is exact."
         )
     if named_skip:
@@ -509,7 +510,7 @@ def batches_proof(trained: dict[str, TrainedRun], planned: list[str], reference:
             "(a shuffle without a seed, or a parallel map without a fixed order?)"
             if found
             else f"every backend was fed the same {kind} batches{' and sample weights' if weighted else ''} "
-            f"at all {len(ref['batch_checksums'])} steps"
+            f"at all {plural(len(ref['batch_checksums']), 'step')}"
         ),
     }
 

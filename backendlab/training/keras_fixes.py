@@ -16,7 +16,9 @@ took 1.9 s with TensorFlow imported and seeded, 0.26 s without.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 
 class _ImportedTensorflow:
@@ -55,18 +57,29 @@ def set_random_seed(seed: int) -> None:
     """
     import keras
 
-    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+    with tensorflow_left_alone():
         keras.utils.set_random_seed(seed)
+
+
+@contextlib.contextmanager
+def tensorflow_left_alone() -> Iterator[None]:
+    """While the body runs, Keras's ``tf.available`` is False in a JAX or PyTorch process that has not
+    imported TensorFlow, so Keras seeds without it: around ``keras.utils.set_random_seed`` and what calls
+    it (``keras.distribution.initialize`` on JAX seeds every process alike). A no-op on TensorFlow."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        yield
         return
     try:
         from keras.src.utils.module_utils import tensorflow as lazy_tf
 
         known = lazy_tf._available
-    except (ImportError, AttributeError):  # a Keras laid out otherwise: seed as it does, TensorFlow included
-        keras.utils.set_random_seed(seed)
+    except (ImportError, AttributeError):  # a Keras laid out otherwise: let it do as it does
+        yield
         return
     lazy_tf._available = False
     try:
-        keras.utils.set_random_seed(seed)
+        yield
     finally:
         lazy_tf._available = known  # a later real use of TensorFlow still imports it

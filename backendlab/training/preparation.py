@@ -15,9 +15,11 @@ from backendlab.data import Dataset, load_dataset
 from backendlab.errors import UsageError
 from backendlab.init import PortableStart, portable_init, weights_checksum
 from backendlab.models import build_model, check_compatible, default_data
+from backendlab.native_logs import joining_chatter_dropped
 from backendlab.runspec import RunSpec
+from backendlab.text import plural
 from backendlab.training.files import load_model, saved_run, users_custom_objects
-from backendlab.training.keras_fixes import avoid_needless_tensorflow, set_random_seed
+from backendlab.training.keras_fixes import avoid_needless_tensorflow, set_random_seed, tensorflow_left_alone
 from backendlab.training.schedule import (
     check_pipeline_options,
     epoch_steps,
@@ -127,9 +129,13 @@ def build_and_compile(
 
     backend = ensure_backend()
     if spec.processes > 1:
-        scope = impl(backend).join_processes(spec.processes)
+        # Joining, Keras seeds every process alike (keras.distribution.initialize on JAX), TensorFlow too where
+        # installed; gloo says on stdout that each process joined.
+        with tensorflow_left_alone(), joining_chatter_dropped():
+            scope = impl(backend).join_processes(spec.processes)
     elif spec.devices > 1:
-        scope = impl(backend).data_parallel(spec.devices)
+        with joining_chatter_dropped():
+            scope = impl(backend).data_parallel(spec.devices)
     else:
         scope = contextlib.nullcontext()
     avoid_needless_tensorflow()
@@ -195,7 +201,7 @@ def check_padding(model, config: RunSpec, num_samples: int, weighted: bool = Fal
         return
     remainder = samples_per_epoch(config, num_samples) % config.batch_size
     what = (
-        f"each epoch's last batch of {remainder} samples does not split evenly across {_replicas(config)}, "
+        f"each epoch's last batch of {plural(remainder, 'sample')} does not split evenly across {_replicas(config)}, "
         f"so the {_replicas(config).split()[1]} also train on {pad} zero-weight "
         f"{'copy' if pad == 1 else 'copies'} of its samples"
     )

@@ -9,6 +9,7 @@ import argparse
 
 from backendlab.backends import BACKEND_NAMES
 from backendlab.errors import UsageError
+from backendlab.results import NUMBERED_HELP
 from backendlab.runspec import comma_list, int_list, positive_float, positive_int
 from backendlab.tune.grid import DTYPE_POLICIES, LOOPS
 
@@ -89,7 +90,10 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-profile", action="store_true", help="skip the per-step profile")
     parser.add_argument("--seed", type=int, default=0, help="data and starting weights (default: 0)")
     parser.add_argument(
-        "--out", default="tune-out", metavar="DIR", help="where tune.json, tune.md, tune.png go (default: tune-out)"
+        "--out",
+        default="tune-out",
+        metavar="DIR",
+        help="where tune.json, tune.md, tune.png go (default: tune-out)" + NUMBERED_HELP,
     )
     parser.add_argument("--json", default=None, metavar="PATH", help="also write tune.json here")
 
@@ -146,12 +150,13 @@ def run_tune(args) -> int:
     from rich.console import Console
 
     from backendlab.cli_display import print_summary
-    from backendlab.results import check_writable
+    from backendlab.results import check_writable, unused_folder
     from backendlab.tune.report import notes, rich_table
 
     opts = options_from_args(args)
     check_writable(args.out, "--out", folder=True)
-    report = tune_with_bars(opts, args.out, json_path=args.json, console=Console(stderr=True))
+    folder = unused_folder(args.out)
+    report = tune_with_bars(opts, folder, json_path=args.json, console=Console(stderr=True))
     print_summary(Console(width=160), rich_table(report), notes(report), report.failures)
-    Console(stderr=True).print(f"wrote {args.out}/tune.json, tune.md, tune.png", highlight=False)
+    Console(stderr=True).print(f"wrote {folder}/tune.json, tune.md, tune.png", markup=False, highlight=False)
     return 1 if report.failures else 0

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from backendlab.backends import BACKENDS
 from backendlab.results import atomic_write_bytes, atomic_write_text, write_json
+from backendlab.text import plural
 from backendlab.tune.grid import WHOLE_STEP, Setting
 from backendlab.tune.results import Profile, TuneReport, TuneRow
 
@@ -216,8 +217,9 @@ def markdown_report(report: TuneReport) -> str:
         "",
         f"Machine: {machine_line(report)}.",
         "",
-        f"Each setting trains {report.parity_steps} steps from the same starting weights on the same batches as "
-        "its backend's default settings (`model.compile()` as it comes). **Parity** compares the epoch's loss, the "
+        f"Each setting trains {plural(report.parity_steps, 'step')} from the same starting weights on the same "
+        "batches as its backend's default settings (`model.compile()` as it comes). **Parity** compares the "
+        "epoch's loss, the "
         "predictions on the first batch and every weight after them, each number within the setting's dtype "
         f"tolerance ({tol}), as `|a - r| <= atol + rtol |r|` (the predictions: `atol + rtol max|r|`, since a logit "
         "near zero carries the rounding of its whole sum); the largest relative difference is in brackets "

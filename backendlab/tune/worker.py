@@ -28,6 +28,7 @@ from backendlab.bench.shapes import ADAM, LEARNING_RATE, SHAPES
 from backendlab.compare.diff import Diff, combine
 from backendlab.errors import one_line
 from backendlab.results import to_jsonable, write_json
+from backendlab.text import plural
 from backendlab.training.keras_fixes import set_random_seed
 from backendlab.tune.grid import WHOLE_STEP, Setting, applicable, resolved
 from backendlab.tune.grid import combine as combine_settings
@@ -182,12 +183,12 @@ def judge(mine: dict, reference: dict | None, setting: Setting, steps: int) -> P
     outside = [name for name, diff in checks.items() if not diff.within]
     if outside:
         verdict = DIFFERS
-        message = f"outside rtol={rtol:g}, atol={atol:g} after {steps} steps in " + ", ".join(
+        message = f"outside rtol={rtol:g}, atol={atol:g} after {plural(steps, 'step')} in " + ", ".join(
             f"{name} ({checks[name].max_rel:.2g} relative)" for name in outside
         )
     else:
         verdict = SAME
-        message = f"within rtol={rtol:g}, atol={atol:g} after {steps} steps"
+        message = f"within rtol={rtol:g}, atol={atol:g} after {plural(steps, 'step')}"
         message += "" if judged else " (loss, predictions)"
     return Parity(
         verdict,
@@ -216,7 +217,7 @@ def run_setting(cell: dict, job: dict, native, setting: Setting, row: TuneRow, r
     arrays |= {f"w:{k}": v for k, v in weights_of(model).items()}
     np.savez(save, **arrays)
     if not np.isfinite(epoch_loss):
-        raise FloatingPointError(f"the loss is {epoch_loss} after {steps} steps: training blew up")
+        raise FloatingPointError(f"the loss is {epoch_loss} after {plural(steps, 'step')}: training blew up")
     if row.is_default:
         row.parity = Parity(
             REFERENCE, steps, *setting.tolerance, message="the default settings: what others are held to"
