@@ -20,6 +20,7 @@ from backendlab.runspec import RunSpec
 from backendlab.text import plural
 from backendlab.training.files import load_model, saved_run, users_custom_objects
 from backendlab.training.keras_fixes import avoid_needless_tensorflow, set_random_seed, tensorflow_left_alone
+from backendlab.training.randomness import portable_seed_states
 from backendlab.training.schedule import (
     check_pipeline_options,
     epoch_steps,
@@ -95,6 +96,8 @@ def prepare(
     found = stochastic_layers(net, sample)
     if spec.disable_stochastic:
         switch_off(found)
+    if spec.random == "portable" and resume is None:
+        portable_seed_states(net, spec.seed)  # after the look above, which drew: training starts from here
     return Prepared(spec, dataset, net, [layer.name for layer in found], start)
 
 
