@@ -360,6 +360,8 @@ def probe_job(job: dict, workdir: Path, progress: Progress) -> dict:
         "layers": _layers(model, records),
         "sparse_gradients": sparse,
         "stochastic_layers": prep.stochastic,
+        "stochastic_outside": prep.outside,
+        "random": prep.config.random,
     }
 
 
@@ -445,6 +447,8 @@ def evaluate_job(job: dict, workdir: Path, progress: Progress) -> dict:
         "places": places,
         "layers": _layers(model, records),
         "stochastic_layers": prep.stochastic,
+        "stochastic_outside": prep.outside,
+        "random": prep.config.random,
     }
 
 

@@ -10,7 +10,7 @@ from rich.table import Table
 from backendlab.backends import REFERENCE_BACKENDS
 from backendlab.compare.floor import WINDOW as FLOOR_WINDOW
 from backendlab.compare.known import by_id
-from backendlab.compare.results import AGREE_ROUNDING
+from backendlab.compare.results import AGREE_ROUNDING, STATISTICAL_MARKS
 from backendlab.compare.verdict import QUANTITIES
 from backendlab.export.formats import FORMATS as EXPORT_FORMATS
 from backendlab.init import NOTE_NAMES
@@ -384,6 +384,15 @@ def kept_sentence(report) -> str:
     return f" Values the model's build set rather than drew at random were kept: {names}."
 
 
+def stochastic_line(report) -> str:
+    """``Stochastic layers (--random portable): `dropout` portable, `noise` outside Keras (statistical)``"""
+    marked = ", ".join(
+        f"`{name}` {mark}" + (" (statistical)" if mark in STATISTICAL_MARKS else "")
+        for name, mark in report.stochastic_marks.items()
+    )
+    return f"Stochastic layers (--random {report.random}): {marked}"
+
+
 def markdown(report) -> str:
     s = report.settings
     c = report.criterion
@@ -400,6 +409,8 @@ def markdown(report) -> str:
         "Every backend started from the same weights (checksums below)." + kept_sentence(report),
         "",
     ]
+    if report.stochastic_marks:
+        lines += [stochastic_line(report) + ".", ""]
     if report.odd_one_out:
         lines += [f"**{odd_line(report)}.**", ""]
     if report.batches:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ from backendlab.training.schedule import (
     padded_samples,
     samples_per_epoch,
 )
-from backendlab.training.stochastic import stochastic_layers, sublayers, switch_off
+from backendlab.training.stochastic import drawing_outside_keras, stochastic_layers, sublayers, switch_off
 
 #: The seed's optimizer: SGD with Nesterov momentum.
 DEFAULT_OPTIMIZER = "sgd"
@@ -58,6 +58,9 @@ class Prepared:
     model: Any
     stochastic: list[str]
     start: PortableStart  # the starting weights' checksum, and what was drawn portably
+    # Of ``stochastic``, the layers that draw outside Keras's random ops (their framework's own generator):
+    # observed under portable randomness only, where they are what stays random per backend.
+    outside: list[str] = field(default_factory=list)
 
 
 def prepare(
@@ -91,9 +94,11 @@ def prepare(
     # Built on a real sample before anything is taken from it (a lazily built subclassed model).
     sample = dataset.take("train", first_rows(spec, dataset.sample_rows))[0]
     found = stochastic_layers(net, sample)
+    outside = drawing_outside_keras(net, sample) if spec.random == "portable" else []
+    found += [layer for layer in outside if layer not in found]
     if spec.disable_stochastic:
         switch_off(found)
-    return Prepared(spec, dataset, net, [layer.name for layer in found], start)
+    return Prepared(spec, dataset, net, [layer.name for layer in found], start, [layer.name for layer in outside])
 
 
 def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:
