@@ -11,6 +11,7 @@ which portable randomness cannot reach.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -81,10 +82,11 @@ def drawing_outside_keras(model, sample) -> list:
     """Layers whose training-mode output on ``sample`` differs between two passes with the model's
     variables, seed states included, put back before each: they draw outside Keras's random ops.
 
-    Every layer is a candidate, a user's layer holding no ``SeedGenerator`` too. A layer counts when its
-    inputs were the same in both passes and its outputs were not; where a layer and one inside it both
-    count, only the inner one is named. A call whose values cannot be read while it runs (a recurrent
-    cell traced inside JAX's scan) is judged by the layer around it. The variables are put back after.
+    Every layer is a candidate, a user's layer holding no ``SeedGenerator`` too. In the second pass
+    each layer is given the very inputs it had in the first, so a layer counts for its own draws, not
+    for those upstream; where a layer and one inside it both count, only the inner one is named. A call
+    whose values cannot be read while it runs (a recurrent cell traced inside JAX's scan) is judged by
+    the layer around it. The variables are put back after.
     """
     saved = [np.array(v.numpy()) for v in model.variables]
 
@@ -97,15 +99,24 @@ def drawing_outside_keras(model, sample) -> list:
         if all(np.array_equal(a, b) for a, b in zip(fresh_pass(), fresh_pass())):
             return []  # the common case: two passes and nothing more
         layers = sublayers(model)
-        with _recording(layers) as calls:
+        with _recording(layers) as first:
             fresh_pass()
-            first = {id(layer): calls.pop(id(layer), []) for layer in layers}
+        with _recording(layers, replay=first) as second:
             fresh_pass()
-        found = [layer for layer in layers if _varies_on_same_inputs(first[id(layer)], calls.get(id(layer), []))]
+        found = [layer for layer in layers if _varies(first.get(id(layer), []), second.get(id(layer), []))]
     finally:
         for variable, value in zip(model.variables, saved):
             variable.assign(value)
     return [layer for layer in found if not any(inner in found for inner in sublayers(layer))]
+
+
+@dataclass
+class _Call:
+    """One call of a layer: what it was given, and its outputs as numpy arrays (None while traced)."""
+
+    args: tuple
+    kwargs: dict
+    outputs: list | None
 
 
 def _readable(values) -> list | None:
@@ -121,34 +132,32 @@ def _readable(values) -> list | None:
         return None
 
 
-def _same(a: list | None, b: list | None) -> bool:
-    if a is None or b is None or len(a) != len(b):
-        return a is None and b is None
-    return all(
-        np.array_equal(x, y) if isinstance(x, np.ndarray) or isinstance(y, np.ndarray) else x == y for x, y in zip(a, b)
-    )
-
-
-def _varies_on_same_inputs(first: list[tuple], second: list[tuple]) -> bool:
-    """Some call of a layer got the same inputs in both passes and gave other outputs."""
+def _varies(first: list[_Call], second: list[_Call]) -> bool:
+    """Some call, given the same inputs in both passes, had other outputs."""
     return any(
-        ins is not None and outs is not None and _same(ins, ins2) and not _same(outs, outs2)
-        for (ins, outs), (ins2, outs2) in zip(first, second)
+        a.outputs is not None
+        and b.outputs is not None
+        and any(not np.array_equal(x, y) for x, y in zip(a.outputs, b.outputs) if isinstance(x, np.ndarray))
+        for a, b in zip(first, second)
     )
 
 
 @contextlib.contextmanager
-def _recording(layers):
-    """Within the block, every call of each layer appends (its inputs, its outputs) to ``calls[id(layer)]``."""
-    calls: dict[int, list[tuple]] = {}
+def _recording(layers, replay: dict[int, list[_Call]] | None = None):
+    """Within the block, every call of each layer is appended to ``calls[id(layer)]``; with ``replay``, each
+    call is given the inputs of the same call in it, where those were readable."""
+    calls: dict[int, list[_Call]] = {}
     originals = [(layer, layer.__dict__.get("call")) for layer in layers]
     for layer in layers:
         key = id(layer)
 
         def call(*args, _original=layer.call, _key=key, **kwargs):
-            inputs = _readable((args, kwargs))
+            mine = calls.setdefault(_key, [])
+            before = (replay or {}).get(_key, [])
+            if len(mine) < len(before) and before[len(mine)].outputs is not None:
+                args, kwargs = before[len(mine)].args, before[len(mine)].kwargs
             outputs = _original(*args, **kwargs)
-            calls.setdefault(_key, []).append((inputs, _readable(outputs)))
+            mine.append(_Call(args, kwargs, _readable(outputs)))
             return outputs
 
         layer.call = call
