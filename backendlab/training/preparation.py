@@ -16,6 +16,7 @@ from backendlab.errors import UsageError
 from backendlab.init import PortableStart, portable_init, weights_checksum
 from backendlab.models import build_model, check_compatible, default_data
 from backendlab.runspec import RunSpec
+from backendlab.training import randomness
 from backendlab.training.files import load_model, saved_run, users_custom_objects
 from backendlab.training.keras_fixes import avoid_needless_tensorflow, set_random_seed
 from backendlab.training.schedule import (
@@ -94,7 +95,10 @@ def prepare(
     # Built on a real sample before anything is taken from it (a lazily built subclassed model).
     sample = dataset.take("train", first_rows(spec, dataset.sample_rows))[0]
     found = stochastic_layers(net, sample)
-    outside = drawing_outside_keras(net, sample) if spec.random == "portable" else []
+    outside = []
+    if spec.random == "portable":
+        with randomness.portable():  # what still varies under it draws outside Keras's random ops
+            outside = drawing_outside_keras(net, sample)
     found += [layer for layer in outside if layer not in found]
     if spec.disable_stochastic:
         switch_off(found)
