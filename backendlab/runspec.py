@@ -20,6 +20,7 @@ from backendlab.errors import UsageError
 
 LOOPS = ("fit", "custom")
 INITS = ("portable", "backend")
+RANDOMS = ("portable", "backend")
 
 
 def positive_int(text: str) -> int:
@@ -122,6 +123,13 @@ class RunSpec:
         "(Keras's initializers on the backend's own generator) (default: portable)",
         choices=INITS,
     )
+    random: str = option(
+        "portable",
+        "random draws in training (Dropout, GaussianNoise, keras.random.*): portable (one counter-based "
+        "generator keyed by each layer's seed: the same numbers on every backend) or backend (each backend's "
+        "own generator) (default: portable)",
+        choices=RANDOMS,
+    )
     # Epochs a resumed model had already trained; set from the saved optimizer, not by a flag.
     initial_epoch: int = option(0, "", flag=False)
 
@@ -154,6 +162,8 @@ class RunSpec:
                 raise UsageError(f"{name.replace('_', ' ')} must be a positive integer, got {value!r}")
         if self.init not in INITS:
             raise UsageError(f"init must be 'portable' or 'backend', got {self.init!r}")
+        if self.random not in RANDOMS:
+            raise UsageError(f"random must be 'portable' or 'backend', got {self.random!r}")
         if self.loop not in LOOPS:
             raise UsageError(f"loop must be 'fit' or 'custom', got {self.loop!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:

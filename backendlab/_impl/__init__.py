@@ -44,6 +44,10 @@
 ``process_batches(model, x, y, sample_weight, batch_size)``
                          ``fit``'s keyword arguments for this process's own share of every global
                          batch, in local batches of ``batch_size`` (global / n)
+``replica_first_row(rows)``
+                         this replica's first row in the global batch, for a random draw of ``rows``
+                         rows made on its share (``backendlab.training.randomness`` counts a sample's
+                         draws from it): 0 on one device and under JAX's global program
 ``gather_shares(tree, shares)``
                          every process's share of a batch, in process order: the global batch
                          (torch's custom loop, for the compiled metrics)

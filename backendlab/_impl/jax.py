@@ -73,6 +73,11 @@ def gather_shares(tree, shares: list[int]):
     return tree
 
 
+def replica_first_row(rows) -> int:
+    """0: under DataParallel a step is one global program, whose draws span the global batch."""
+    return 0
+
+
 def _training(model) -> dict:
     """``training=True`` for a model whose ``call`` takes it; ``stateless_call`` passes it on regardless
     (Keras's own JAX trainer asks the same question)."""

@@ -104,6 +104,15 @@ def gather_shares(tree, shares: list[int]):
     return tree
 
 
+def replica_first_row(rows):
+    """The replica's number times its rows: each replica of a (multi-worker) MirroredStrategy runs on the
+    next slice of the global batch, in replica order (an uneven last batch: see docs/randomness.md)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 0
+    return context.replica_id_in_sync_group * rows
+
+
 def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     """``jit_compile``: True compiles the graph with XLA; None or False run it as a plain tf.function graph."""
     # Build the optimizer's slots eagerly: tf.function must not create variables.

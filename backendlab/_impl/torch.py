@@ -80,6 +80,12 @@ def data_parallel(devices: int):
     return contextlib.nullcontext()
 
 
+def replica_first_row(rows) -> int:
+    """The rank times its rows: rank r trains the r-th share of every global batch (even shares; see
+    :func:`_shares` for an uneven last batch)."""
+    return _world()[0] * rows
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()

@@ -17,6 +17,7 @@ from backendlab.backends import impl
 from backendlab.errors import NonFiniteError
 from backendlab.pipelines import InputRecorder, batch_size_of
 from backendlab.results import TrainResult
+from backendlab.training import randomness
 from backendlab.training.feeds import epoch_batches, fit_feed
 from backendlab.training.files import outside_distribution
 from backendlab.training.hooks import STEP_LOSS, record_step_losses, sample_means_class
@@ -105,7 +106,7 @@ def _custom_epochs(
 
     from backendlab.training.step import TrainStep
 
-    step = TrainStep(prep.model, prep.model.loss, prep.model.optimizer)
+    step = TrainStep(prep.model, prep.model.loss, prep.model.optimizer, random=prep.config.random)
     history: dict[str, list[float]] = defaultdict(list)
     step_losses: list[float] = []
     running: list[float] = []
@@ -167,7 +168,8 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
     watch = NonFiniteWatch()
     recorder = InputRecorder()
     start = time.perf_counter()
-    history, step_losses, running = run_epochs(prep, orders, on_step, watch, recorder)
+    with randomness.use(config.random):
+        history, step_losses, running = run_epochs(prep, orders, on_step, watch, recorder)
     impl().sync([v.value for v in model.trainable_variables])
     train_time = time.perf_counter() - start
     result = TrainResult(
@@ -193,9 +195,15 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
     )
     if watch.found:
         raise NonFiniteError(watch.found.message, result)
-    test = model.evaluate(
-        data.x_test, data.y_test, sample_weight=data.w_test, batch_size=config.batch_size, verbose=0, return_dict=True
-    )
+    with randomness.use(config.random):  # a layer that draws in inference too
+        test = model.evaluate(
+            data.x_test,
+            data.y_test,
+            sample_weight=data.w_test,
+            batch_size=config.batch_size,
+            verbose=0,
+            return_dict=True,
+        )
     result.test = {k: float(v) for k, v in test.items() if k != STEP_LOSS}
     return result
 
@@ -206,5 +214,5 @@ def predict(prep: Prepared) -> Any:
     Under ``--processes`` each process predicts the whole test split by itself: JAX's global arrays
     cannot be read back where they span other processes' devices.
     """
-    with outside_distribution():
+    with outside_distribution(), randomness.use(prep.config.random):
         return prep.model.predict(prep.data.x_test, batch_size=prep.config.batch_size, verbose=0)

@@ -19,6 +19,7 @@ from backendlab.runspec import RunSpec
 from backendlab.training import randomness
 from backendlab.training.files import load_model, saved_run, users_custom_objects
 from backendlab.training.keras_fixes import avoid_needless_tensorflow, set_random_seed
+from backendlab.training.randomness import portable_seed_states
 from backendlab.training.schedule import (
     check_pipeline_options,
     epoch_steps,
@@ -102,6 +103,8 @@ def prepare(
     found += [layer for layer in outside if layer not in found]
     if spec.disable_stochastic:
         switch_off(found)
+    if spec.random == "portable" and resume is None:
+        portable_seed_states(net, spec.seed)  # after the look above, which drew: training starts from here
     return Prepared(spec, dataset, net, [layer.name for layer in found], start, [layer.name for layer in outside])
 
 

@@ -37,7 +37,7 @@ _ROUNDS = 20
 _MANTISSA = 23  # float32 holds 23 bits after the point: u = bits / 2**23 is exact
 
 #: This replica's first row in the global batch: an int, or a function of the draw's rows (its local batch).
-_offset: int | Callable | None = None
+_offset: int | Callable = 0
 _saved: dict | None = None
 
 
@@ -94,9 +94,7 @@ def _shape(shape) -> tuple:
 
 
 def _first_row(rows):
-    """This replica's first row of a draw with ``rows`` rows (0 alone, or where no offset applies)."""
-    if _offset is None:
-        return 0
+    """This replica's first row in the global batch, for a draw of ``rows`` rows (its share)."""
     return _offset(rows) if callable(_offset) else _offset
 
 
@@ -222,13 +220,19 @@ def _backend_random():
 
 
 def install(offset: int | Callable | None = None) -> None:
-    """Put the portable functions in place of the active backend's; ``offset``: this replica's first row
-    in the global batch, an int or a function of a draw's rows (its local batch) that says it."""
+    """Put the portable functions in place of the active backend's.
+
+    ``offset``: this replica's first row in the global batch, an int or a function of a draw's rows
+    (its local batch) that says it; None asks the backend's data-parallel engine
+    (``replica_first_row`` in ``backendlab/_impl``: 0 on one device and under JAX's global program).
+    """
     global _saved, _offset
+    from backendlab.backends import impl
+
     module = _backend_random()
     if _saved is None:
         _saved = {name: getattr(module, name) for name in NAMES}
-    _offset = offset
+    _offset = impl().replica_first_row if offset is None else offset
     for name in NAMES:
         setattr(module, name, globals()[name])
 
@@ -240,7 +244,7 @@ def uninstall() -> None:
         module = _backend_random()
         for name, fn in _saved.items():
             setattr(module, name, fn)
-    _saved, _offset = None, None
+    _saved, _offset = None, 0
 
 
 def installed() -> bool:
@@ -268,3 +272,37 @@ def use(mode: str, offset: int | Callable | None = None):
     if mode == "backend":
         return contextlib.nullcontext()
     raise ValueError(f"random must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+# --- where the streams start ---
+
+
+def portable_seed_states(model, seed: int) -> list[str]:
+    """Start every unseeded ``SeedGenerator`` of ``model`` from ``(seed, its place in the model)``.
+
+    Keras seeds a generator made without a seed from Python's ``random`` when it is made, which
+    depends on what was built before in the process; a generator the user seeded
+    (``Dropout(seed=42)``) starts from that seed on every backend already and is left alone.
+    Returns the places of the generators set. The place is the layers' names as in
+    :func:`backendlab.init.portable_init` (renumbered among siblings, not per process).
+    """
+    from backendlab.init import _seed_words, _sibling_names
+
+    placed: list[str] = []
+
+    def visit(layer, prefix: str, seen: set[int]) -> None:
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        for i, generator in enumerate(getattr(layer, "_seed_generators", [])):
+            if generator._initial_seed is None:
+                place = f"{prefix}seed_generator_{i}"
+                word = _seed_words(seed, place)[0] & 0x3FFFFFFF  # positive in every backend's seed dtype
+                generator.state.assign(_ops().cast(_ops().convert_to_tensor([word, 0]), generator.state.dtype))
+                placed.append(place)
+        sublayers = getattr(layer, "_layers", [])
+        for sublayer, name in zip(sublayers, _sibling_names([s.name for s in sublayers])):
+            visit(sublayer, f"{prefix}{name}/", seen)
+
+    visit(model, "", set())
+    return placed

@@ -96,15 +96,22 @@ class TrainStep:
 
     ``jit_compile``: None (the default) compiles as each backend usually does (``jax.jit``,
     ``tf.function``, eager PyTorch); True adds XLA on TensorFlow and ``torch.compile`` on PyTorch;
-    False runs JAX op by op. ``run`` returns tensors without waiting for them: a loop that calls
-    it and reads the loss only now and then never stops the device once per step.
+    False runs JAX op by op. ``random``: ``"portable"`` (the default) draws Dropout's masks and every
+    other ``keras.random`` draw from backendlab's portable stream, the same on every backend
+    (:mod:`backendlab.training.randomness`); ``"backend"`` keeps each backend's own generator.
+    ``run`` returns tensors without waiting for them: a loop that calls it and reads the loss only
+    now and then never stops the device once per step.
     """
 
-    def __init__(self, model, loss, optimizer, metrics=(), jit_compile=None):
+    def __init__(self, model, loss, optimizer, metrics=(), jit_compile=None, random="portable"):
         import keras
+
+        from backendlab.training.randomness import MODES
 
         ensure_backend()
         _check_built(model)
+        if random not in MODES:
+            raise UsageError(f"random must be 'portable' or 'backend', got {random!r}")
         if isinstance(optimizer, str):
             optimizer = keras.optimizers.get(optimizer)
         self.model = model
@@ -112,6 +119,7 @@ class TrainStep:
         self.loss_fn = resolve_loss(loss)
         self.metrics = [keras.metrics.get(m) if isinstance(m, str) else m for m in metrics]
         self.jit_compile = jit_compile
+        self.random = random
         self._step = impl().make_train_step(model, self.loss_fn, optimizer, jit_compile)
 
     def run(self, x, y, sample_weight=None, shares: list[int] | None = None):
@@ -131,7 +139,8 @@ class TrainStep:
         )
         try:
             given = () if shares is None else (shares,)  # torch's --processes alone gives shares
-            loss, y_pred = self._step(x, y, sample_weight, *given)
+            with self._randomness(shares):
+                loss, y_pred = self._step(x, y, sample_weight, *given)
         except (ValueError, TypeError) as exc:
             raise UsageError(
                 f"model {self.model.name!r} failed on a batch of shape {_shapes(x)} -> {_shapes(y)}: {one_line(exc)}"
@@ -147,7 +156,16 @@ class TrainStep:
         batches = [
             tuple(keras.tree.map_structure(keras.ops.convert_to_tensor, part) for part in batch) for batch in batches
         ]
-        return self._step.run_many(batches)
+        with self._randomness():
+            return self._step.run_many(batches)
+
+    def _randomness(self, shares: list[int] | None = None):
+        """Where the step draws: given this process's ``shares``, its rows start after the earlier ranks'."""
+        from backendlab.training import randomness
+        from backendlab.workers.ranks import process_index
+
+        offset = None if shares is None else sum(shares[: process_index()])
+        return randomness.use(self.random, offset)
 
     def __call__(self, x, y, sample_weight=None) -> dict[str, float]:
         import keras
