@@ -464,4 +464,8 @@ def handle(job: dict, workdir: Path, progress: Progress) -> dict:
     missing = [key for key in REQUIRED[kind] if key not in job]
     if missing:
         raise UsageError(f"probe job {kind!r} lacks {', '.join(missing)}")
-    return JOBS[kind](job, workdir, progress)
+    from backendlab.training import randomness
+
+    # Replayed and probed as the run drew (--random): portably, every backend's masks are the run's.
+    with randomness.use(RunSpec.from_dict(job["run"]).random):
+        return JOBS[kind](job, workdir, progress)
