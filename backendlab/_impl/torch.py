@@ -80,10 +80,13 @@ def data_parallel(devices: int):
     return contextlib.nullcontext()
 
 
+#: This rank's first row in the global batch of the step being taken (0 outside a step).
+_step_start = [0]
+
+
 def replica_first_row(rows) -> int:
-    """The rank times its rows: rank r trains the r-th share of every global batch (even shares; see
-    :func:`_shares` for an uneven last batch)."""
-    return _world()[0] * rows
+    """Where this rank's share of the step's global batch starts (the earlier ranks' shares, even or not)."""
+    return _step_start[0]
 
 
 def _world() -> tuple[int, int]:
@@ -151,7 +154,11 @@ def make_train_step(model, loss_fn, optimizer, jit_compile=None):
             # losses summed, over its samples); weighting each by its share of the batch makes that
             # the mean over the batch's samples, also when the shares differ (a last, partial batch).
             share = shares[rank] * world / n
-        loss, y_pred = forward_loss(x, y, sample_weight)
+            _step_start[0] = sum(shares[:rank])
+        try:
+            loss, y_pred = forward_loss(x, y, sample_weight)
+        finally:
+            _step_start[0] = 0
         model.zero_grad()
         (loss * share).backward()
         grads = [v.value.grad for v in model.trainable_weights]

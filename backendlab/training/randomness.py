@@ -10,9 +10,10 @@ same bits on JAX, TensorFlow and PyTorch, eagerly and under XLA, ``tf.function``
 - The key is the seed as Keras draws it (:func:`keras.src.random.seed_generator.draw_seed`): a
   ``SeedGenerator`` hands out its state and advances it, the same way on every backend; an int seed
   is fixed.
-- The counter of an element is its place in the draw. A draw whose first axis is the batch counts
-  its rows from ``offset`` (this replica's first row in the global batch), so under data parallelism
-  a sample's mask does not depend on how the batch is split.
+- The counter of an element is its place in the draw: (its row, its place in the row), one
+  Threefry output giving two neighbours their 32 bits each. Rows are counted from ``offset`` (this
+  replica's first row in the global batch), so under data parallelism a sample's mask does not
+  depend on how the batch is split.
 - Bits become floats the same way everywhere: the top 23 bits over 2**23, exact in float32. A
   normal draw is Box-Muller, a truncated one the inverse CDF: these use log, cos and erfinv, which
   agree across backends to float32 rounding (a few ulps), not bit for bit.
@@ -98,27 +99,40 @@ def _first_row(rows):
     return _offset(rows) if callable(_offset) else _offset
 
 
-def _counters(shape, by_row: bool):
-    """Each element's place in the draw, as an int32 tensor of ``shape``; rows counted from the replica's."""
+def _grid(shape, by_row: bool, width_of):
+    """Counters for a draw of ``shape`` seen as rows: (its row in the global batch, a place in the row).
+
+    ``width_of(size)`` says how many places a row of ``size`` elements needs. Returns the two counter
+    words, each of shape ``(rows, width)``, and ``(rows, size)``.
+    """
     ops = _ops()
     shape = _shape(shape)
-    if not shape:
-        return ops.zeros((), "int32")
-    rows, rest = shape[0], shape[1:]
-    size = 1
-    for d in rest:
+    rows, size = (shape[0], 1) if shape else (1, 1)
+    for d in shape[1:]:
         size = size * d
-    first = _first_row(rows) if by_row else 0
+    first = _first_row(rows) if by_row and shape else 0
     row = ops.add(ops.arange(rows, dtype="int32"), ops.cast(first, "int32"))
-    place = ops.add(ops.multiply(ops.expand_dims(row, 1), size), ops.expand_dims(ops.arange(size, dtype="int32"), 0))
-    return ops.reshape(place, shape)
+    width = width_of(size)
+    c0 = ops.broadcast_to(ops.expand_dims(row, 1), (rows, width))
+    c1 = ops.broadcast_to(ops.expand_dims(ops.arange(width, dtype="int32"), 0), (rows, width))
+    return c0, c1, rows, size
 
 
 def random_bits(shape, seed, by_row: bool = True):
-    """Two int32 words of random bits per element of ``shape``: Threefry of the element's place under the seed."""
+    """One int32 word of random bits per element of ``shape``: each Threefry output gives two neighbours theirs."""
     ops = _ops()
-    place = _counters(shape, by_row)
-    return threefry2x32(_key(seed), (place, ops.zeros_like(place)))
+    c0, c1, rows, size = _grid(shape, by_row, lambda size: (size + 1) // 2)
+    x0, x1 = threefry2x32(_key(seed), (c0, c1))
+    words = ops.reshape(ops.stack([x0, x1], axis=-1), (rows, -1))[:, :size]
+    return ops.reshape(words, _shape(shape))
+
+
+def random_pairs(shape, seed, by_row: bool = True):
+    """Two int32 words of random bits per element of ``shape`` (what Box-Muller takes)."""
+    ops = _ops()
+    c0, c1, _, _ = _grid(shape, by_row, lambda size: size)
+    x0, x1 = threefry2x32(_key(seed), (c0, c1))
+    return ops.reshape(x0, _shape(shape)), ops.reshape(x1, _shape(shape))
 
 
 def _unit(word, half: bool = False):
@@ -142,13 +156,13 @@ def _float_dtype(dtype):
 
 def uniform(shape, minval=0.0, maxval=1.0, dtype=None, seed=None):
     ops = _ops()
-    u = _unit(random_bits(shape, seed)[0])
+    u = _unit(random_bits(shape, seed))
     return ops.cast(ops.add(ops.multiply(u, maxval - minval), minval), _float_dtype(dtype))
 
 
 def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
     ops = _ops()
-    x0, x1 = random_bits(shape, seed)
+    x0, x1 = random_pairs(shape, seed)
     u1 = ops.subtract(1.0, _unit(x0))  # (0, 1]: log is finite
     radius = ops.sqrt(ops.multiply(-2.0, ops.log(u1)))
     z = ops.multiply(radius, ops.cos(ops.multiply(2.0 * math.pi, _unit(x1))))
@@ -158,7 +172,7 @@ def normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
 def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
     """Within two standard deviations, as Keras's own: the normal's inverse CDF over that band."""
     ops = _ops()
-    u = _unit(random_bits(shape, seed)[0], half=True)
+    u = _unit(random_bits(shape, seed), half=True)
     band = math.erf(2.0 / math.sqrt(2.0))
     t = ops.multiply(ops.subtract(ops.multiply(u, 2.0), 1.0), band)
     z = ops.multiply(ops.erfinv(t), math.sqrt(2.0))
@@ -167,7 +181,7 @@ def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=None, seed=None):
 
 def randint(shape, minval, maxval, dtype="int32", seed=None):
     ops = _ops()
-    word = ops.bitwise_and(random_bits(shape, seed)[0], 0x7FFFFFFF)
+    word = ops.bitwise_and(random_bits(shape, seed), 0x7FFFFFFF)
     return ops.cast(ops.add(ops.mod(word, maxval - minval), minval), dtype)
 
 
@@ -181,7 +195,7 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
     shape = _shape(inputs)
     if noise_shape is not None:
         shape = tuple(shape[i] if d is None else d for i, d in enumerate(noise_shape))
-    mask = ops.less(_unit(random_bits(shape, seed)[0]), keep)
+    mask = ops.less(_unit(random_bits(shape, seed)), keep)
     mask = ops.broadcast_to(mask, _shape(inputs))
     return ops.where(mask, ops.divide(inputs, ops.cast(keep, inputs.dtype)), ops.zeros_like(inputs))
 
@@ -193,7 +207,7 @@ def shuffle(x, axis=0, seed=None):
     n = _shape(x)[axis]
     spare = max(1, (n - 1).bit_length())
     # Random high bits, the index in the low ones: no two keys tie, so any sort gives one order.
-    high = ops.left_shift(ops.right_shift(random_bits((n,), seed, by_row=False)[0], spare), spare)
+    high = ops.left_shift(ops.right_shift(random_bits((n,), seed, by_row=False), spare), spare)
     keys = ops.bitwise_or(high, ops.arange(n, dtype="int32"))
     return ops.take(x, ops.argsort(keys), axis=axis)
 
@@ -203,7 +217,7 @@ def categorical(logits, num_samples, dtype="int32", seed=None):
     ops = _ops()
     logits = ops.convert_to_tensor(logits)
     rows, classes = _shape(logits)
-    u = _unit(random_bits((rows, num_samples, classes), seed)[0], half=True)
+    u = _unit(random_bits((rows, num_samples, classes), seed), half=True)
     gumbel = ops.negative(ops.log(ops.negative(ops.log(u))))
     scores = ops.add(ops.expand_dims(ops.cast(logits, "float32"), 1), gumbel)
     return ops.cast(ops.argmax(scores, axis=-1), dtype)

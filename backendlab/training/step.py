@@ -139,7 +139,7 @@ class TrainStep:
         )
         try:
             given = () if shares is None else (shares,)  # torch's --processes alone gives shares
-            with self._randomness(shares):
+            with self._randomness():
                 loss, y_pred = self._step(x, y, sample_weight, *given)
         except (ValueError, TypeError) as exc:
             raise UsageError(
@@ -159,13 +159,10 @@ class TrainStep:
         with self._randomness():
             return self._step.run_many(batches)
 
-    def _randomness(self, shares: list[int] | None = None):
-        """Where the step draws: given this process's ``shares``, its rows start after the earlier ranks'."""
+    def _randomness(self):
         from backendlab.training import randomness
-        from backendlab.workers.ranks import process_index
 
-        offset = None if shares is None else sum(shares[: process_index()])
-        return randomness.use(self.random, offset)
+        return randomness.use(self.random)  # a replica's rows counted from its share's start (backendlab/_impl)
 
     def __call__(self, x, y, sample_weight=None) -> dict[str, float]:
         import keras

@@ -87,3 +87,13 @@ def test_more_devices_than_the_machine_has(capsys):
         f"backendlab: error: asked for {many} devices but this machine has no GPU and {os.cpu_count()} CPU cores "
         f"(at most one virtual device per core): use --devices {os.cpu_count()} or fewer"
     )
+
+
+def test_two_devices_draw_the_masks_one_device_draws(backend, tmp_path):
+    """Portable randomness counts a sample's draws from its place in the global batch: dropout trains alike."""
+    model = "tests/fixtures/random_models.py:dense_dropout"
+    one, two, w1, w2 = train_one_and_two_devices(tmp_path, model=model, data="sequences", epochs=1, batch_size=64)
+    assert len(one["stochastic_layers"]) == len(two["stochastic_layers"]) == 2
+    np.testing.assert_allclose(two["step_losses"], one["step_losses"], rtol=EXACT, atol=0)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(b, a, rtol=EXACT, atol=EXACT)
