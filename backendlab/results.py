@@ -169,6 +169,8 @@ class TrainResult:
     num_params: int
     saved_model: str | None = None
     stochastic_layers: list[str] = field(default_factory=list)
+    # Of stochastic_layers, those that draw outside Keras's random ops (observed under --random portable).
+    stochastic_outside: list[str] = field(default_factory=list)
     # The checksum of the starting weights: with --init portable, the same on every backend.
     start_checksum: str | None = None
     start_note: str | None = None  # one line naming variables that kept their backend's own initializer

@@ -63,15 +63,20 @@ def build_keras(name: str, job: dict, native):
     from backendlab.models import MODELS
 
     samples = job["max_samples"]
-    if name in ("mlp", "cnn"):
+    if name in ("mlp", "cnn", "cnn_dropout"):
         shape = SHAPES[name]
         layers = [keras.Input(shape.input_shape)]
+
+        def dropout():  # a new layer at each place
+            return [keras.layers.Dropout(shape.dropout)] if shape.dropout else []
+
         if name == "mlp":
             layers += [keras.layers.Dense(w, activation="relu") for w in shape.hidden]
         else:
             for filters in shape.hidden:
                 layers += [keras.layers.Conv2D(filters, shape.kernel, activation="relu"), keras.layers.MaxPooling2D(2)]
-            layers += [keras.layers.Flatten()]
+                layers += dropout()
+            layers += [keras.layers.Flatten(), *dropout()]
         model = keras.Sequential(layers + [keras.layers.Dense(shape.classes)], name=name)
         x, y = synthetic_data(shape.input_shape, shape.classes, samples, job["run"]["seed"])
         return model, keras.losses.SparseCategoricalCrossentropy(from_logits=True), Samples(x, y)
@@ -147,6 +152,14 @@ def summarize(row: BenchRow, times: list[float], steps: int, flops: float | None
 
 
 def keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
+    """A Keras model's cell, its random layers drawing as ``cell["random"]`` says (portable or backend)."""
+    from backendlab.training import randomness
+
+    with randomness.use(cell.get("random", "backend")):
+        return _keras_cell(cell, job, native, row)
+
+
+def _keras_cell(cell: dict, job: dict, native, row: BenchRow) -> BenchRow:
     import keras
 
     keras.backend.clear_session()

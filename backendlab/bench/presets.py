@@ -30,6 +30,8 @@ class Preset:
     variant_models: tuple[str, ...] = ()
     # What fit reads its batches from: arrays, or pipelines of these kinds over the same arrays (fit cells only).
     pipelines: tuple[str, ...] = ("arrays",)
+    # How the Keras cells' random layers draw (--random): Keras's own generators, or portably; each is a row.
+    random: tuple[str, ...] = ("backend",)
     threads: int | None = None  # intra-op threads; None keeps each framework's default
     native: bool = True  # run the native loops for the models that have them
     matmul_n: int = 2048  # the side of the square float32 matmul that measures the peak
@@ -59,6 +61,17 @@ PRESETS: dict[str, Preset] = {
         samples_per_repeat=2048,
         steps_per_execution=(1, 32),
         variant_models=("mlp",),
+    ),
+    # What portable randomness costs (issue 26): each model with Keras's own generators and with the portable one.
+    "random": Preset(
+        "random",
+        ("cnn_dropout", "bert"),
+        batch_sizes=(32, 256),
+        modes=("fit",),
+        repeats=5,
+        samples_per_repeat=2048,
+        native=False,
+        random=("backend", "portable"),
     ),
     # What the tests run: seconds per backend, numbers meaningless.
     "tiny": Preset(

@@ -53,6 +53,7 @@ class BenchRow:
     # backendlab's reader; for a pipeline, the fraction of the step time spent waiting in its next().
     pipeline: str = "arrays"
     input_stall: float | None = None
+    random: str = "backend"  # how its random layers drew (--random): Keras's own generators, or portable
 
     @property
     def ok(self) -> bool:
@@ -63,7 +64,8 @@ class BenchRow:
         text = (
             f"jit={self.jit_compile} spe={self.steps_per_execution} thr={self.threads if self.threads else 'default'}"
         )
-        return text if self.pipeline == "arrays" else f"{text} input={self.pipeline}"
+        text = text if self.pipeline == "arrays" else f"{text} input={self.pipeline}"
+        return text if self.random == "backend" else f"{text} random={self.random}"
 
     @classmethod
     def from_dict(cls, d: dict) -> BenchRow:

@@ -40,7 +40,7 @@ def plan_cells(preset: Preset) -> list[dict]:
                 for jit in preset.jit_compile if every else preset.jit_compile[:1]:
                     for spe in preset.steps_per_execution if every else preset.steps_per_execution[:1]:
                         for pipeline in pipelines:
-                            cells.append(
+                            cells += [
                                 dict(
                                     impl="keras",
                                     model=model,
@@ -49,8 +49,10 @@ def plan_cells(preset: Preset) -> list[dict]:
                                     jit_compile=jit,
                                     steps_per_execution=spe,
                                     pipeline=pipeline,
+                                    random=random,
                                 )
-                            )
+                                for random in preset.random
+                            ]
                 if preset.native and model in SHAPES and SHAPES[model].native:
                     cells.append(
                         dict(

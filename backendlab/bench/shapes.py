@@ -24,6 +24,7 @@ class BenchShape:
     hidden: tuple[int, ...] = ()  # Dense widths (mlp) or Conv2D filters (cnn)
     kernel: int = 3
     native: bool = False  # whether native PyTorch/JAX/TensorFlow twins exist
+    dropout: float = 0.0  # a Dropout of this rate after each pooling and before the head (cnn_dropout)
     description: str = ""
 
 
@@ -38,6 +39,14 @@ SHAPES: dict[str, BenchShape] = {
             (16, 32),
             native=True,
             description="Conv3x3(16)-relu-MaxPool2-Conv3x3(32)-relu-MaxPool2-Flatten-Dense(10), valid padding",
+        ),
+        BenchShape(
+            "cnn_dropout",
+            (28, 28, 1),
+            10,
+            (16, 32),
+            dropout=0.25,
+            description="cnn with Dropout(0.25) after each MaxPool2 and after Flatten: what --random costs",
         ),
         BenchShape("rnn", (32, 16), 10, description="zoo rnn: LSTM(32)-Dense(10) softmax, 32 steps x 16 features"),
         BenchShape(

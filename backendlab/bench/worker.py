@@ -52,6 +52,7 @@ def handle(job: dict, workdir: Path, progress) -> dict:
             native.threads(),
             note=thread_note,
             pipeline=cell.get("pipeline", "arrays"),
+            random=cell.get("random", "backend"),
         )
         if cell["impl"] == "keras" and row.steps_per_execution > 1 and not backend.steps_per_execution:
             row.status, row.note = (
@@ -83,4 +84,5 @@ def handle(job: dict, workdir: Path, progress) -> dict:
 
 def describe(cell: dict) -> str:
     spe = f" spe={cell['steps_per_execution']}" if cell["steps_per_execution"] > 1 else ""
-    return f"{cell['impl']} {cell['model']} {cell['mode']} bs={cell['batch_size']}{spe}"
+    random = f" random={cell['random']}" if cell.get("random", "backend") != "backend" else ""
+    return f"{cell['impl']} {cell['model']} {cell['mode']} bs={cell['batch_size']}{spe}{random}"

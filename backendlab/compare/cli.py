@@ -55,8 +55,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "--stat-rtol",
         type=positive_float,
         default=DEFAULT_STAT_RTOL,
-        help="with stochastic layers on: relative tolerance on final-epoch and test metrics "
-        f"(default: {DEFAULT_STAT_RTOL:g})",
+        help="with layers drawing other numbers on each backend (--random backend, or drawing outside Keras): "
+        f"relative tolerance on final-epoch and test metrics (default: {DEFAULT_STAT_RTOL:g})",
     )
     parser.add_argument(
         "--no-portability",

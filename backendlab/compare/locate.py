@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from backendlab.compare.diff import EPSILON
+from backendlab.compare.results import OUTSIDE, PORTABLE, stochastic_marks
 
 PHASES = ("forward", "loss", "gradient", "update", "state")
 #: The phases of an evaluation probe: each layer's output in inference, evaluate's loss, and its metrics.
@@ -274,10 +275,28 @@ def _unit(during: str) -> str:
 
 
 def _stochastic_note(place: dict, manifest: Mapping | None) -> str:
-    stochastic = (manifest or {}).get("stochastic_layers") or []
-    if place["phase"] == "forward" and place.get("layer") in stochastic:
-        return " (a stochastic layer: each backend draws its own random numbers; --disable-stochastic turns it off)"
-    return ""
+    """What a stochastic layer where training first parts draws from, by its mark (results.stochastic_marks)."""
+    manifest = manifest or {}
+    stochastic = manifest.get("stochastic_layers") or []
+    if place["phase"] != "forward" or place.get("layer") not in stochastic:
+        return ""
+    # A probe from before --random existed ran each backend's own generators.
+    random = manifest.get("random", "backend")
+    mark = stochastic_marks(stochastic, manifest.get("stochastic_outside") or [], random, False)[place["layer"]]
+    if mark == OUTSIDE:
+        return (
+            " (a layer drawing from its framework's own generator, outside Keras's random ops: each backend draws "
+            "its own numbers; --disable-stochastic turns it off)"
+        )
+    if mark == PORTABLE:
+        return (
+            " (a stochastic layer drawing portably: every backend draws the same numbers here, so a difference "
+            "that starts in it is not its randomness; please report it)"
+        )
+    return (
+        " (a stochastic layer: each backend draws its own random numbers; --random portable draws the same, "
+        "--disable-stochastic turns it off)"
+    )
 
 
 def phases_table(reference_arrays: Arrays, mine_arrays: Arrays, phases: tuple[str, ...] = PHASES) -> list[dict]:

@@ -360,6 +360,8 @@ def probe_job(job: dict, workdir: Path, progress: Progress) -> dict:
         "layers": _layers(model, records),
         "sparse_gradients": sparse,
         "stochastic_layers": prep.stochastic,
+        "stochastic_outside": prep.outside,
+        "random": prep.config.random,
     }
 
 
@@ -445,6 +447,8 @@ def evaluate_job(job: dict, workdir: Path, progress: Progress) -> dict:
         "places": places,
         "layers": _layers(model, records),
         "stochastic_layers": prep.stochastic,
+        "stochastic_outside": prep.outside,
+        "random": prep.config.random,
     }
 
 
@@ -460,4 +464,8 @@ def handle(job: dict, workdir: Path, progress: Progress) -> dict:
     missing = [key for key in REQUIRED[kind] if key not in job]
     if missing:
         raise UsageError(f"probe job {kind!r} lacks {', '.join(missing)}")
-    return JOBS[kind](job, workdir, progress)
+    from backendlab.training import randomness
+
+    # Replayed and probed as the run drew (--random): portably, every backend's masks are the run's.
+    with randomness.use(RunSpec.from_dict(job["run"]).random):
+        return JOBS[kind](job, workdir, progress)

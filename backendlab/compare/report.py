@@ -10,7 +10,7 @@ from rich.table import Table
 from backendlab.backends import REFERENCE_BACKENDS
 from backendlab.compare.floor import WINDOW as FLOOR_WINDOW
 from backendlab.compare.known import by_id
-from backendlab.compare.results import AGREE_ROUNDING
+from backendlab.compare.results import AGREE_ROUNDING, STATISTICAL_MARKS
 from backendlab.compare.verdict import QUANTITIES
 from backendlab.export.formats import FORMATS as EXPORT_FORMATS
 from backendlab.init import NOTE_NAMES
@@ -397,6 +397,15 @@ def renderables(report) -> list:
     return [*shown, timing_line(report)]
 
 
+def stochastic_line(report) -> str:
+    """``Stochastic layers (--random portable): `dropout` portable, `noise` outside Keras (statistical)``"""
+    marked = ", ".join(
+        f"`{name}` {mark}" + (" (statistical)" if mark in STATISTICAL_MARKS else "")
+        for name, mark in report.stochastic_marks.items()
+    )
+    return f"Stochastic layers (--random {report.random}): {marked}"
+
+
 def markdown(report) -> str:
     s = report.settings
     c = report.criterion
@@ -413,6 +422,8 @@ def markdown(report) -> str:
         "Every backend started from the same weights (checksums below)." + kept_sentence(report),
         "",
     ]
+    if report.stochastic_marks:
+        lines += [stochastic_line(report) + ".", ""]
     if report.odd_one_out:
         lines += [f"**{odd_line(report)}.**", ""]
     if report.batches:

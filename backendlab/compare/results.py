@@ -35,6 +35,20 @@ AGREE_ROUNDING = "agree within rounding"
 #: With stochastic layers on, only final metrics can be compared, and loosely.
 DEFAULT_STAT_RTOL = 0.1
 
+#: How a stochastic layer drew in training: from the one portable generator (the same numbers on every
+#: backend), from each backend's own (--random backend), from its framework's own generator outside
+#: Keras's random ops (torch.rand, tf.random: no flag reaches it), or not at all (--disable-stochastic).
+PORTABLE, BACKEND, OUTSIDE, OFF = "portable", "backend", "outside Keras", "off"
+#: The marks whose layers draw other numbers on each backend: they leave only a statistical verdict.
+STATISTICAL_MARKS = (BACKEND, OUTSIDE)
+
+
+def stochastic_marks(layers: list[str], outside: list[str], random: str, disabled: bool) -> dict[str, str]:
+    """Each stochastic layer's mark (see :data:`PORTABLE`): ``random`` is the run's --random."""
+    if disabled:
+        return dict.fromkeys(layers, OFF)
+    return {name: OUTSIDE if name in outside else PORTABLE if random == "portable" else BACKEND for name in layers}
+
 
 @dataclass
 class CompareOptions:
@@ -86,7 +100,8 @@ def tolerances_for(compute_dtype: str) -> tuple[float, float]:
 class Criterion:
     """How the backends were held to the reference, and why to those tolerances."""
 
-    kind: str  # exact | statistical (stochastic layers on: final and test metrics within stat_rtol decide)
+    # exact | statistical (layers drawing other numbers on each backend: final and test metrics within stat_rtol decide)
+    kind: str
     rtol: float
     atol: float
     stat_rtol: float
@@ -191,6 +206,10 @@ class CompareReport:
     # What really ran, as the workers reported it (compare.verdict.ran_facts): the model's compile, its
     # batches, dtype policy, devices and processes; loop and jit_compile per backend.
     ran: dict = field(default_factory=dict)
+    # The run's --random (a report from before it existed ran each backend's own generators), and how each
+    # of stochastic_layers drew (results.stochastic_marks: portable, backend, outside Keras, off).
+    random: str = "backend"
+    stochastic_marks: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         return display.text(self, "backendlab.compare.report:renderables")

@@ -17,7 +17,18 @@ import numpy as np
 from backendlab.compare import floor
 from backendlab.compare.diff import Diff, diff_arrays, first_step_outside
 from backendlab.compare.locate import threshold_for
-from backendlab.compare.results import AGREE_ROUNDING, BackendReport, CompareOptions, CompareReport, Criterion
+from backendlab.compare.results import (
+    AGREE_ROUNDING,
+    OFF,
+    OUTSIDE,
+    PORTABLE,
+    STATISTICAL_MARKS,
+    BackendReport,
+    CompareOptions,
+    CompareReport,
+    Criterion,
+    stochastic_marks,
+)
 from backendlab.pipelines import ARRAYS, first_difference
 from backendlab.results import NonFinite
 from backendlab.text import counted_names, plural
@@ -402,23 +413,47 @@ def numpy_reference(run: LoadedRun, trained: dict[str, TrainedRun], opts: Compar
     return cells
 
 
-def _notes(opts: CompareOptions, stochastic: list[str], criterion: str, skipped: dict, named_skip: bool) -> list[str]:
+def _notes(opts: CompareOptions, marks: dict[str, str], criterion: str, skipped: dict, named_skip: bool) -> list[str]:
     notes = []
-    if stochastic and criterion == "statistical":
+    portable = [name for name, mark in marks.items() if mark == PORTABLE]
+    if criterion == "statistical":
+        notes.append(_statistical_note(opts, marks))
+    elif portable:
         notes.append(
-            f"stochastic layers ({counted_names(stochastic)}) draw from each backend's own random generator, "
-            "so training cannot match step by step; the verdict compares final-epoch and test metrics within "
-            f"a relative {opts.stat_rtol:g} (and the starting predictions exactly). Step, weight and "
-            "prediction differences are shown but do not decide. Run with --disable-stochastic for an exact comparison."
+            f"stochastic layers ({counted_names(portable)}) draw portably (--random portable): one generator, keyed "
+            "by each layer's seed state, gives every backend the same random numbers, so the comparison is exact."
         )
-    elif stochastic:
+    elif OFF in marks.values():
         notes.append(
-            f"stochastic layers ({counted_names(stochastic)}) were switched off (run as in inference) on every "
+            f"stochastic layers ({counted_names(list(marks))}) were switched off (run as in inference) on every "
             "backend by --disable-stochastic, so the comparison is exact."
         )
     if named_skip:
         notes += [f"{name} was asked for by name but is not installed" for name in skipped]
     return notes
+
+
+def _statistical_note(opts: CompareOptions, marks: dict[str, str]) -> str:
+    """Why only final metrics decide: the layers that draw other numbers on each backend, named."""
+    outside = [name for name, mark in marks.items() if mark == OUTSIDE]
+    portable = [name for name, mark in marks.items() if mark == PORTABLE]
+    if outside:
+        why = (
+            f"{', '.join(outside)} {'draws' if len(outside) == 1 else 'draw'} from the framework's own random "
+            "generator, outside Keras's random ops, where --random portable cannot reach"
+        )
+        exact = (
+            "For an exact comparison, draw through keras.random with a SeedGenerator, or run with --disable-stochastic."
+        )
+    else:
+        why = f"stochastic layers ({', '.join(marks)}) draw from each backend's own random generator (--random backend)"
+        exact = "Run with --random portable or --disable-stochastic for an exact comparison."
+    others = f"The other stochastic layers ({', '.join(portable)}) draw portably. " if portable else ""
+    return (
+        f"{why}, so training cannot match step by step; the verdict compares final-epoch and test metrics within "
+        f"a relative {opts.stat_rtol:g} (and the starting predictions exactly). Step, weight and prediction "
+        f"differences are shown but do not decide. {others}{exact}"
+    )
 
 
 def export_cells(trained: dict[str, TrainedRun], planned: list[str]) -> dict[str, dict[str, dict]]:
@@ -585,7 +620,10 @@ def build_report(
             reports[name].import_s = seconds
     ok = [trained[n].outcome.result for n in planned if n in trained and trained[n].outcome.ok]
     stochastic = ok[-1]["stochastic_layers"] if ok else []
-    kind = "statistical" if stochastic and not opts.run.disable_stochastic else "exact"
+    # A layer drawing outside Keras on any backend stays random there: what one backend saw counts for all.
+    outside = sorted({name for r in ok for name in r.get("stochastic_outside", [])}, key=stochastic.index)
+    marks = stochastic_marks(stochastic, outside, opts.run.random, opts.run.disable_stochastic)
+    kind = "statistical" if any(m in STATISTICAL_MARKS for m in marks.values()) else "exact"
     reference, stand_in_note = _stand_in(reference, reports)
     ran = ran_facts(trained, planned, reference)
     judged = Criterion.resolve(kind, opts, ran.get("dtype_policy"), ran.get("compute_dtypes"))
@@ -638,7 +676,7 @@ def build_report(
     skip = set(references) | {fmt for row in exports.values() for fmt in row}
     settings = _as_ran({**opts.settings(), "data": data, "backends": list(reports)}, ran, trained, reference)
     verdict = _overall(reports, named_skip, interrupted)
-    notes = _notes(opts, stochastic, criterion, skipped, named_skip) + ([stand_in_note] if stand_in_note else [])
+    notes = _notes(opts, marks, criterion, skipped, named_skip) + ([stand_in_note] if stand_in_note else [])
     if batches and not batches["identical"] and not interrupted:
         verdict = "nondeterministic"  # before any verdict on the model: its numbers were fed different data
     return CompareReport(
@@ -659,4 +697,6 @@ def build_report(
         start=shared_start(trained, planned),
         odd_one_out=odd,
         ran=ran,
+        random=opts.run.random,
+        stochastic_marks=marks,
     )

@@ -182,6 +182,7 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
         train_time_s=train_time,
         num_params=int(model.count_params()),
         stochastic_layers=prep.stochastic,
+        stochastic_outside=prep.outside,
         start_checksum=prep.start.checksum,
         start_note=prep.start.note,
         start_variables=prep.start.variables(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from backendlab.models import build_model, check_compatible, default_data
 from backendlab.native_logs import joining_chatter_dropped
 from backendlab.runspec import RunSpec
 from backendlab.text import plural
+from backendlab.training import randomness
 from backendlab.training.files import load_model, saved_run, users_custom_objects
 from backendlab.training.keras_fixes import avoid_needless_tensorflow, set_random_seed, tensorflow_left_alone
 from backendlab.training.randomness import portable_seed_states
@@ -28,7 +29,7 @@ from backendlab.training.schedule import (
     padded_samples,
     samples_per_epoch,
 )
-from backendlab.training.stochastic import stochastic_layers, sublayers, switch_off
+from backendlab.training.stochastic import drawing_outside_keras, stochastic_layers, sublayers, switch_off
 
 #: The seed's optimizer: SGD with Nesterov momentum.
 DEFAULT_OPTIMIZER = "sgd"
@@ -61,6 +62,9 @@ class Prepared:
     model: Any
     stochastic: list[str]
     start: PortableStart  # the starting weights' checksum, and what was drawn portably
+    # Of ``stochastic``, the layers that draw outside Keras's random ops (their framework's own generator):
+    # observed under portable randomness only, where they are what stays random per backend.
+    outside: list[str] = field(default_factory=list)
 
 
 def prepare(
@@ -94,11 +98,16 @@ def prepare(
     # Built on a real sample before anything is taken from it (a lazily built subclassed model).
     sample = dataset.take("train", first_rows(spec, dataset.sample_rows))[0]
     found = stochastic_layers(net, sample)
+    outside = []
+    if spec.random == "portable":
+        with randomness.portable():  # what still varies under it draws outside Keras's random ops
+            outside = drawing_outside_keras(net, sample)
+    found += [layer for layer in outside if layer not in found]
     if spec.disable_stochastic:
         switch_off(found)
     if spec.random == "portable" and resume is None:
         portable_seed_states(net, spec.seed)  # after the look above, which drew: training starts from here
-    return Prepared(spec, dataset, net, [layer.name for layer in found], start)
+    return Prepared(spec, dataset, net, [layer.name for layer in found], start, [layer.name for layer in outside])
 
 
 def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:

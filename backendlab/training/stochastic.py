@@ -1,8 +1,17 @@
-"""Which layers draw random numbers in training, observed on a sample; and switching them off."""
+"""Which layers draw random numbers in training, observed on a sample; and switching them off.
+
+Two observations: :func:`stochastic_layers` finds the layers whose training-mode output changes
+from one pass to the next (each draw advances a ``SeedGenerator``); :func:`drawing_outside_keras`
+finds, among every layer, those whose output still changes with every seed state put back between
+the passes. Keras's random ops are a function of the seed state, on every backend; what varies then
+draws from its framework's own generator (``torch.rand``, ``tf.random``, a JAX key made from numpy),
+which portable randomness cannot reach.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,11 +35,15 @@ def _in_inference(layers):
     try:
         yield
     finally:
-        for layer, own in originals:
-            if own is None:
-                del layer.call  # back to the class's call
-            else:
-                layer.call = own
+        _put_back(originals)
+
+
+def _put_back(originals) -> None:
+    for layer, own in originals:
+        if own is None:
+            del layer.call  # back to the class's call
+        else:
+            layer.call = own
 
 
 def _outputs(model, sample) -> list:
@@ -63,6 +76,95 @@ def stochastic_layers(model, sample) -> list:
         for variable, value in zip(model.variables, saved):
             variable.assign(value)
     return found
+
+
+def drawing_outside_keras(model, sample) -> list:
+    """Layers whose training-mode output on ``sample`` differs between two passes with the model's
+    variables, seed states included, put back before each: they draw outside Keras's random ops.
+
+    Every layer is a candidate, a user's layer holding no ``SeedGenerator`` too. In the second pass
+    each layer is given the very inputs it had in the first, so a layer counts for its own draws, not
+    for those upstream; where a layer and one inside it both count, only the inner one is named. A call
+    whose values cannot be read while it runs (a recurrent cell traced inside JAX's scan) is judged by
+    the layer around it. The variables are put back after.
+    """
+    saved = [np.array(v.numpy()) for v in model.variables]
+
+    def fresh_pass():
+        for variable, value in zip(model.variables, saved):
+            variable.assign(value)
+        return _outputs(model, sample)
+
+    try:
+        if all(np.array_equal(a, b) for a, b in zip(fresh_pass(), fresh_pass())):
+            return []  # the common case: two passes and nothing more
+        layers = sublayers(model)
+        with _recording(layers) as first:
+            fresh_pass()
+        with _recording(layers, replay=first) as second:
+            fresh_pass()
+        found = [layer for layer in layers if _varies(first.get(id(layer), []), second.get(id(layer), []))]
+    finally:
+        for variable, value in zip(model.variables, saved):
+            variable.assign(value)
+    return [layer for layer in found if not any(inner in found for inner in sublayers(layer))]
+
+
+@dataclass
+class _Call:
+    """One call of a layer: what it was given, and its outputs as numpy arrays (None while traced)."""
+
+    args: tuple
+    kwargs: dict
+    outputs: list | None
+
+
+def _readable(values) -> list | None:
+    """Each tensor in ``values`` (nested) as a numpy array, anything else as it is; None while traced."""
+    import keras
+
+    try:
+        return [
+            np.asarray(keras.ops.convert_to_numpy(v)) if keras.ops.is_tensor(v) else v
+            for v in keras.tree.flatten(values)
+        ]
+    except Exception:  # a tracer inside a compiled loop: its values exist only when that runs
+        return None
+
+
+def _varies(first: list[_Call], second: list[_Call]) -> bool:
+    """Some call, given the same inputs in both passes, had other outputs."""
+    return any(
+        a.outputs is not None
+        and b.outputs is not None
+        and any(not np.array_equal(x, y) for x, y in zip(a.outputs, b.outputs) if isinstance(x, np.ndarray))
+        for a, b in zip(first, second)
+    )
+
+
+@contextlib.contextmanager
+def _recording(layers, replay: dict[int, list[_Call]] | None = None):
+    """Within the block, every call of each layer is appended to ``calls[id(layer)]``; with ``replay``, each
+    call is given the inputs of the same call in it, where those were readable."""
+    calls: dict[int, list[_Call]] = {}
+    originals = [(layer, layer.__dict__.get("call")) for layer in layers]
+    for layer in layers:
+        key = id(layer)
+
+        def call(*args, _original=layer.call, _key=key, **kwargs):
+            mine = calls.setdefault(_key, [])
+            before = (replay or {}).get(_key, [])
+            if len(mine) < len(before) and before[len(mine)].outputs is not None:
+                args, kwargs = before[len(mine)].args, before[len(mine)].kwargs
+            outputs = _original(*args, **kwargs)
+            mine.append(_Call(args, kwargs, _readable(outputs)))
+            return outputs
+
+        layer.call = call
+    try:
+        yield calls
+    finally:
+        _put_back(originals)
 
 
 def switch_off(layers) -> None:

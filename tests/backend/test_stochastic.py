@@ -14,15 +14,25 @@ def test_a_recurrent_layer_with_dropout_0_is_deterministic():
 
 
 def test_a_recurrent_layer_with_dropout_draws_and_is_named():
-    assert prepare(f"{F}:lstm_with_dropout", "sequences").stochastic == ["lstm_cell"]
+    prep = prepare(f"{F}:lstm_with_dropout", "sequences")
+    assert prep.stochastic == ["lstm_cell"]
+    assert prep.outside == []  # it draws through Keras: portably
+
+
+def test_a_layer_drawing_from_its_frameworks_generator_is_found_under_portable_randomness():
+    prep = prepare("tests/fixtures/outside_random_models.py:own_noise")
+    assert prep.stochastic == ["drop", "own_noise"] and prep.outside == ["own_noise"]
+    # Under --random backend nothing is looked for beyond the layers holding a SeedGenerator, as before.
+    prep = prepare("tests/fixtures/outside_random_models.py:own_noise", random="backend")
+    assert prep.stochastic == ["drop"] and prep.outside == []
 
 
 def test_dropout_0_is_left_out_and_detection_leaves_the_starting_state_as_it_was():
     import keras
 
     prep = prepare(f"{F}:batchnorm_dropouts")
-    assert prep.stochastic == ["drops"]
+    assert prep.stochastic == ["drops"] and prep.outside == []
     bn = prep.model.get_layer("bn")
-    # Two training-mode passes ran to observe the layers; BatchNorm's statistics are as built.
+    # Training-mode passes ran to observe the layers; BatchNorm's statistics are as built.
     assert np.all(keras.ops.convert_to_numpy(bn.moving_mean) == 0.0)
     assert np.all(keras.ops.convert_to_numpy(bn.moving_variance) == 1.0)

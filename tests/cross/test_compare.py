@@ -149,13 +149,22 @@ def test_worker_that_hangs_times_out_and_nan_is_reported_with_its_step(pool, tmp
     assert b["tensorflow"]["message"] == "training loss became nan at step 1"
 
 
-def test_stochastic_layers_are_detected_and_compared_honestly(pool, tmp_path):
+def test_with_backend_randomness_stochastic_layers_are_detected_and_compared_honestly(pool, tmp_path):
+    """--random backend: each backend's own generator, so only a statistical verdict (tests/cross/
+    test_compare_random.py has the default, portable randomness, held to the exact tolerance)."""
     model = "tests/fixtures/user_models.py:with_dropout"
     loose = compare(
-        model=model, backends=["jax", "torch"], epochs=3, portability=False, out=str(tmp_path / "loose"), pool=pool
+        model=model,
+        backends=["jax", "torch"],
+        epochs=3,
+        portability=False,
+        random="backend",
+        out=str(tmp_path / "loose"),
+        pool=pool,
     )
     assert loose.stochastic_layers and loose.criterion.kind == "statistical"
-    assert "draw from each backend's own random generator" in loose.notes[0]
+    assert loose.random == "backend" and set(loose.stochastic_marks.values()) == {"backend"}
+    assert "draw from each backend's own random generator (--random backend)" in loose.notes[0]
     torch = loose.backends["torch"]
     assert torch.status == "ok" and torch.verdict == "agree", (torch.status, torch.message, torch.log_tail)
     # Dropout masks differ per backend: the step losses do not match exactly...
@@ -170,6 +179,7 @@ def test_stochastic_layers_are_detected_and_compared_honestly(pool, tmp_path):
         epochs=3,
         portability=False,
         disable_stochastic=True,
+        random="backend",
         out=str(tmp_path / "exact"),
     )
     assert exact.criterion.kind == "exact" and exact.verdict == "agree"

@@ -226,3 +226,27 @@ def test_the_evaluation_window_is_every_sample_or_whole_batches_from_the_worst()
     mine["out/0"][990, 1] = np.nan  # NaN on one side counts as the largest difference
     assert evaluation_window(mine, ref, 1000, 32, 100) == (960, 1000)
     assert evaluation_window(mine, ref, 1000, 256, 100) == (768, 1000)  # one batch at least
+
+
+@pytest.mark.parametrize(
+    ("manifest", "said"),
+    [
+        # A probe from before --random: each backend's own generator.
+        (
+            {"stochastic_layers": ["drop"]},
+            "each backend draws its own random numbers; --random portable draws the same",
+        ),
+        ({"stochastic_layers": ["drop"], "random": "backend"}, "each backend draws its own random numbers"),
+        ({"stochastic_layers": ["drop"], "random": "portable"}, "drawing portably: every backend draws the same"),
+        (
+            {"stochastic_layers": ["drop"], "stochastic_outside": ["drop"], "random": "portable"},
+            "drawing from its framework's own generator, outside Keras's random ops",
+        ),
+    ],
+)
+def test_a_stochastic_layer_where_training_parts_is_said_to_draw_as_it_drew(manifest, said):
+    from backendlab.compare.locate import _stochastic_note
+
+    assert said in _stochastic_note({"phase": "forward", "layer": "drop"}, manifest)
+    assert _stochastic_note({"phase": "forward", "layer": "dense"}, manifest) == ""
+    assert _stochastic_note({"phase": "gradient", "layer": "drop"}, manifest) == ""

@@ -50,7 +50,10 @@ def parse(*argv):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (("--models", "vgg"), "unknown model 'vgg': use mlp, cnn, rnn, transformer or path/to/file.py:build"),
+        (
+            ("--models", "vgg"),
+            "unknown model 'vgg': use mlp, cnn, cnn_dropout, rnn, transformer or path/to/file.py:build",
+        ),
         (("--loops", "scan"), "unknown loop 'scan': valid loops are fit, trainstep, fit-wholestep"),
         (
             ("--dtype-policies", "float64"),

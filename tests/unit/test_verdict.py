@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
 from backendlab.compare.report import divergence_lines, markdown, odd_line, terminal_table
-from backendlab.compare.results import CompareOptions
+from backendlab.compare.results import CompareOptions, CompareReport
 from backendlab.compare.verdict import QUANTITIES, LoadedRun, TrainedRun, build_report, evaluation_stage, odd_one_out
 from backendlab.runspec import RunSpec
 from backendlab.workers.protocol import Outcome
@@ -16,7 +19,7 @@ LOSSES = [0.9, 0.7, 0.5, 0.4]
 
 def _trained(
     backend, losses=LOSSES, *, checksum="abc", stochastic=(), shift=0.0, nonfinite=None, test=None, start=0.5,
-    predicted=0.0,
+    predicted=0.0, outside=(),
 ) -> TrainedRun:  # fmt: skip
     """A training worker's outcome; ``shift`` moves the weights and predictions, ``predicted`` the predictions
     alone, ``start`` the starting predictions; ``test``: evaluate's metrics."""
@@ -31,6 +34,7 @@ def _trained(
         if nonfinite is None
         else {"step": nonfinite, "quantity": "loss", "name": "loss", "value": "nan"},
         "stochastic_layers": list(stochastic),
+        "stochastic_outside": list(outside),
     }
     w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
     arrays = {
@@ -89,22 +93,79 @@ def test_other_starting_weights_diverge_whatever_the_losses():
     assert torch.message == "starting weights differ from jax's (checksum zzz vs abc)"
 
 
-def test_stochastic_runs_decide_on_final_metrics_loosely():
-    noisy = [0.9, 0.8, 0.55, 0.42]  # step losses differ, final loss within 10%
+NOISY = [0.9, 0.8, 0.55, 0.42]  # step losses differ, final loss within 10%
+
+
+def test_with_backend_randomness_stochastic_runs_decide_on_final_metrics_loosely():
     trained = {
         "jax": _trained("jax", stochastic=["dropout"]),
-        "torch": _trained("torch", noisy, stochastic=["dropout"]),
+        "torch": _trained("torch", NOISY, stochastic=["dropout"]),
     }
-    report = _report(trained)
+    report = _report(trained, CompareOptions(run=RunSpec(random="backend")))
     torch = report.backends["torch"]
     assert report.criterion.kind == "statistical" and report.stochastic_layers == ["dropout"]
+    assert report.random == "backend" and report.stochastic_marks == {"dropout": "backend"}
     assert not torch.differences["step_losses"].within
     assert torch.differences["final_metrics_statistical"].within and torch.verdict == "agree"
     assert torch.first_divergent_step == 2  # for information: it does not decide here
-    assert "draw from each backend's own random generator" in report.notes[0]
-    exact = _report(trained, CompareOptions(run=RunSpec(disable_stochastic=True)))
+    assert report.notes[0].startswith(
+        "stochastic layers (dropout) draw from each backend's own random generator (--random backend), "
+        "so training cannot match step by step"
+    )
+    assert report.notes[0].endswith("Run with --random portable or --disable-stochastic for an exact comparison.")
+    exact = _report(trained, CompareOptions(run=RunSpec(random="backend", disable_stochastic=True)))
     assert exact.criterion.kind == "exact" and exact.backends["torch"].verdict == "diverge"
+    assert exact.stochastic_marks == {"dropout": "off"}
     assert "switched off" in exact.notes[0]
+
+
+def test_with_portable_randomness_a_stochastic_run_is_held_to_the_exact_tolerance():
+    same = {b: _trained(b, stochastic=["dropout", "noise"]) for b in ("jax", "torch")}
+    report = _report(same)  # --random portable is the default
+    assert report.criterion.kind == "exact" and report.verdict == "agree"
+    assert report.random == "portable" and report.stochastic_marks == {"dropout": "portable", "noise": "portable"}
+    assert report.notes[0] == (
+        "stochastic layers (dropout, noise) draw portably (--random portable): one generator, keyed by each "
+        "layer's seed state, gives every backend the same random numbers, so the comparison is exact."
+    )
+    assert "Stochastic layers (--random portable): `dropout` portable, `noise` portable." in markdown(report)
+    # Final metrics within 10% no longer pass: the step losses decide, exactly.
+    noisy = {"jax": same["jax"], "torch": _trained("torch", NOISY, stochastic=["dropout", "noise"])}
+    torch = _report(noisy).backends["torch"]
+    assert torch.verdict == "diverge" and "final_metrics_statistical" not in torch.differences
+    assert torch.message.startswith("outside rtol=") and "step_losses" in torch.message
+
+
+def test_a_layer_drawing_outside_keras_alone_keeps_the_statistical_verdict_and_is_named():
+    trained = {
+        "jax": _trained("jax", stochastic=["dropout", "own_noise"], outside=["own_noise"]),
+        "torch": _trained("torch", NOISY, stochastic=["dropout", "own_noise"], outside=["own_noise"]),
+    }
+    report = _report(trained)
+    assert report.criterion.kind == "statistical" and report.backends["torch"].verdict == "agree"
+    assert report.stochastic_marks == {"dropout": "portable", "own_noise": "outside Keras"}
+    note = report.notes[0]
+    assert note.startswith(
+        "own_noise draws from the framework's own random generator, outside Keras's random ops, where --random "
+        "portable cannot reach, so training cannot match step by step"
+    )
+    assert "The other stochastic layers (dropout) draw portably." in note
+    assert note.endswith("draw through keras.random with a SeedGenerator, or run with --disable-stochastic.")
+    assert "`dropout` portable, `own_noise` outside Keras (statistical)." in markdown(report)
+    # One backend seeing it is enough: it draws other numbers there.
+    trained["jax"] = _trained("jax", stochastic=["dropout", "own_noise"])
+    assert _report(trained).stochastic_marks["own_noise"] == "outside Keras"
+
+
+def test_the_marks_survive_report_json_and_an_older_report_reads_as_backend_randomness():
+    report = _report({b: _trained(b, stochastic=["dropout"]) for b in ("jax", "torch")})
+    written = json.loads(json.dumps(dataclasses.asdict(report)))
+    assert CompareReport.from_dict(written).stochastic_marks == {"dropout": "portable"}
+    for key in ("random", "stochastic_marks"):
+        del written[key]
+    older = CompareReport.from_dict(written)
+    assert older.random == "backend" and older.stochastic_marks == {}
+    assert "Stochastic layers" not in markdown(older)
 
 
 def test_failures_make_the_run_failed_and_keep_the_rest():
