@@ -15,6 +15,7 @@ from rich.console import Console
 from backendlab import __version__
 from backendlab.bench import report as bench_report
 from backendlab.cli import SUBCOMMANDS, build_parser, main, summary_order
+from backendlab.compare.results import stochastic_marks
 from backendlab.compare.verdict import _notes
 from backendlab.results import unused_folder, write_json
 from backendlab.text import counted_names, plural
@@ -62,8 +63,14 @@ def test_a_stochastic_layer_name_met_twice_is_listed_once_with_its_count():
     assert counted_names(["embeddings_dropout", "dropout", "ffn_dropout", "dropout", "ffn_dropout"]) == (
         "embeddings_dropout, dropout (x2), ffn_dropout (x2)"
     )
-    (note,) = _notes(SimpleNamespace(stat_rtol=0.05), ["dropout", "dropout"], "statistical", {}, False)
-    assert note.startswith("stochastic layers (dropout (x2)) draw from each backend's own random generator")
+    # bert's two blocks each hold a layer named "dropout": the note marks each name once, by how it drew.
+    opts = SimpleNamespace(stat_rtol=0.05, run=SimpleNamespace(random="backend", disable_stochastic=False))
+    marks = stochastic_marks(["embeddings_dropout", "dropout", "dropout"], [], "backend", False)
+    (note,) = _notes(opts, marks, "statistical", {}, False)
+    assert note.startswith(
+        "stochastic layers (embeddings_dropout, dropout) draw from each backend's own random generator "
+        "(--random backend)"
+    )
 
 
 def test_the_train_summary_puts_the_loss_first_whatever_order_the_backend_logged():
