@@ -345,9 +345,10 @@ def assert_backends_agree(
 
     Returns the :class:`ParityReport` (every check with its differences) when all agree.
     """
-    names = plan(backends, only_installed=True).run
     with tempfile.TemporaryDirectory(prefix="backendlab-parity-") as tmp:
+        # The factory first, then the backends: a mistake in the user's code is named wherever it runs.
         spec = factory_spec(factory, Path(tmp) / "sent")  # before any worker starts: what cannot be sent says so
+        names = plan(backends, only_installed=True).run
         report = run_checks(
             spec,
             inputs,
