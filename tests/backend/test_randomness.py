@@ -36,7 +36,7 @@ def test_threefry_gives_random123s_known_answers(backend, key, counter, expected
     assert [int(_numpy(w)[0]) & 0xFFFFFFFF for w in out] == list(expected)
 
 
-def _draw_layer_class():
+def _draw_layer_class(names):
     import keras
 
     class Draws(keras.layers.Layer):
@@ -50,21 +50,28 @@ def _draw_layer_class():
         def call(self, x):
             g = self.generator
             rows = keras.ops.shape(x)[0]
-            return {
-                "dropout": keras.random.dropout(x, 0.5, seed=g),
-                "spatial": keras.random.dropout(x, 0.5, noise_shape=(rows, 1), seed=g),
-                "normal": keras.random.normal((3, 5), seed=g),
-                "randint": keras.random.randint((3, 5), 0, 10, seed=g),
+            draws = {
+                "dropout": lambda: keras.random.dropout(x, 0.5, seed=g),
+                "spatial": lambda: keras.random.dropout(x, 0.5, noise_shape=(rows, 1), seed=g),
+                "normal": lambda: keras.random.normal((3, 5), seed=g),
+                "randint": lambda: keras.random.randint((3, 5), 0, 10, seed=g),
             }
+            return {name: draws[name]() for name in names}
 
     return Draws
 
 
-def _predictions(**compile_args) -> list[dict]:
+#: The draws compiled against eager. On PyTorch, Inductor took 256 s (CI, 2 idle cores) to compile all four
+#: for a CPU; the dropout and the normal alone are compiled there (the others are the same Threefry code, drawn in
+#: the other tests).
+COMPILED_DRAWS = {"torch": ("dropout", "normal")}
+
+
+def _predictions(names, **compile_args) -> list[dict]:
     import keras
 
     inputs = keras.Input((6,))
-    model = keras.Model(inputs, _draw_layer_class()()(inputs))
+    model = keras.Model(inputs, _draw_layer_class(names)()(inputs))
     model.compile(**compile_args)
     x = np.ones((4, 6), dtype="float32")
     with randomness.portable():
@@ -72,8 +79,9 @@ def _predictions(**compile_args) -> list[dict]:
 
 
 def test_compiled_draws_equal_eager_draws_and_the_state_advances(backend):
-    eager = _predictions(run_eagerly=True)
-    compiled = _predictions(jit_compile=True)
+    names = COMPILED_DRAWS.get(backend, ("dropout", "spatial", "normal", "randint"))
+    eager = _predictions(names, run_eagerly=True)
+    compiled = _predictions(names, jit_compile=True)
     for name in eager[0]:
         for e, c in zip(eager, compiled):
             np.testing.assert_allclose(c[name], e[name], rtol=1e-6, atol=1e-6, err_msg=name)
