@@ -214,23 +214,11 @@ def check_layer(factory, *, pool=None, **options):
     :class:`~backendlab.testing.ParityReport`, its ``failures`` the checks that disagree; to fail a
     test instead, :func:`backendlab.testing.assert_backends_agree`.
     """
-    from backendlab.layers.check import BackendsDisagree, assert_backends_agree
-    from backendlab.layers.cli import checked_inputs
+    from backendlab.layers.check import BackendsDisagree
+    from backendlab.layers.cli import check_from_args
 
     args = arguments("check-layer", {"factory": factory, **options})
-    inputs = checked_inputs(args)
     try:
-        return assert_backends_agree(
-            args.factory,
-            inputs,
-            backends=args.backends,
-            rtol=args.rtol,
-            atol=args.atol,
-            training=args.training,
-            gradients=not args.no_gradients,
-            saving=not args.no_saving,
-            seed=args.seed,
-            pool=pool,
-        )
+        return check_from_args(args, pool=pool)
     except BackendsDisagree as exc:  # the checks ran: the report says which disagree
         return exc.report

@@ -80,21 +80,29 @@ def checked_inputs(args):
     return random_inputs(args.input_shape, args.dtype, args.seed, args.max_int)
 
 
+def check_from_args(args, pool=None):
+    """:func:`~backendlab.layers.check.assert_backends_agree` on what the check-layer arguments ask for."""
+    from backendlab.layers.check import assert_backends_agree
+
+    return assert_backends_agree(
+        args.factory,
+        checked_inputs(args),
+        backends=args.backends,
+        rtol=args.rtol,
+        atol=args.atol,
+        training=args.training,
+        gradients=not args.no_gradients,
+        saving=not args.no_saving,
+        seed=args.seed,
+        pool=pool,
+    )
+
+
 def run_check_layer(args) -> int:
-    from backendlab.layers.check import BackendsDisagree, assert_backends_agree
+    from backendlab.layers.check import BackendsDisagree
 
     try:
-        report = assert_backends_agree(
-            args.factory,
-            checked_inputs(args),
-            backends=args.backends,
-            rtol=args.rtol,
-            atol=args.atol,
-            training=args.training,
-            gradients=not args.no_gradients,
-            saving=not args.no_saving,
-            seed=args.seed,
-        )
+        report = check_from_args(args)
     except AssertionError as exc:  # the backends disagree, or one of them failed to run the layer
         if isinstance(exc, BackendsDisagree):
             print("\n".join(exc.report.lines()))
