@@ -78,6 +78,11 @@ def replica_first_row(rows) -> int:
     return 0
 
 
+def random_kernel(threefry):
+    """Portable randomness's Threefry as one XLA kernel (inlined where the step is already jitted)."""
+    return jax.jit(lambda k0, k1, c0, c1: threefry((k0, k1), (c0, c1)))
+
+
 def _training(model) -> dict:
     """``training=True`` for a model whose ``call`` takes it; ``stateless_call`` passes it on regardless
     (Keras's own JAX trainer asks the same question)."""

@@ -115,6 +115,17 @@ def replica_first_row(rows):
     return context.replica_id_in_sync_group * rows
 
 
+def random_kernel(threefry):
+    """Portable randomness's Threefry as one XLA kernel, also inside a ``tf.function`` graph that is not
+    compiled (Keras's ``fit`` on CPU), where its ops would otherwise run one by one."""
+    scalar, grid = tf.TensorSpec([], tf.int32), tf.TensorSpec([None, None], tf.int32)
+    return tf.function(
+        lambda k0, k1, c0, c1: threefry((k0, k1), (c0, c1)),
+        jit_compile=True,
+        input_signature=[scalar, scalar, grid, grid],
+    )
+
+
 def make_train_step(model, loss_fn, optimizer, jit_compile=None):
     """``jit_compile``: True compiles the graph with XLA; None or False run it as a plain tf.function graph."""
     # Build the optimizer's slots eagerly: tf.function must not create variables.

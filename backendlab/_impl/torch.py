@@ -4,6 +4,7 @@ as one ``torch.compile`` graph with ``torch.autograd.grad``."""
 from __future__ import annotations
 
 import contextlib
+import types
 
 import torch
 import torch.distributed as dist
@@ -88,6 +89,25 @@ _step_start = [0]
 def replica_first_row(rows) -> int:
     """Where this rank's share of the step's global batch starts (the earlier ranks' shares, even or not)."""
     return _step_start[0]
+
+
+# Threefry's integer ops as torch's own functions: eager, keras.ops would spend more on checking and
+# converting its arguments than the ops take.
+_INTEGER_OPS = types.SimpleNamespace(
+    add=torch.add,
+    bitwise_xor=torch.bitwise_xor,
+    bitwise_and=torch.bitwise_and,
+    bitwise_or=torch.bitwise_or,
+    left_shift=torch.bitwise_left_shift,
+    right_shift=torch.bitwise_right_shift,
+)
+
+
+def random_kernel(threefry):
+    """Portable randomness's Threefry on torch's ops, eagerly (Dynamo fuses it where the step is compiled).
+
+    Not ``torch.compile``d on its own: Inductor takes 7 to 30 s to build it, per process."""
+    return lambda k0, k1, c0, c1: threefry((k0, k1), (c0, c1), _INTEGER_OPS)
 
 
 def _world() -> tuple[int, int]:

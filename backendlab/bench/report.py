@@ -84,7 +84,7 @@ TERMINAL = {
     "model": "model",
     "mode": "mode",
     "batch": "batch",
-    "settings": "spe",
+    "settings": "settings",
     "samples/s (median)": "samples/s",
     "ms/step": "ms/step",
     "first step s": "1st s",
@@ -103,7 +103,8 @@ def rich_table(report: BenchReport) -> Table:
     for row in sorted_rows(report):
         style = None if row.ok else ("dim" if row.status == "not_applicable" else "red")
         cells = row_cells(row)
-        cells[5] = str(row.steps_per_execution) + ("" if row.pipeline == "arrays" else f" {row.pipeline}")
+        cells[5] = f"spe={row.steps_per_execution}" + ("" if row.pipeline == "arrays" else f" input={row.pipeline}")
+        cells[5] += "" if row.random == "backend" else f" random={row.random}"
         if not row.ok:  # the reason goes below the table: see notes()
             cells[6], cells[7] = row.status.replace("_", " "), ""
         table.add_row(*[cells[i] for i in keep], style=style)

@@ -51,29 +51,48 @@ def _ops():
     return keras.ops
 
 
-def _rotl(x, r: int):
-    ops = _ops()
+def _rotl(x, r: int, ops):
     low = ops.bitwise_and(ops.right_shift(x, 32 - r), (1 << r) - 1)  # arithmetic shift, masked: logical
     return ops.bitwise_or(ops.left_shift(x, r), low)
 
 
-def threefry2x32(key, counter):
+def threefry2x32(key, counter, ops=None):
     """Threefry-2x32 with 20 rounds: ``key`` two int32 scalars, ``counter`` two int32 tensors of one shape.
 
     Returns two int32 tensors: the 64 random bits of each counter, as two words (two's complement).
+    ``ops``: the integer ops it runs on, ``keras.ops`` unless a backend passes its own (see :func:`_kernel`).
     """
-    ops = _ops()
+    ops = ops or _ops()
     k0, k1 = key
     ks = (k0, k1, ops.bitwise_xor(ops.bitwise_xor(k0, k1), _PARITY))
     x0, x1 = ops.add(counter[0], k0), ops.add(counter[1], k1)
     for r in range(_ROUNDS):
         x0 = ops.add(x0, x1)
-        x1 = ops.bitwise_xor(_rotl(x1, _ROTATIONS[r % 8]), x0)
+        x1 = ops.bitwise_xor(_rotl(x1, _ROTATIONS[r % 8], ops), x0)
         if r % 4 == 3:
             i = (r + 1) // 4
             x0 = ops.add(x0, ks[i % 3])
             x1 = ops.add(ops.add(x1, ks[(i + 1) % 3]), i)
     return x0, x1
+
+
+_kernels: dict = {}
+
+
+def _kernel():
+    """Threefry-2x32 as the active backend runs it fastest, the same bits: ``(k0, k1, c0, c1) -> (x0, x1)``.
+
+    Its 20 rounds are some 140 element-wise integer ops; run one by one, each a kernel launch, they cost
+    more than a small model's step. The backend fuses them (``random_kernel`` in ``backendlab/_impl``).
+    """
+    import keras
+
+    name = keras.backend.backend()
+    if name not in _kernels:
+        from backendlab.backends import impl
+
+        _kernels[name] = impl().random_kernel(threefry2x32)
+    return _kernels[name]
 
 
 # --- seeds, counters, bits ---
@@ -84,10 +103,22 @@ def _key(seed):
     from keras.src.random.seed_generator import SeedGenerator, draw_seed
 
     ops = _ops()
-    if seed is None or isinstance(seed, (int, SeedGenerator)):
+    if isinstance(seed, SeedGenerator):
+        seed = _next(seed)
+    elif seed is None or isinstance(seed, int):
         seed = draw_seed(seed)
     seed = ops.cast(ops.convert_to_tensor(seed), "int32")
     return seed[0], seed[1]
+
+
+def _next(generator):
+    """``generator.next()``'s seed and step (its state, then the state's counter plus one) in ops alone:
+    Keras's own builds its increment with NumPy, which ``torch.compile`` cannot put in a graph."""
+    ops = _ops()
+    state = generator.state.value
+    seed = ops.multiply(state, 1)  # a copy: on PyTorch the assignment below writes into the state in place
+    generator.state.assign(ops.stack([state[0], ops.add(state[1], 1)]))
+    return seed
 
 
 def _shape(shape) -> tuple:
@@ -122,7 +153,7 @@ def random_bits(shape, seed, by_row: bool = True):
     """One int32 word of random bits per element of ``shape``: each Threefry output gives two neighbours theirs."""
     ops = _ops()
     c0, c1, rows, size = _grid(shape, by_row, lambda size: (size + 1) // 2)
-    x0, x1 = threefry2x32(_key(seed), (c0, c1))
+    x0, x1 = _kernel()(*_key(seed), c0, c1)
     words = ops.reshape(ops.stack([x0, x1], axis=-1), (rows, -1))[:, :size]
     return ops.reshape(words, _shape(shape))
 
@@ -131,7 +162,7 @@ def random_pairs(shape, seed, by_row: bool = True):
     """Two int32 words of random bits per element of ``shape`` (what Box-Muller takes)."""
     ops = _ops()
     c0, c1, _, _ = _grid(shape, by_row, lambda size: size)
-    x0, x1 = threefry2x32(_key(seed), (c0, c1))
+    x0, x1 = _kernel()(*_key(seed), c0, c1)
     return ops.reshape(x0, _shape(shape)), ops.reshape(x1, _shape(shape))
 
 
@@ -247,6 +278,7 @@ def install(offset: int | Callable | None = None) -> None:
     if _saved is None:
         _saved = {name: getattr(module, name) for name in NAMES}
     _offset = impl().replica_first_row if offset is None else offset
+    _kernel()  # built here, outside any graph a draw may later be traced in
     for name in NAMES:
         setattr(module, name, globals()[name])
 

@@ -89,6 +89,31 @@ def test_compiled_draws_equal_eager_draws_and_the_state_advances(backend):
     assert not np.array_equal(eager[0]["normal"], eager[1]["normal"])
 
 
+def test_a_generators_draws_go_in_one_torch_graph_and_advance_it_as_eagerly(backend):
+    """A SeedGenerator's draw inside ``torch.compile(fullgraph=True)``, as the whole compiled train step
+    (``TrainStep(jit_compile=True)``) has it: Keras's own ``SeedGenerator.next`` builds its step with NumPy,
+    which broke that graph. Dynamo's ``eager`` backend traces without Inductor's minutes of compiling."""
+    if backend != "torch":
+        pytest.skip("fullgraph is torch.compile's; XLA traces a generator's draws in every test above")
+    import keras
+    import torch
+
+    x = keras.ops.ones((4, 6))
+
+    def draws(draw):
+        generator = keras.random.SeedGenerator(7)
+        with randomness.portable():
+            return [_numpy(draw(x, generator)) for _ in range(2)] + [_numpy(generator.state.value)]
+
+    def dropout(x, generator):
+        return keras.random.dropout(x, 0.5, seed=generator)
+
+    compiled = draws(torch.compile(dropout, fullgraph=True, backend="eager"))
+    for eager, traced in zip(draws(dropout), compiled):
+        np.testing.assert_array_equal(traced, eager)
+    assert compiled[2].tolist() == [7, 2]  # advanced once per draw
+
+
 def test_draws_follow_their_distribution(backend):
     import keras
 

@@ -130,3 +130,12 @@ def test_of_peak_above_100_percent_is_marked_and_explained():
     assert "154.8%*" in _rendered(bench_report.rich_table(report), 160)
     markdown = bench_report.markdown_report(report)
     assert "| 154.8%* |" in markdown and f"\n{note}.\n" in markdown
+
+
+def test_bench_rows_that_differ_only_in_their_randomness_are_told_apart_in_the_terminal():
+    report = synthetic_bench()
+    portable = dataclasses.replace(report.rows[0], random="portable")
+    report = dataclasses.replace(report, rows=[report.rows[0], portable])
+    lines = [line for line in _rendered(bench_report.rich_table(report), 160).splitlines() if " keras " in line]
+    assert len(lines) == 2
+    assert "spe=1 random=portable" in lines[1] and "random" not in lines[0] and "spe=1" in lines[0]
