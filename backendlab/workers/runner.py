@@ -226,8 +226,8 @@ class WorkerPool:
 
     ``start()`` lets several import at once; ``run_many()`` runs jobs on different backends
     side by side; ``run()`` runs one. Close it (or use it as a context manager) to stop them.
-    ``env``: set in every worker the pool starts (after ``BACKENDLAB_THREADS``'s count, which a bad value
-    of refuses here, before any worker starts: :mod:`backendlab.workers.threads`).
+    ``env``: set in every worker the pool starts, over the thread count ``BACKENDLAB_THREADS`` asks for
+    (:mod:`backendlab.workers.threads`; a bad value is refused here, before any worker starts).
     """
 
     def __init__(self, env: dict[str, str] | None = None, poll_s: float = 0.1):
