@@ -31,6 +31,7 @@ from backendlab.errors import BackendlabError, NonFiniteError
 from backendlab.native_logs import quiet_framework_imports
 from backendlab.runspec import RunSpec, add_run_arguments, given_fields
 from backendlab.workers.ranks import is_main_process, launched, leave_now, note_rank, one_of_processes
+from backendlab.workers.threads import worker_env
 
 console = Console(stderr=True)
 # Tables are wide; when stdout is not a terminal (a log, a pipe) do not squeeze them to 80 columns.
@@ -246,6 +247,8 @@ def run_train(args) -> int:
     spec = train_spec(args)
     backend = ensure_backend()
     several = spec.processes > 1 or (spec.devices > 1 and backend.launcher)
+    if backend.module not in sys.modules:  # BACKENDLAB_THREADS, as a worker gets it (called from Python: as it is)
+        os.environ.update(worker_env(spec.processes * (spec.devices if backend.launcher else 1)))
     if several and not launched():
         # One process per device, or per simulated host: check there are enough, start them; rank 0 reports.
         if spec.processes > 1:  # one device each: a core each here (the framework is not imported before the fork)

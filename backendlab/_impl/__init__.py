@@ -2,6 +2,8 @@
 
 ``devices()``            names of the devices the framework sees
 ``sync(tree)``           wait until every array in ``tree`` is computed
+``threads()``            the intra-op thread count the framework runs with (its own default resolved to a
+                         number, as bench and tune record it)
 ``refuses_nan(exc)``     whether ``exc`` is the framework refusing a NaN where others compute
                          one (torch's binary cross-entropy raises on NaN predictions), so
                          training reports a NaN loss there as on every other backend

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import jax
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
 from backendlab.workers.ranks import process_place
+from backendlab.workers.threads import usable_cores
 
 
 def devices() -> list[str]:
@@ -17,6 +19,21 @@ def devices() -> list[str]:
 
 def sync(tree) -> None:
     jax.block_until_ready(tree)
+
+
+#: XLA's CPU client runs each op on its pool, or on one thread with these flags (bench's and tune's ``--threads 1``).
+_SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def threads() -> int:
+    """XLA's CPU pool: one thread under the flags above, else ``PJRT_NPROC`` or ``NPROC`` (XLA reads them when its
+    CPU client starts; backendlab.workers.threads sets the first), else one per usable core."""
+    if _SINGLE_THREAD_FLAGS in os.environ.get("XLA_FLAGS", ""):
+        return 1
+    for variable in ("PJRT_NPROC", "NPROC"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return usable_cores()
 
 
 def refuses_nan(exc: BaseException) -> bool:

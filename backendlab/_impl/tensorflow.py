@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import tensorflow as tf
 
 from backendlab.backends import check_device_count
 from backendlab.errors import UsageError
 from backendlab.workers.ranks import has_tf_config, process_place, set_tf_config
+from backendlab.workers.threads import usable_cores
 
 
 def devices() -> list[str]:
@@ -19,6 +21,14 @@ def sync(tree) -> None:
     for leaf in tf.nest.flatten(tree):
         if hasattr(leaf, "numpy"):
             leaf.numpy()
+
+
+def threads() -> int:
+    """The intra-op pool: as set (bench's and tune's ``--threads``), else ``TF_NUM_INTRAOP_THREADS`` (read when
+    TensorFlow starts; backendlab.workers.threads sets it), else one per usable core (TensorFlow's 0)."""
+    from_env = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
+    set_here = tf.config.threading.get_intra_op_parallelism_threads()
+    return set_here or (int(from_env) if from_env.isdigit() else 0) or usable_cores()
 
 
 def refuses_nan(exc: BaseException) -> bool:

@@ -26,6 +26,10 @@ def sync(tree=None) -> None:
         torch.cuda.synchronize()
 
 
+def threads() -> int:
+    return torch.get_num_threads()  # OMP_NUM_THREADS, where set, sized it at import
+
+
 def refuses_nan(exc: BaseException) -> bool:
     # Keras clips predictions into (0, 1) before torch's binary_cross_entropy, so only a NaN is left outside it;
     # torch raises where the other backends return a NaN loss.

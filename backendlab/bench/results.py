@@ -30,7 +30,7 @@ class BenchRow:
     batch_size: int
     jit_compile: str  # what Keras resolved it to ("True"/"False"), or the native compiler
     steps_per_execution: int
-    threads: int | None  # the framework's intra-op thread count, where it says
+    threads: int | None  # the framework's intra-op thread count (None only in rows from before it was recorded)
     status: str = "ok"  # ok | not_applicable | failed
     note: str = ""
     repeats: int = 0

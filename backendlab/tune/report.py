@@ -21,6 +21,7 @@ HEADERS = (
     "model",
     "batch",
     "setting",
+    "threads",
     "samples/s (median)",
     "min-max",
     "vs default",
@@ -90,6 +91,7 @@ def parity_cell(row: TuneRow) -> str:
 
 def row_cells(row: TuneRow) -> list[str]:
     head = [row.backend, row.model, str(row.batch_size), row.label + (" (default)" if row.is_default else "")]
+    head.append(_num(row.threads, "{}"))  # what the framework ran, where the setting left it its own
     if not row.ok:
         return head + [row.status.replace("_", " "), row.note] + [""] * (len(HEADERS) - len(head) - 2)
     return head + [
@@ -117,7 +119,17 @@ def ranking(report: TuneReport) -> list[str]:
 
 def rich_table(report: TuneReport) -> Table:
     table = Table(title="backendlab tune", caption=machine_line(report), padding=(0, 1))
-    keep = ("backend", "model", "batch", "setting", "samples/s (median)", "vs default", "keras/native", "parity")
+    keep = (
+        "backend",
+        "model",
+        "batch",
+        "setting",
+        "threads",
+        "samples/s (median)",
+        "vs default",
+        "keras/native",
+        "parity",
+    )
     for header in keep:
         table.add_column(header, justify="left" if header in keep[:4] else "right", no_wrap=header != "setting")
     for row in report.rows:

@@ -54,6 +54,7 @@ from backendlab.workers.protocol import (
     last_error_line,
     tail,
 )
+from backendlab.workers.threads import requested_threads, worker_env
 
 #: The worker's module (:mod:`backendlab.workers.serve`): a warm worker without arguments, a fresh one with
 #: a job's file and handler.
@@ -119,7 +120,14 @@ class WarmWorker:
     def __init__(self, backend: str, log: Path, devices: int = 1, env: dict[str, str] | None = None):
         self.backend, self.devices, self.log_path = backend, devices, log
         read_fd, write_fd = os.pipe()
-        full_env = {**os.environ, **QUIET_ENV, **(env or {}), "KERAS_BACKEND": backend, CONTROL_FD: str(write_fd)}
+        full_env = {
+            **os.environ,
+            **QUIET_ENV,
+            **worker_env(),  # BACKENDLAB_THREADS: warm workers compute one at a time where it is timed
+            **(env or {}),
+            "KERAS_BACKEND": backend,
+            CONTROL_FD: str(write_fd),
+        }
         if devices > 1 and ALL_BACKENDS[backend].host_devices_flag:
             variable, flag = ALL_BACKENDS[backend].host_devices_flag
             full_env[variable] = f"{full_env.get(variable, '')} {flag.format(devices=devices)}".strip()
@@ -194,7 +202,8 @@ class OwnProcess:
     """A job's own process (or its launcher's: torchrun, ``--processes``), started for it and ended with it."""
 
     def __init__(self, job: Job, env: dict[str, str]):
-        full_env = {**os.environ, **QUIET_ENV, **env, **job.env, "KERAS_BACKEND": job.backend}
+        ranks = job.processes * (job.devices if ALL_BACKENDS[job.backend].launcher else 1)
+        full_env = {**os.environ, **QUIET_ENV, **worker_env(ranks), **env, **job.env, "KERAS_BACKEND": job.backend}
         args = [str(job.workdir / JOB), handler_ref(job.handler)]
         command = launch_command(ALL_BACKENDS[job.backend], job.devices, SERVE, args, job.processes)
         with open(job.workdir / LOG, "wb") as log:
@@ -217,10 +226,12 @@ class WorkerPool:
 
     ``start()`` lets several import at once; ``run_many()`` runs jobs on different backends
     side by side; ``run()`` runs one. Close it (or use it as a context manager) to stop them.
-    ``env``: set in every worker the pool starts.
+    ``env``: set in every worker the pool starts, over the thread count ``BACKENDLAB_THREADS`` asks for
+    (:mod:`backendlab.workers.threads`; a bad value is refused here, before any worker starts).
     """
 
     def __init__(self, env: dict[str, str] | None = None, poll_s: float = 0.1):
+        requested_threads()
         self.env, self.poll_s = env or {}, poll_s
         self.workers: dict[tuple[str, int], WarmWorker] = {}
         self.folder = Path(tempfile.mkdtemp(prefix="backendlab-pool-"))

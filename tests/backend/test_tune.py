@@ -8,6 +8,8 @@ asserts a speed: speeds are measured by ``backendlab tune`` itself, never assert
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from helpers import FIXTURES
 from known_differences import TUNE_EAGER_ONLY
@@ -132,6 +134,9 @@ def test_tune_json_has_one_best_row_per_model_with_the_issue_keys(tuned, backend
         kept = [r for r in tried if r["parity"]["verdict"] in ("same", "reference")]
         assert best["samples_per_sec"] == max(r["samples_per_sec"] for r in kept)
         assert best["native_ratio"] is None  # these models have no native loop
+    # Each row's thread count is the one its framework ran, a number even where it kept its own default.
+    ran = {r["threads"] for r in saved["rows"]}
+    assert len(ran) == 1 and isinstance(next(iter(ran)), int) and 1 <= next(iter(ran)) <= os.cpu_count()
 
 
 def test_tune_md_shows_each_winner_with_a_snippet_and_the_plot_is_a_png(tuned):

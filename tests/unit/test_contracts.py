@@ -94,7 +94,7 @@ def test_a_gap_names_the_file_and_the_missing_names(tmp_path):
 # --- the package's layering, read from the source with ``ast`` ------------------------------------
 
 #: What ``backendlab/_impl`` may import from backendlab: it sits at the bottom.
-IMPL_MAY_IMPORT = ("backendlab.backends", "backendlab.errors", "backendlab.workers.ranks")
+IMPL_MAY_IMPORT = ("backendlab.backends", "backendlab.errors", "backendlab.workers.ranks", "backendlab.workers.threads")
 
 
 def module_name(path: Path) -> str:

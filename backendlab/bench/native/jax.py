@@ -8,14 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from backendlab._impl.jax import devices, sync  # noqa: F401  (one definition per backend)
+from backendlab._impl.jax import _SINGLE_THREAD_FLAGS, devices, sync, threads  # noqa: F401  (one definition each)
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, BenchShape
 
 COMPILER = "jax.jit"
-
-
-#: XLA's CPU client runs each op on every core, or on one with this flag; it has no other count.
-_SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
 def set_threads(n: int, inter: int | None = None) -> None:
@@ -29,12 +25,6 @@ def set_threads(n: int, inter: int | None = None) -> None:
     if xla_bridge.backends_are_initialized():
         raise ValueError("JAX's CPU thread count is fixed once it has started; set threads in a fresh process")
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SINGLE_THREAD_FLAGS}".strip()
-
-
-def threads() -> int | None:
-    import os
-
-    return 1 if _SINGLE_THREAD_FLAGS in os.environ.get("XLA_FLAGS", "") else None
 
 
 def matmul_gflops(n: int, repeats: int = 10) -> tuple[float, str]:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from backendlab._impl.tensorflow import devices, sync  # noqa: F401  (one definition per backend)
+from backendlab._impl.tensorflow import devices, sync, threads  # noqa: F401  (one definition per backend)
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, BenchShape
 
 COMPILER = "tf.function"
@@ -21,10 +21,6 @@ def set_threads(n: int, inter: int | None = None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(inter)
     except RuntimeError as exc:
         raise ValueError(f"TensorFlow's thread counts are fixed once it has started: {exc}") from None
-
-
-def threads() -> int | None:
-    return tf.config.threading.get_intra_op_parallelism_threads() or None  # 0: TensorFlow's default
 
 
 def matmul_gflops(n: int, repeats: int = 10) -> tuple[float, str]:

@@ -7,7 +7,7 @@ import time
 import torch
 from torch import nn
 
-from backendlab._impl.torch import devices, sync  # noqa: F401  (one definition per backend)
+from backendlab._impl.torch import devices, sync, threads  # noqa: F401  (one definition per backend)
 from backendlab.bench.shapes import ADAM, LEARNING_RATE, BenchShape
 
 COMPILER = "eager"
@@ -24,10 +24,6 @@ def set_threads(n: int, inter: int | None = None) -> None:
             torch.set_num_interop_threads(inter)  # only before the first inter-op parallel work
         except RuntimeError as exc:
             raise ValueError(f"PyTorch's inter-op thread count is fixed once used: {exc}") from None
-
-
-def threads() -> int | None:
-    return torch.get_num_threads()
 
 
 def matmul_gflops(n: int, repeats: int = 10) -> tuple[float, str]:
