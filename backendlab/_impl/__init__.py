@@ -55,6 +55,10 @@
                          this replica's first row in the global batch, for a random draw of ``rows``
                          rows made on its share (``backendlab.training.randomness`` counts a sample's
                          draws from it): 0 on one device and under JAX's global program
+``random_kernel(threefry)``
+                         ``threefry`` (portable randomness's generator, written in ``keras.ops``) as
+                         the backend runs it fastest, the same bits: one XLA kernel on JAX and
+                         TensorFlow, torch's own integer ops on PyTorch
 ``gather_shares(tree, shares)``
                          every process's share of a batch, in process order: the global batch
                          (torch's custom loop, for the compiled metrics)

@@ -395,10 +395,10 @@ def test_bench_terminal_table_shows_the_short_columns():
     text = console.export_text()
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
     assert rows == [
-        ["torch", "keras", "cnn", "fit", "256", "1", "failed", "", "", "", "", "", ""],
-        ["jax", "keras", "mlp", "fit", "256", "1", "52,812", "4.85", "1.23", "85.2", "53.2%", "0.68", ""],
-        ["jax", "native", "mlp", "fit", "256", "1", "77,800", "3.29", "0.50", "125.5", "78.4%", "", ""],
-        ["torch", "keras", "mlp", "fit", "256", "32", "not applicable", "", "", "", "", "", ""],
+        ["torch", "keras", "cnn", "fit", "256", "spe=1", "failed", "", "", "", "", "", ""],
+        ["jax", "keras", "mlp", "fit", "256", "spe=1", "52,812", "4.85", "1.23", "85.2", "53.2%", "0.68", ""],
+        ["jax", "native", "mlp", "fit", "256", "spe=1", "77,800", "3.29", "0.50", "125.5", "78.4%", "", ""],
+        ["torch", "keras", "mlp", "fit", "256", "spe=32", "not applicable", "", "", "", "", "", ""],
     ]
     assert "float32 matmul peak 160 GFLOP/s" in text
 
