@@ -87,7 +87,8 @@ def parity_cell(row: TuneRow) -> str:
         p = row.parity
         weights = (p.weights_max_rel or 0) if p.weights_judged else 0
         worst = max(p.loss_max_rel or 0, p.predictions_max_rel or 0, weights)
-        return f"{p.verdict} ({worst:.1e})"
+        floor = "" if p.floor_ratio is None else f", {p.floor_ratio:.2g}x floor"
+        return f"{p.verdict} ({worst:.1e}{floor})"
     return row.parity.verdict
 
 

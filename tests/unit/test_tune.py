@@ -174,6 +174,8 @@ def test_a_compiled_setting_apart_from_the_default_like_rounding_is_kept_within_
 
 
 def test_a_setting_thirty_times_the_noise_floor_away_differs_and_says_how_far():
+    from backendlab.tune.report import parity_cell
+    from backendlab.tune.results import TuneRow
     from backendlab.tune.worker import judge, judge_rounding
 
     default, twins = _trained(0.0), [_trained(1.0), _trained(-0.8)]
@@ -186,3 +188,5 @@ def test_a_setting_thirty_times_the_noise_floor_away_differs_and_says_how_far():
         "step 32 at 30x its floor, loss at 30x, predictions at 30x, weights at 30x"
     )
     assert fixed.message.startswith("outside rtol=0.001, atol=0.001 after 32 steps in loss")
+    row = TuneRow("torch", "mlp", 256, {}, "jit=on", parity=parity)
+    assert parity_cell(row) == "differs (2.6e-01, 30x floor)"
