@@ -154,7 +154,7 @@ def test_a_compiled_setting_apart_from_the_default_like_rounding_is_kept_within_
     from backendlab.tune.results import TuneRow
     from backendlab.tune.worker import judge, judge_rounding
 
-    default, twins = _trained(0.0), [_trained(1.0), _trained(-0.8)]  # the default from 1-ulp moved starts
+    default, twins = _trained(0.0), [_trained(1.0), _trained(-0.8)]  # the default, weights moved 1 ulp each step
     compiled = Setting(jit_compile=True, loop=WHOLE_STEP)
     mine = _trained(2.0)
     fixed = judge(mine, default, compiled, 32)
@@ -163,8 +163,8 @@ def test_a_compiled_setting_apart_from_the_default_like_rounding_is_kept_within_
     assert (parity.verdict, parity.kept, round(parity.floor_ratio, 6)) == ("within rounding", True, 2.0)
     assert parity.message == (
         "outside rtol=0.001, atol=0.001 after 32 steps, but within rounding: at every step and in every quantity "
-        "no further from the default than 10x the noise floor (what a 1-ulp change of the start does to the "
-        "default): losses at most 2x, at step 32, loss 2x, weights 2x"
+        "no further from the default than 10x the noise floor (what moving every weight by 1 ulp at each step does "
+        "to the default): losses at most 2x, at step 32, loss 2x, weights 2x"
     )
     row = TuneRow("torch", "mlp", 256, compiled.to_dict(), compiled.label, parity=parity)
     assert parity_cell(row) == "within rounding (2x floor)"
@@ -184,8 +184,8 @@ def test_a_setting_thirty_times_the_noise_floor_away_differs_and_says_how_far():
     parity = judge_rounding(fixed, mine, default, twins)
     assert (parity.verdict, parity.kept, round(parity.floor_ratio, 6)) == ("differs", False, 30.0)
     assert parity.message == (
-        f"{fixed.message}; beyond 10x the noise floor (what a 1-ulp change of the start does to the default): "
-        "step 32 at 30x its floor, loss at 30x, predictions at 30x, weights at 30x"
+        f"{fixed.message}; beyond 10x the noise floor (what moving every weight by 1 ulp at each step does to the "
+        "default): step 32 at 30x its floor, loss at 30x, predictions at 30x, weights at 30x"
     )
     assert fixed.message.startswith("outside rtol=0.001, atol=0.001 after 32 steps in loss")
     row = TuneRow("torch", "mlp", 256, {}, "jit=on", parity=parity)
