@@ -8,10 +8,11 @@ from pathlib import Path
 from rich.table import Table
 
 from backendlab.backends import BACKENDS
+from backendlab.compare.floor import FACTOR
 from backendlab.results import atomic_write_bytes, atomic_write_text, write_json
 from backendlab.text import plural
 from backendlab.tune.grid import WHOLE_STEP, Setting
-from backendlab.tune.results import Profile, TuneReport, TuneRow
+from backendlab.tune.results import WITHIN_ROUNDING, Profile, TuneReport, TuneRow
 
 #: Below this fraction of its native loop, a backend's best gets a per-step profile in tune.md.
 NATIVE_GOAL = 0.9
@@ -81,11 +82,14 @@ def snippet(backend: str, setting: Setting) -> str:
 def parity_cell(row: TuneRow) -> str:
     if row.parity is None:
         return ""
+    if row.parity.verdict == WITHIN_ROUNDING:
+        return f"{WITHIN_ROUNDING} ({row.parity.floor_ratio:.2g}x floor)"
     if row.parity.verdict in ("same", "differs") and row.parity.predictions_max_rel is not None:
         p = row.parity
         weights = (p.weights_max_rel or 0) if p.weights_judged else 0
         worst = max(p.loss_max_rel or 0, p.predictions_max_rel or 0, weights)
-        return f"{p.verdict} ({worst:.1e})"
+        floor = "" if p.floor_ratio is None else f", {p.floor_ratio:.2g}x floor"
+        return f"{p.verdict} ({worst:.1e}{floor})"
     return row.parity.verdict
 
 
@@ -168,6 +172,8 @@ def reasons(report: TuneReport) -> list[str]:
             found.setdefault(f"{row.status.replace('_', ' ')}: {row.note}", []).append(f"{row.backend} {row.label}")
         elif row.parity and row.parity.verdict == "differs":
             found.setdefault(f"parity lost: {row.parity.message}", []).append(f"{row.backend} {row.label}")
+        elif row.parity and row.parity.verdict == WITHIN_ROUNDING:
+            found.setdefault(f"parity kept: {row.parity.message}", []).append(f"{row.backend} {row.label}")
     return [f"{reason} ({'; '.join(where)})" for reason, where in found.items()]
 
 
@@ -236,6 +242,11 @@ def markdown_report(report: TuneReport) -> str:
         f"tolerance ({tol}), as `|a - r| <= atol + rtol |r|` (the predictions: `atol + rtol max|r|`, since a logit "
         "near zero carries the rounding of its whole sum); the largest relative difference is in brackets "
         "(for the predictions, relative to max|r|). "
+        "A float32 setting outside it is held to the model's noise floor, as `backendlab compare` holds a backend: "
+        "the default settings trained again with every weight moved by 1 ulp before each step; no further from the "
+        "default than "
+        f"{FACTOR:g}x that floor at every step and in every quantity, it is *{WITHIN_ROUNDING}* and kept (its worst "
+        "ratio to the floor in brackets). "
         "Mixed precision is judged on the loss and predictions: its weights are reported in tune.json, not judged, "
         "since an Adam update that rounds the other way moves a weight by a whole learning rate. "
         "Samples/s is the median of the timed repeats (min-max beside it), after warm-up.",

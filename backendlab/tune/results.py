@@ -10,13 +10,15 @@ from backendlab.results import to_jsonable
 
 #: The parity verdicts a setting can get against its backend's default settings.
 SAME, DIFFERS, REFERENCE, NOT_CHECKED = "same", "differs", "reference", "not checked"
+#: Outside the tolerance, but no further from the default than rounding moves it (compare's noise floor).
+WITHIN_ROUNDING = "within rounding"
 
 
 @dataclass
 class Parity:
     """Whether a setting trains as the default settings do: the same first ``steps`` steps from the same weights."""
 
-    verdict: str  # same | differs | reference | not checked
+    verdict: str  # same | within rounding | differs | reference | not checked
     steps: int
     rtol: float
     atol: float
@@ -26,10 +28,12 @@ class Parity:
     weights_max_rel: float | None = None
     weights_judged: bool = True  # False for mixed precision: reported, not judged
     message: str = ""
+    # Where it left the tolerance: its worst difference over the noise floor (compare.floor), a step's or a quantity's.
+    floor_ratio: float | None = None
 
     @property
     def kept(self) -> bool:
-        return self.verdict in (SAME, REFERENCE)
+        return self.verdict in (SAME, WITHIN_ROUNDING, REFERENCE)
 
 
 @dataclass
@@ -121,7 +125,7 @@ class Best:
     samples_per_sec: float
     speedup_vs_default: float | None
     native_ratio: float | None
-    parity: str  # the winner's parity verdict: same, or reference when the default won
+    parity: str  # the winner's parity verdict: same, within rounding, or reference when the default won
     label: str = ""
     snippet: str = ""
 

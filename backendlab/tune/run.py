@@ -95,6 +95,7 @@ def make_job(opts: TuneOptions, settings: list[Setting], **extra) -> dict:
         "input_shape": list(opts.input_shape) if opts.input_shape else None,
         "threads": None,
         "references": None,
+        "twins": None,  # per cell, the default's perturbed twins (compare.floor) where the first worker trained them
         "native": opts.native,
         "profile": opts.profile,
         "search": True,
@@ -175,6 +176,7 @@ def run_tune(
         got = collect(run_one(backend, backend, job, first_dir))
         cells = len(job["cells"])
         references = [str(first_dir / "parity" / f"cell{i}_0.npz") for i in range(cells)]
+        twins = [sorted(str(p) for p in (first_dir / "parity").glob(f"cell{i}_twin*.npz")) for i in range(cells)]
         if not all(Path(p).exists() for p in references):
             continue  # no default to judge against: the failure is already recorded
         for intra, inter in opts.grid.threads:
@@ -187,6 +189,7 @@ def run_tune(
                 settings,
                 threads=[intra, inter],
                 references=references,
+                twins=twins,
                 native=False,
                 profile=False,
                 search=False,

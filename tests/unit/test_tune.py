@@ -129,3 +129,64 @@ def test_the_whole_step_fit_is_tried_compiled_where_keras_fit_breaks_its_graph_a
         "    model.fit(x, y, batch_size=batch_size)",
     ]
     compile(code, "snippet", "exec")
+
+
+def _trained(c: float) -> dict:
+    """Parity arrays of a run ``c`` times a rounding-like difference away from the default's: the loss's
+    running mean apart by 3e-7 at step 1, growing 1.35-fold a step (3.3e-3 at step 32), as training grows
+    a rounding difference; the predictions and the weights apart in proportion."""
+    import numpy as np
+
+    steps = np.arange(1, 33)
+    growth = 3e-7 * 1.35 ** (steps - 1)
+    running = 1.0 / (1.0 + 0.05 * steps) + c * growth
+    return {
+        "loss": running[-1:],
+        "running_loss": running,
+        "predictions": np.array([[2.0, -1.0], [0.5, 0.0]]) + c * 1e-3,
+        "w:dense/kernel": np.full((3, 2), 0.5) + c * 2e-3,
+    }
+
+
+def test_a_compiled_setting_apart_from_the_default_like_rounding_is_kept_within_rounding():
+    from backendlab.tune.grid import WHOLE_STEP
+    from backendlab.tune.report import parity_cell
+    from backendlab.tune.results import TuneRow
+    from backendlab.tune.worker import judge, judge_rounding
+
+    default, twins = _trained(0.0), [_trained(1.0), _trained(-0.8)]  # the default, weights moved 1 ulp each step
+    compiled = Setting(jit_compile=True, loop=WHOLE_STEP)
+    mine = _trained(2.0)
+    fixed = judge(mine, default, compiled, 32)
+    assert fixed.verdict == "differs"
+    parity = judge_rounding(fixed, mine, default, twins)
+    assert (parity.verdict, parity.kept, round(parity.floor_ratio, 6)) == ("within rounding", True, 2.0)
+    assert parity.message == (
+        "outside rtol=0.001, atol=0.001 after 32 steps, but within rounding: at every step and in every quantity "
+        "no further from the default than 10x the noise floor (what moving every weight by 1 ulp at each step does "
+        "to the default): losses at most 2x, at step 32, loss 2x, weights 2x"
+    )
+    row = TuneRow("torch", "mlp", 256, compiled.to_dict(), compiled.label, parity=parity)
+    assert parity_cell(row) == "within rounding (2x floor)"
+    # A setting that logs every 8th step (steps_per_execution 8) is held to the default's steps 8, 16, 24, 32.
+    every_8th = {**mine, "running_loss": mine["running_loss"][7::8]}
+    assert judge_rounding(fixed, every_8th, default, twins).verdict == "within rounding"
+
+
+def test_a_setting_thirty_times_the_noise_floor_away_differs_and_says_how_far():
+    from backendlab.tune.report import parity_cell
+    from backendlab.tune.results import TuneRow
+    from backendlab.tune.worker import judge, judge_rounding
+
+    default, twins = _trained(0.0), [_trained(1.0), _trained(-0.8)]
+    mine = _trained(30.0)
+    fixed = judge(mine, default, Setting(jit_compile=True), 32)
+    parity = judge_rounding(fixed, mine, default, twins)
+    assert (parity.verdict, parity.kept, round(parity.floor_ratio, 6)) == ("differs", False, 30.0)
+    assert parity.message == (
+        f"{fixed.message}; beyond 10x the noise floor (what moving every weight by 1 ulp at each step does to the "
+        "default): step 32 at 30x its floor, loss at 30x, predictions at 30x, weights at 30x"
+    )
+    assert fixed.message.startswith("outside rtol=0.001, atol=0.001 after 32 steps in loss")
+    row = TuneRow("torch", "mlp", 256, {}, "jit=on", parity=parity)
+    assert parity_cell(row) == "differs (2.6e-01, 30x floor)"
