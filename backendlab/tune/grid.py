@@ -113,6 +113,10 @@ def single_axis_settings(grid: Grid) -> list[Setting]:
         add(default.replace(steps_per_execution=spe))
     for loop in grid.loops:
         add(default.replace(loop=loop, **({"jit_compile": True} if loop == WHOLE_STEP else {})))
+        if loop == "trainstep" and True in grid.jit_compile:
+            # TrainStep compiled is a loop of its own (on PyTorch its whole step in one graph), not only
+            # jit=on's combination with the fastest loop: a model whose fit is slower compiled gets it too.
+            add(default.replace(loop=loop, jit_compile=True))
     for policy in grid.dtype_policies:
         add(default.replace(dtype_policy=policy))
     return settings

@@ -190,3 +190,13 @@ def test_a_setting_thirty_times_the_noise_floor_away_differs_and_says_how_far():
     assert fixed.message.startswith("outside rtol=0.001, atol=0.001 after 32 steps in loss")
     row = TuneRow("torch", "mlp", 256, {}, "jit=on", parity=parity)
     assert parity_cell(row) == "differs (2.6e-01, 30x floor)"
+
+
+def test_trainstep_is_tried_compiled_on_its_own_unless_jit_on_is_left_out():
+    """On the CNN, PyTorch's fit was slower compiled, so jit=on never joined TrainStep in the combination;
+    TrainStep compiled (its whole step in one graph) was the fastest setting once tried."""
+    from backendlab.tune.grid import Grid, single_axis_settings
+
+    labels = [s.label for s in single_axis_settings(Grid())]
+    assert "jit=on trainstep" in labels and "jit=auto trainstep" in labels
+    assert "jit=on trainstep" not in [s.label for s in single_axis_settings(Grid(jit_compile=(False,)))]
