@@ -192,10 +192,10 @@ class CompareReport:
     # The saved .keras files' own verdict, loaded on every backend (agree, diverge, could not load, failed),
     # apart from training's; None when none was loaded (--no-portability).
     portability_verdict: str | None = None
-    # Every step's batch checksummed on every backend (compare.verdict.batches_proof): identical,
+    # Every step's batch checksummed on every backend (compare.facts.batches_proof): identical,
     # first_differing_step, kind (arrays, tf.data, DataLoader, PyDataset, generator), steps, message.
     batches: dict = field(default_factory=dict)
-    # The shared start as the backend that drew it made it (compare.verdict.shared_start): made_by, and the
+    # The shared start as the backend that drew it made it (compare.facts.shared_start): made_by, and the
     # variable paths it drew portably (drawn), kept as the model's build left them (kept: adapt, set_weights,
     # load_weights, ...) or left at its backend's own value (fallback); empty where none drew it.
     start: dict = field(default_factory=dict)
@@ -203,7 +203,7 @@ class CompareReport:
     # by (majority, or numpy: Keras's numpy backend's starting predictions), message; {} where none is alone.
     # Where it is the reference asked for, ``reference`` is the first agreeing backend instead.
     odd_one_out: dict = field(default_factory=dict)
-    # What really ran, as the workers reported it (compare.verdict.ran_facts): the model's compile, its
+    # What really ran, as the workers reported it (compare.facts.ran_facts): the model's compile, its
     # batches, dtype policy, devices and processes; loop and jit_compile per backend.
     ran: dict = field(default_factory=dict)
     # The run's --random (a report from before it existed ran each backend's own generators), and how each

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from helpers import FIXTURES
 
-from backendlab.compare.verdict import TrainedRun, batches_proof
+from backendlab.compare.facts import batches_proof
+from backendlab.compare.verdict import TrainedRun
 from backendlab.data import from_arrays, load_dataset
 from backendlab.errors import UsageError
 from backendlab.pipelines import batch_checksum, numpy_batches

@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 
+from backendlab.compare.facts import shared_start
 from backendlab.compare.report import markdown
 from backendlab.compare.results import CompareOptions, CompareReport
-from backendlab.compare.verdict import TRAIN_ARRAYS, TrainedRun, build_report, shared_start
+from backendlab.compare.verdict import TRAIN_ARRAYS, TrainedRun, build_report
 from backendlab.results import to_jsonable
 from backendlab.workers.protocol import Outcome
 
