@@ -107,11 +107,21 @@ _INTEGER_OPS = types.SimpleNamespace(
 )
 
 
+# The same, writing into their first argument (a tensor Threefry made): no new tensor per op.
+_INTEGER_OPS_INTO = types.SimpleNamespace(
+    add=torch.Tensor.add_,
+    bitwise_xor=torch.Tensor.bitwise_xor_,
+    bitwise_and=torch.Tensor.bitwise_and_,
+    bitwise_or=torch.Tensor.bitwise_or_,
+    left_shift=torch.Tensor.bitwise_left_shift_,
+)
+
+
 def random_kernel(threefry):
     """Portable randomness's Threefry on torch's ops, eagerly (Dynamo fuses it where the step is compiled).
 
     Not ``torch.compile``d on its own: Inductor takes 7 to 30 s to build it, per process."""
-    return lambda k0, k1, c0, c1: threefry((k0, k1), (c0, c1), _INTEGER_OPS)
+    return lambda k0, k1, c0, c1: threefry((k0, k1), (c0, c1), _INTEGER_OPS, _INTEGER_OPS_INTO)
 
 
 def _world() -> tuple[int, int]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import struct
 from collections.abc import Callable
 
 #: The functions of Keras's backend random module that :func:`portable` replaces.
@@ -51,28 +52,31 @@ def _ops():
     return keras.ops
 
 
-def _rotl(x, r: int, ops):
-    low = ops.bitwise_and(ops.right_shift(x, 32 - r), (1 << r) - 1)  # arithmetic shift, masked: logical
-    return ops.bitwise_or(ops.left_shift(x, r), low)
+def _rotl(x, r: int, ops, into):
+    low = into.bitwise_and(ops.right_shift(x, 32 - r), (1 << r) - 1)  # arithmetic shift, masked: logical
+    return into.bitwise_or(into.left_shift(x, r), low)
 
 
-def threefry2x32(key, counter, ops=None):
+def threefry2x32(key, counter, ops=None, into=None):
     """Threefry-2x32 with 20 rounds: ``key`` two int32 scalars, ``counter`` two int32 tensors of one shape.
 
     Returns two int32 tensors: the 64 random bits of each counter, as two words (two's complement).
-    ``ops``: the integer ops it runs on, ``keras.ops`` unless a backend passes its own (see :func:`_kernel`).
+    ``ops``: the integer ops it runs on, ``keras.ops`` unless a backend passes its own (see :func:`_kernel`);
+    ``into``: the same ops where they may write into their first argument, always a tensor made here
+    (torch's in-place methods: no new tensor per op), ``ops`` themselves by default.
     """
     ops = ops or _ops()
+    into = into or ops
     k0, k1 = key
     ks = (k0, k1, ops.bitwise_xor(ops.bitwise_xor(k0, k1), _PARITY))
     x0, x1 = ops.add(counter[0], k0), ops.add(counter[1], k1)
     for r in range(_ROUNDS):
-        x0 = ops.add(x0, x1)
-        x1 = ops.bitwise_xor(_rotl(x1, _ROTATIONS[r % 8], ops), x0)
+        x0 = into.add(x0, x1)
+        x1 = into.bitwise_xor(_rotl(x1, _ROTATIONS[r % 8], ops, into), x0)
         if r % 4 == 3:
             i = (r + 1) // 4
-            x0 = ops.add(x0, ks[i % 3])
-            x1 = ops.add(ops.add(x1, ks[(i + 1) % 3]), i)
+            x0 = into.add(x0, ks[i % 3])
+            x1 = into.add(into.add(x1, ks[(i + 1) % 3]), i)
     return x0, x1
 
 
@@ -166,14 +170,25 @@ def random_pairs(shape, seed, by_row: bool = True):
     return ops.reshape(x0, _shape(shape)), ops.reshape(x1, _shape(shape))
 
 
+def _top(word):
+    """The top 23 bits of ``word``, as an int32 in [0, 2**23)."""
+    ops = _ops()
+    return ops.bitwise_and(ops.right_shift(word, 32 - _MANTISSA), (1 << _MANTISSA) - 1)
+
+
 def _unit(word, half: bool = False):
     """The top 23 bits of ``word`` as a float32 in [0, 1) (``half``: offset by half a step, in (0, 1))."""
     ops = _ops()
-    top = ops.bitwise_and(ops.right_shift(word, 32 - _MANTISSA), (1 << _MANTISSA) - 1)
-    top = ops.cast(top, "float32")
+    top = ops.cast(_top(word), "float32")
     if half:
         top = ops.add(top, 0.5)
     return ops.multiply(top, 2.0**-_MANTISSA)
+
+
+def _below(probability: float) -> int:
+    """The int ``t`` with ``_top(word) < t`` exactly where ``_unit(word) < probability`` in float32."""
+    as_float32 = struct.unpack("f", struct.pack("f", probability))[0]
+    return math.ceil(as_float32 * 2**_MANTISSA)
 
 
 def _float_dtype(dtype):
@@ -226,7 +241,7 @@ def dropout(inputs, rate, noise_shape=None, seed=None):
     shape = _shape(inputs)
     if noise_shape is not None:
         shape = tuple(shape[i] if d is None else d for i, d in enumerate(noise_shape))
-    mask = ops.less(_unit(random_bits(shape, seed)), keep)
+    mask = ops.less(_top(random_bits(shape, seed)), _below(keep))  # as uniform(shape) < keep, in fewer ops
     mask = ops.broadcast_to(mask, _shape(inputs))
     return ops.where(mask, ops.divide(inputs, ops.cast(keep, inputs.dtype)), ops.zeros_like(inputs))
 
