@@ -251,7 +251,11 @@ def shuffle(x, axis=0, seed=None):
     ops = _ops()
     x = ops.convert_to_tensor(x)
     n = _shape(x)[axis]
-    spare = max(1, (n - 1).bit_length())
+    if isinstance(n, int):
+        spare = max(1, (n - 1).bit_length())
+    else:  # a length TensorFlow's graph leaves unknown (a batch of None): the same bit length, counted in ops
+        powers = ops.convert_to_tensor([1 << k for k in range(31)], dtype="int32")
+        spare = ops.maximum(ops.sum(ops.cast(ops.greater_equal(ops.subtract(n, 1), powers), "int32")), 1)
     # Random high bits, the index in the low ones: no two keys tie, so any sort gives one order.
     high = ops.left_shift(ops.right_shift(random_bits((n,), seed, by_row=False), spare), spare)
     keys = ops.bitwise_or(high, ops.arange(n, dtype="int32"))

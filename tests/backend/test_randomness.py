@@ -185,3 +185,22 @@ def test_unseeded_generators_start_from_the_run_seed_alone_and_a_users_seed_is_k
     assert states(2) == first
     assert states(1, run_seed=1)[1] != first[1]
     assert keras.random.SeedGenerator(5).state is not None  # a fresh generator elsewhere is untouched
+
+
+def test_a_shuffle_of_a_length_tensorflows_graph_leaves_unknown_is_the_eager_shuffle(backend):
+    """Keras's MixUp shuffles the batch; in ``evaluate`` TensorFlow traces it with a batch of None."""
+    if backend != "tensorflow":
+        pytest.skip("only TensorFlow's graphs leave a length unknown; JAX and PyTorch trace it as a number")
+    import keras
+    import tensorflow as tf
+
+    def shuffled(x):
+        with randomness.portable():
+            return keras.random.shuffle(x, seed=3)
+
+    graph = tf.function(shuffled, input_signature=[tf.TensorSpec((None,), tf.int64)])
+    for n in (1, 2, 5, 33):
+        x = np.arange(n, dtype="int64")
+        eager, traced = _numpy(shuffled(keras.ops.convert_to_tensor(x))), _numpy(graph(x))
+        np.testing.assert_array_equal(traced, eager)
+        assert sorted(traced.tolist()) == x.tolist()
