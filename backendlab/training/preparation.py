@@ -29,7 +29,13 @@ from backendlab.training.schedule import (
     padded_samples,
     samples_per_epoch,
 )
-from backendlab.training.stochastic import drawing_outside_keras, stochastic_layers, sublayers, switch_off
+from backendlab.training.stochastic import (
+    drawing_backend_only,
+    drawing_outside_keras,
+    stochastic_layers,
+    sublayers,
+    switch_off,
+)
 
 #: The seed's optimizer: SGD with Nesterov momentum.
 DEFAULT_OPTIMIZER = "sgd"
@@ -102,6 +108,7 @@ def prepare(
     if spec.random == "portable":
         with randomness.portable():  # what still varies under it draws outside Keras's random ops
             outside = drawing_outside_keras(net, sample)
+        outside += [layer for layer in drawing_backend_only(net, sample, found) if layer not in outside]
     found += [layer for layer in outside if layer not in found]
     if spec.disable_stochastic:
         switch_off(found)

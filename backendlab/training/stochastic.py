@@ -178,3 +178,48 @@ def switch_off(layers) -> None:
             return _original(*args, **kwargs)
 
         layer.call = call
+
+
+#: Keras's random ops that portable randomness leaves on each backend's own generator (docs/randomness.md).
+BACKEND_ONLY = ("gamma", "binomial", "beta")
+
+
+def drawing_backend_only(model, sample, layers) -> list:
+    """Those of ``layers`` that call one of ``BACKEND_ONLY`` in a training-mode pass on ``sample`` (MixUp's
+    beta): each backend draws other numbers there, portable or not. The variables are put back after."""
+    from keras.src import backend
+
+    saved, calling, found = [np.array(v.numpy()) for v in model.variables], [], []
+    originals = [(layer, layer.__dict__.get("call")) for layer in layers]
+    draws = {name: getattr(backend.random, name) for name in BACKEND_ONLY}
+
+    def entering(layer, original):
+        def call(*args, **kwargs):
+            calling.append(layer)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                calling.pop()
+
+        return call
+
+    def noting(draw):
+        def call(*args, **kwargs):
+            found.extend(layer for layer in calling[-1:] if layer not in found)  # the innermost layer drew
+            return draw(*args, **kwargs)
+
+        return call
+
+    try:
+        for layer in layers:
+            layer.call = entering(layer, layer.call)
+        for name, draw in draws.items():
+            setattr(backend.random, name, noting(draw))
+        _outputs(model, sample)
+    finally:
+        _put_back(originals)
+        for name, draw in draws.items():
+            setattr(backend.random, name, draw)
+        for variable, value in zip(model.variables, saved):
+            variable.assign(value)
+    return found
