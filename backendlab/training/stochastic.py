@@ -189,6 +189,8 @@ def drawing_backend_only(model, sample, layers) -> list:
     beta): each backend draws other numbers there, portable or not. The variables are put back after."""
     from keras.src import backend
 
+    if not layers:
+        return []
     saved, calling, found = [np.array(v.numpy()) for v in model.variables], [], []
     originals = [(layer, layer.__dict__.get("call")) for layer in layers]
     draws = {name: getattr(backend.random, name) for name in BACKEND_ONLY}
