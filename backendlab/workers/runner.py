@@ -87,7 +87,8 @@ def job_outcome(
         message = log_tail[log_tail.rindex(USAGE_PREFIX) + len(USAGE_PREFIX) :].splitlines()[0]
         return Outcome(backend, "usage", code, wall, None, message, log_tail)
     if code != 0 or not (workdir / RESULT).exists():
-        message = last_error_line(log_tail) or f"exit status {code}"
+        # From a longer tail: a Keras message under JAX's trailer can push the exception's line out of the last 15.
+        message = last_error_line(tail(workdir / LOG, 200) or log_tail) or f"exit status {code}"
         return Outcome(backend, "failed", code, wall, None, message, log_tail)
     return Outcome(backend, "ok", code, wall, read_json(workdir / RESULT), "", "")
 

@@ -207,6 +207,19 @@ def test_last_error_line_takes_the_last_of_chained_exceptions():
     assert last_error_line(log) == "ValueError: could not broadcast"
 
 
+def test_a_failed_jobs_message_is_its_exception_under_a_long_keras_message_and_jaxs_trailer(tmp_path):
+    """What a layer drawing unseeded under jax.jit left (Keras 3.15): 14 lines after the exception's."""
+    from backendlab.workers.runner import LOG, job_outcome
+
+    message = "Exception encountered when calling GlobalNoise.call().\n\n[JAX RNG] use seeded random ops.\n\n```"
+    message += "\n# a line\n" * 4 + "```\n\nArguments received by GlobalNoise.call():\n  \u2022 x=jnp.ndarray\n"
+    message += "  \u2022 training=True\n--------------------\nFor simplicity, JAX has removed its internal frames."
+    (tmp_path / LOG).write_text(_traceback_of(ValueError(message)))
+    outcome = job_outcome("jax", tmp_path, 1, 1.0)
+    assert outcome.status == "failed"
+    assert outcome.message.startswith("ValueError: Exception encountered when calling GlobalNoise.call(). [JAX RNG]")
+
+
 #: What Keras 3.15 printed for a Dense(4) on inputs of 30 features called with 5, with
 #: its bold ANSI codes: the message spreads over several lines.
 KERAS_ERROR = """\
