@@ -30,7 +30,7 @@ def test_a_layer_drawing_from_its_frameworks_generator_is_found_under_portable_r
 def test_a_layer_drawing_a_beta_that_stays_on_the_backends_generator_is_named_outside():
     """MixUp's mix weight is a beta draw, which portable randomness leaves on each backend's generator."""
     prep = prepare("tests/fixtures/outside_random_models.py:mix_up", "images", batch_size=8)
-    assert prep.stochastic == ["mix_up", "dropout"] and prep.outside == ["mix_up"]
+    assert prep.stochastic == ["mix_up", "drop"] and prep.outside == ["mix_up"]
 
 
 def test_dropout_0_is_left_out_and_detection_leaves_the_starting_state_as_it_was():
