@@ -46,6 +46,22 @@ def _put_back(originals) -> None:
             layer.call = own
 
 
+@contextlib.contextmanager
+def _variables_kept(model):
+    """Within the block the passes may change the model's variables (BatchNorm statistics, seed states);
+    they are put back after. Yields the function that puts them back, for a pass that must start afresh."""
+    saved = [np.array(v.numpy()) for v in model.variables]
+
+    def put_back() -> None:
+        for variable, value in zip(model.variables, saved):
+            variable.assign(value)
+
+    try:
+        yield put_back
+    finally:
+        put_back()
+
+
 def _outputs(model, sample) -> list:
     import keras
 
@@ -64,17 +80,13 @@ def stochastic_layers(model, sample) -> list:
     candidates = [layer for layer in sublayers(model) if _holds_seed_generator(layer)]
     if not candidates:
         return []
-    saved = [np.array(v.numpy()) for v in model.variables]
     found = []
-    try:
+    with _variables_kept(model):
         for layer in candidates:
             with _in_inference([c for c in candidates if c is not layer]):
                 first, second = _outputs(model, sample), _outputs(model, sample)
             if any(not np.array_equal(a, b) for a, b in zip(first, second)):
                 found.append(layer)
-    finally:
-        for variable, value in zip(model.variables, saved):
-            variable.assign(value)
     return found
 
 
@@ -88,14 +100,12 @@ def drawing_outside_keras(model, sample) -> list:
     whose values cannot be read while it runs (a recurrent cell traced inside JAX's scan) is judged by
     the layer around it. The variables are put back after.
     """
-    saved = [np.array(v.numpy()) for v in model.variables]
+    with _variables_kept(model) as put_back:
 
-    def fresh_pass():
-        for variable, value in zip(model.variables, saved):
-            variable.assign(value)
-        return _outputs(model, sample)
+        def fresh_pass():
+            put_back()
+            return _outputs(model, sample)
 
-    try:
         if all(np.array_equal(a, b) for a, b in zip(fresh_pass(), fresh_pass())):
             return []  # the common case: two passes and nothing more
         layers = sublayers(model)
@@ -104,9 +114,6 @@ def drawing_outside_keras(model, sample) -> list:
         with _recording(layers, replay=first) as second:
             fresh_pass()
         found = [layer for layer in layers if _varies(first.get(id(layer), []), second.get(id(layer), []))]
-    finally:
-        for variable, value in zip(model.variables, saved):
-            variable.assign(value)
     return [layer for layer in found if not any(inner in found for inner in sublayers(layer))]
 
 
@@ -191,7 +198,7 @@ def drawing_backend_only(model, sample, layers) -> list:
 
     if not layers:
         return []
-    saved, calling, found = [np.array(v.numpy()) for v in model.variables], [], []
+    calling, found = [], []
     originals = [(layer, layer.__dict__.get("call")) for layer in layers]
     draws = {name: getattr(backend.random, name) for name in BACKEND_ONLY}
 
@@ -212,16 +219,15 @@ def drawing_backend_only(model, sample, layers) -> list:
 
         return call
 
-    try:
-        for layer in layers:
-            layer.call = entering(layer, layer.call)
-        for name, draw in draws.items():
-            setattr(backend.random, name, noting(draw))
-        _outputs(model, sample)
-    finally:
-        _put_back(originals)
-        for name, draw in draws.items():
-            setattr(backend.random, name, draw)
-        for variable, value in zip(model.variables, saved):
-            variable.assign(value)
+    with _variables_kept(model):
+        try:
+            for layer in layers:
+                layer.call = entering(layer, layer.call)
+            for name, draw in draws.items():
+                setattr(backend.random, name, noting(draw))
+            _outputs(model, sample)
+        finally:
+            _put_back(originals)
+            for name, draw in draws.items():
+                setattr(backend.random, name, draw)
     return found

@@ -75,6 +75,12 @@ def build(cell: dict, job: dict, native, setting: Setting):
     return model, loss, optimizer, samples
 
 
+def _running_mean(losses) -> np.ndarray:
+    """The loss's mean over the steps so far, after each step: what fit logs as ``loss``."""
+    values = np.asarray(losses, dtype=np.float64)
+    return np.cumsum(values) / np.arange(1, len(values) + 1)
+
+
 class FitLoop:
     """``model.fit`` with the setting's ``jit_compile`` and ``steps_per_execution``; for the whole-step
     loop, inside ``whole_step_fit`` (backendlab's train function, one compiled graph)."""
@@ -127,7 +133,7 @@ class FitLoop:
             with self.scope(self.model):
                 history = self.model.fit(**part, batch_size=batch_size, epochs=1, shuffle=False, verbose=0).history
             losses.append(history["loss"][-1])
-        return (np.cumsum(losses) / np.arange(1, len(losses) + 1)).tolist()
+        return _running_mean(losses).tolist()
 
     def time(self, samples: Samples, batch_size: int, passes: int) -> list[float]:
         timer = EpochTimer(self.wait)
@@ -163,8 +169,7 @@ class StepLoop:
         self.native.sync(losses)
         first = time.perf_counter() - start
         losses += self.step.run_batches(batches[1:])
-        values = np.asarray([keras.ops.convert_to_numpy(v) for v in losses], dtype=np.float64)
-        running = np.cumsum(values) / np.arange(1, len(values) + 1)  # as fit logs it, to be held to fit's
+        running = _running_mean([keras.ops.convert_to_numpy(v) for v in losses])  # to be held to fit's
         return float(running[-1]), first, running.tolist()
 
     def time(self, samples: Samples, batch_size: int, passes: int) -> list[float]:
