@@ -13,6 +13,7 @@ All installs use constraints.txt, the tested versions (torch==2.13.0 is the CPU 
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import nox
@@ -28,12 +29,28 @@ UNIT, CROSS = "unit", "cross"
 #: pytest-xdist processes for the layers that start workers: their tests spend much of their time
 #: waiting on a subprocess's imports, which a second process overlaps (each has its own warm pool).
 PARALLEL = str(min(os.cpu_count() or 1, 4))
+#: Pauses, in seconds, before installing again after a failed install. pip resumes a broken download
+#: itself, but gives up within a minute; a registry that drops connections for longer failed a CI run.
+INSTALL_PAUSES = (30, 120)
 #: Each test session: the folder of tests/ it runs, and the extras it installs.
 SUITES = {
     UNIT: ("unit", "test"),
     **{name: ("backend", f"{b.extra},export-{b.extra},hub,test") for name, b in BACKENDS.items()},
     CROSS: ("cross", "all,export,hub,test"),
 }
+
+
+def install(session: nox.Session, *args: str) -> None:
+    """``pip install -c constraints.txt *args``, tried again after each of `INSTALL_PAUSES` if it fails."""
+    for pause in (*INSTALL_PAUSES, None):
+        try:
+            session.install("-c", "constraints.txt", "--retries", "10", "--timeout", "60", *args)
+            return
+        except nox.command.CommandFailed:
+            if pause is None:
+                raise
+            session.warn(f"pip install failed; installing again in {pause} s (a dropped download resumes)")
+            time.sleep(pause)
 
 
 @nox.session
@@ -46,9 +63,9 @@ def tests(session: nox.Session, suite: str) -> None:
     run time is Keras and the ``hub`` extra (see constraints.txt).
     """
     folder, extras = SUITES[suite]
-    session.install("-c", "constraints.txt", "-e", f".[{extras}]")
+    install(session, "-e", f".[{extras}]")
     if suite != UNIT:
-        session.install("-c", "constraints.txt", "--no-deps", "keras-hub")
+        install(session, "--no-deps", "keras-hub")
     env = {"TF_CPP_MIN_LOG_LEVEL": "2"}
     if suite in BACKENDS:
         env["KERAS_BACKEND"] = suite
@@ -61,7 +78,7 @@ def tests(session: nox.Session, suite: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check, configured in pyproject.toml."""
-    session.install("-c", "constraints.txt", "ruff")
+    install(session, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -69,8 +86,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The quick benchmark preset on every backend (under 3 minutes on 2 cores)."""
-    session.install("-c", "constraints.txt", "-e", f".[{SUITES[CROSS][1]}]")
-    session.install("-c", "constraints.txt", "--no-deps", "keras-hub")
+    install(session, "-e", f".[{SUITES[CROSS][1]}]")
+    install(session, "--no-deps", "keras-hub")
     session.run(
         "python", "benchmarks/quick.py", "--out", "bench-out", *session.posargs, env={"TF_CPP_MIN_LOG_LEVEL": "2"}
     )
