@@ -53,6 +53,13 @@ class Target:
     def activation(self) -> str:
         return {"binary": "sigmoid", "regression": "linear"}.get(self.kind, "softmax")
 
+    def learned_by(self, units: int) -> Target | None:
+        """This target as an output ``units`` wide learns it; None where it cannot. Two classes learn on
+        one sigmoid unit, or on two softmax units as class ids (sparse categorical cross-entropy)."""
+        if units == self.units:
+            return self
+        return Target("multiclass", 2) if self.kind == "binary" and units == 2 else None
+
     def describe(self) -> str:
         if self.kind == "binary":
             return "2 classes (binary)"

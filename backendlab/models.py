@@ -7,7 +7,7 @@ its inputs and outputs from it; none of them has backend-specific code.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -298,12 +298,14 @@ def build_model(name: str, data: Dataset):
     return model
 
 
-def check_compatible(model, data: Dataset, name: str, rows: np.ndarray | None = None) -> None:
+def check_compatible(model, data: Dataset, name: str, rows: np.ndarray | None = None) -> Dataset:
     """Run the model on two samples (the first, or two of ``rows``) and check its outputs against the targets.
 
+    Returns ``data`` with its targets as the model's outputs learn them (:meth:`Target.learned_by`: a
+    2-unit softmax learns 0/1 labels as class ids), whose ``loss()`` backendlab compiles the model with.
     Raises one UsageError that names the model, the data and the shapes that disagree. The width of
     each output is checked only where backendlab chooses the loss: a model compiled with a loss of
-    its own (a 2-unit softmax with sparse categorical cross-entropy on 0/1 labels) is its own judge.
+    its own is its own judge.
     """
     x, _ = data.take("train", np.arange(min(2, data.sample_rows)) if rows is None else rows[:2])
     try:
@@ -323,12 +325,15 @@ def check_compatible(model, data: Dataset, name: str, rows: np.ndarray | None = 
             f"has targets {sorted(map(str, targets))}"
         )
     if getattr(model, "compiled", False) and getattr(model, "loss", None) is not None:
-        return
+        return data
+    learned = {}
     for key, target in targets.items():
         shape = tuple(outputs[key].shape)
-        if shape[-1] != target.units:
+        learned[key] = target.learned_by(shape[-1])
+        if learned[key] is None:
             where = f"output {key!r}" if key else "output"
             raise UsageError(
                 f"model {name!r} {where} has shape {(None,) + shape[1:]} but data {data.name!r} has "
                 f"{target.describe()}: its last dimension must be {target.units}"
             )
+    return replace(data, target=learned if isinstance(data.target, dict) else learned[None])

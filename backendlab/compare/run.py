@@ -137,6 +137,8 @@ class Compare:
         pool: WorkerPool | None = None,
         env: dict[str, str] | None = None,
     ):
+        # Bad input leaves no folder behind where there was none (see run()).
+        self.fresh = not (Path(opts.out).is_dir() and any(Path(opts.out).iterdir()))
         # A model or data given as a Python object goes to the workers as a file in --out (backendlab.callables).
         run = send_run(opts.run, Path(opts.out) / SENT_FOLDER)
         run = run.replace(data=run.data or default_data(run.model)).check()
@@ -557,17 +559,7 @@ class Compare:
         write_json(self.out / "report.json", report)
         return report
 
-    def _clear(self) -> None:
-        """A reused folder must not lend an earlier run's files to this one."""
-        for name in [*self.runnable, "portability", "floor"]:
-            shutil.rmtree(self.out / name, ignore_errors=True)
-        for name in (INITIAL_WEIGHTS, "report.json", "report.md", "loss_curves.png"):
-            (self.out / name).unlink(missing_ok=True)
-
-    def run(self) -> CompareReport:
-        self.started = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._clear()
+    def _run_jobs(self) -> None:
         owned = self.pool is None
         self.pool = self.pool or WorkerPool()
         try:
@@ -587,6 +579,24 @@ class Compare:
             if owned:
                 self.pool.close()
                 self.pool = None
+
+    def _clear(self) -> None:
+        """A reused folder must not lend an earlier run's files to this one."""
+        for name in [*self.runnable, "portability", "floor"]:
+            shutil.rmtree(self.out / name, ignore_errors=True)
+        for name in (INITIAL_WEIGHTS, "report.json", "report.md", "loss_curves.png"):
+            (self.out / name).unlink(missing_ok=True)
+
+    def run(self) -> CompareReport:
+        self.started = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._clear()
+        try:
+            self._run_jobs()
+        except UsageError:
+            if self.fresh:  # the model or data was wrong: the one error line is the result, not a folder
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
         report = self.write()
         from backendlab.compare.report import write_outputs
 

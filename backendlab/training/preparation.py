@@ -168,7 +168,7 @@ def build_and_compile(
         else:
             net = build_model(spec.model, dataset)
         # Also builds a lazily built model on a real sample (under --processes, one of this process's own).
-        check_compatible(net, dataset, spec.model, first_rows(spec, dataset.sample_rows))
+        learned = check_compatible(net, dataset, spec.model, first_rows(spec, dataset.sample_rows))
         start = start_weights(net, spec, resume, initial_weights, rebuild=lambda: _rebuild(spec, dataset))
         if getattr(net, "compiled", False) and net.optimizer is not None:
             optimizer_name = type(net.optimizer).__name__.lower()
@@ -176,10 +176,10 @@ def build_and_compile(
             optimizer_name = spec.optimizer or DEFAULT_OPTIMIZER
             net.compile(
                 optimizer=make_optimizer(optimizer_name, spec.learning_rate),
-                loss=dataset.loss(),
+                loss=learned.loss(),
                 # Weighted, as the loss is: the same numbers without sample weights, and on
                 # several devices they do not count the padding of a last batch (pad_last_batch).
-                weighted_metrics=dataset.metrics(),
+                weighted_metrics=learned.metrics(),
             )
     learning_rate = float(keras.ops.convert_to_numpy(net.optimizer.learning_rate))
     spec = spec.replace(optimizer=optimizer_name, learning_rate=learning_rate)

@@ -8,6 +8,8 @@ from helpers import SMALL_ZOO
 
 from backendlab.training import batch_slices, epoch_orders, run_training
 
+M = "tests/fixtures/user_models.py"
+
 
 def test_seed_example_reaches_94_percent_test_accuracy(seed_result, backend):
     assert seed_result.backend == backend
@@ -51,6 +53,18 @@ def test_a_model_compiled_with_its_own_loss_is_not_held_to_the_datas_output_widt
     # breast_cancer is binary, so backendlab's own loss would want one unit; this model brings its own.
     result = run_training("tests/fixtures/user_models.py:softmax_two_compiled", epochs=2)
     assert np.isfinite(result.step_losses).all() and result.history["loss"][-1] < result.history["loss"][0]
+
+
+def test_two_softmax_units_learn_binary_labels_as_class_ids():
+    # Dense(2, softmax) on 0/1 labels was refused ("its last dimension must be 1") unless compiled by hand.
+    from backendlab.data import load_dataset
+    from backendlab.models import build_model, check_compatible
+
+    data = load_dataset("breast_cancer")
+    learned = check_compatible(build_model(f"{M}:softmax_two", data), data, f"{M}:softmax_two")
+    assert learned.loss() == "sparse_categorical_crossentropy"
+    result = run_training(f"{M}:softmax_two", epochs=5)
+    assert result.test["accuracy"] > 0.85, result.test
 
 
 def test_compiled_user_model_keeps_its_own_loss_optimizer_and_metrics():
