@@ -32,6 +32,7 @@ from backendlab.training.schedule import (
 from backendlab.training.stochastic import (
     drawing_backend_only,
     drawing_outside_keras,
+    shown_names,
     stochastic_layers,
     sublayers,
     switch_off,
@@ -114,7 +115,7 @@ def prepare(
         switch_off(found)
     if spec.random == "portable" and resume is None:
         portable_seed_states(net, spec.seed)  # after the look above, which drew: training starts from here
-    return Prepared(spec, dataset, net, [layer.name for layer in found], start, [layer.name for layer in outside])
+    return Prepared(spec, dataset, net, shown_names(net, found), start, shown_names(net, outside))
 
 
 def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:

@@ -21,6 +21,13 @@ def sublayers(model) -> list:
     return list(model._flatten_layers(include_self=False, recursive=True))
 
 
+def shown_names(model, layers) -> list[str]:
+    """The names ``layers`` go by in ``model.summary()``: a recurrent cell by its layer's (``lstm``, not
+    ``lstm_cell``, which a second LSTM's cell repeats), each name once."""
+    owners = {id(layer.cell): layer for layer in sublayers(model) if getattr(layer, "cell", None) is not None}
+    return list(dict.fromkeys(owners.get(id(layer), layer).name for layer in layers))
+
+
 def _holds_seed_generator(layer) -> bool:
     import keras
 

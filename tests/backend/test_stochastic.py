@@ -15,7 +15,7 @@ def test_a_recurrent_layer_with_dropout_0_is_deterministic():
 
 def test_a_recurrent_layer_with_dropout_draws_and_is_named():
     prep = prepare(f"{F}:lstm_with_dropout", "sequences")
-    assert prep.stochastic == ["lstm_cell"]
+    assert prep.stochastic == ["lstm"]  # the layer's name, not its cell's (lstm_cell)
     assert prep.outside == []  # it draws through Keras: portably
 
 

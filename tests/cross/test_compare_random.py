@@ -42,7 +42,7 @@ def test_dropout_spatial_dropout_noise_and_lstm_dropout_agree_exactly(every_draw
     assert marks == {
         "gaussian_noise": "portable",
         "spatial_dropout1d": "portable",
-        "lstm_cell": "portable",
+        "lstm": "portable",
         "dropout": "portable",
     }
     assert "draw portably (--random portable)" in report.notes[0]
