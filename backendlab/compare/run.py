@@ -297,62 +297,79 @@ class Compare:
         The state just before that step is replayed once on the reference and loaded everywhere:
         both sides start the step from the same numbers, so what differs is that step's doing.
         The step probed is the one before the losses left the tolerance (its update made the
-        weights they were computed from), or the first step. Where training agrees and only
-        evaluation or prediction differs, that is taken apart instead (:meth:`locate_evaluation`).
+        weights they were computed from), or the first step; where nothing stands out in it, the
+        step whose loss left is taken apart too: its own forward pass or loss may be what parts
+        (a loss that saturates only once training has moved the weights). Where training agrees
+        and only evaluation or prediction differs, that is taken apart instead (:meth:`locate_evaluation`).
         """
         report = self.report()
         yardstick = report.reference  # the reference, or, where it is the odd one out, one of the others
         by_step: dict[int, list[str]] = {}
-        threshold, compute_dtype = report.settings["locate_threshold"], report.criterion.compute_dtype
         evaluated: dict[str, str] = {}
-        for name, target in self.locate_targets(report).items():
+        targets = self.locate_targets(report)
+        for name, target in targets.items():
             if isinstance(target, str):
                 evaluated[name] = target
             else:
                 by_step.setdefault(max(target - 1, 1), []).append(name)
         if evaluated:
+            threshold, compute_dtype = report.settings["locate_threshold"], report.criterion.compute_dtype
             self.locate_evaluation(yardstick, evaluated, threshold, compute_dtype)
         for step, names in by_step.items():
-            folder = self.out / "locate" / f"step-{step}"
-            state = folder / "state.npz"
-            replay = {
-                "kind": "replay",
-                "run": self.opts.run.to_dict(),
-                "initial_weights": str((self.out / INITIAL_WEIGHTS).resolve()),
-                "steps": step - 1,
-                "state": str(state.resolve()),
-            }
-            done = self._ended(self.pool.run_many([self._job(yardstick, replay, folder / "replay", probe_handle)])[0])
-            if not done.ok:
-                for name in names:
-                    self.located[name] = _not_located(
-                        step, f"replaying {plural(step - 1, 'step')} failed: {done.message}"
-                    )
-                continue
-            probe = {"kind": "probe", "run": self.opts.run.to_dict(), "state": str(state.resolve()), "step": step - 1}
-            jobs = [self._job(b, probe, folder / b, probe_handle) for b in [yardstick, *names]]
-            outcomes = {o.backend: self._ended(o) for o in self.pool.run_many(jobs)}
-            ref = outcomes[yardstick]
+            self._locate_step(report, yardstick, step, names)
+        again: dict[int, list[str]] = {}
+        for step, names in by_step.items():
             for name in names:
-                mine = outcomes[name]
-                if not (ref.ok and mine.ok):
-                    why = next(o.message for o in (ref, mine) if not o.ok)
-                    self.located[name] = _not_located(step, f"probing step {step} failed: {why}")
-                    continue
-                ref_arrays, mine_arrays = _load_npz(folder / yardstick / PROBE), _load_npz(folder / name / PROBE)
-                found = locate(
-                    ref_arrays,
-                    ref.result,
-                    mine_arrays,
-                    mine.result,
-                    step=step,
-                    threshold_rel=threshold,
-                    compute_dtype=compute_dtype,
-                )
-                divergence = found.to_dict()
-                divergence["known"] = self.known(divergence, name, yardstick)
-                self.located[name] = (divergence, phases_table(ref_arrays, mine_arrays), mine.result["layers"])
+                if self.located[name][0]["phase"] is None and targets[name] > step and self.located[name][1]:
+                    again.setdefault(targets[name], []).append(name)
+        for step, names in again.items():
+            first = {name: self.located[name] for name in names}
+            self._locate_step(report, yardstick, step, names)
+            for name in names:  # nothing there either: the first look's account stands
+                if self.located[name][0]["phase"] is None:
+                    self.located[name] = first[name]
         self.write()
+
+    def _locate_step(self, report: CompareReport, yardstick: str, step: int, names: list[str]) -> None:
+        """Probe ``step`` (1-based) on ``yardstick`` and on each of ``names`` from the same replayed state."""
+        threshold, compute_dtype = report.settings["locate_threshold"], report.criterion.compute_dtype
+        folder = self.out / "locate" / f"step-{step}"
+        state = folder / "state.npz"
+        replay = {
+            "kind": "replay",
+            "run": self.opts.run.to_dict(),
+            "initial_weights": str((self.out / INITIAL_WEIGHTS).resolve()),
+            "steps": step - 1,
+            "state": str(state.resolve()),
+        }
+        done = self._ended(self.pool.run_many([self._job(yardstick, replay, folder / "replay", probe_handle)])[0])
+        if not done.ok:
+            for name in names:
+                self.located[name] = _not_located(step, f"replaying {plural(step - 1, 'step')} failed: {done.message}")
+            return
+        probe = {"kind": "probe", "run": self.opts.run.to_dict(), "state": str(state.resolve()), "step": step - 1}
+        jobs = [self._job(b, probe, folder / b, probe_handle) for b in [yardstick, *names]]
+        outcomes = {o.backend: self._ended(o) for o in self.pool.run_many(jobs)}
+        ref = outcomes[yardstick]
+        for name in names:
+            mine = outcomes[name]
+            if not (ref.ok and mine.ok):
+                why = next(o.message for o in (ref, mine) if not o.ok)
+                self.located[name] = _not_located(step, f"probing step {step} failed: {why}")
+                continue
+            ref_arrays, mine_arrays = _load_npz(folder / yardstick / PROBE), _load_npz(folder / name / PROBE)
+            found = locate(
+                ref_arrays,
+                ref.result,
+                mine_arrays,
+                mine.result,
+                step=step,
+                threshold_rel=threshold,
+                compute_dtype=compute_dtype,
+            )
+            divergence = found.to_dict()
+            divergence["known"] = self.known(divergence, name, yardstick)
+            self.located[name] = (divergence, phases_table(ref_arrays, mine_arrays), mine.result["layers"])
 
     def locate_evaluation(self, yardstick: str, stages: dict[str, str], threshold: float, compute_dtype: str) -> None:
         """Take apart ``evaluate`` (or ``predict``: its forward pass alone) on the test set, on ``yardstick``

@@ -1,8 +1,8 @@
 """compare's catalog of known differences (backendlab/compare/known_differences.json) on real backends.
 
 One compare per entry, of a tiny model (tests/fixtures/known_models.py) that shows the entry's difference in
-its first step: the reference (JAX) and the backend it differs on, one epoch of two steps, located with
---locate. The located divergence must be explained by the entry, in report.json and report.md.
+its first step (one in its second): the reference (JAX) and the backend it differs on, one epoch of two steps,
+located with --locate. The located divergence must be explained by the entry, in report.json and report.md.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ CASES = {
     "torch-average-pooling-same-padding": ("average_pool_same", "features", "torch"),
     "jax-abs-slope-at-zero": ("l1_at_zero", "features", "torch"),
     "tensorflow-sigmoid-binary-crossentropy": ("saturated_sigmoid", "features", "tensorflow"),
+    "tensorflow-softmax-categorical-crossentropy": ("saturated_softmax", "features", "tensorflow"),
     "jax-leaky-relu-slope-at-zero": ("leaky_relu_at_zero", "features", "tensorflow"),
     "tensorflow-maximum-tie-gradient": ("maximum_tie", "features", "tensorflow"),
     "jax-clip-slope-at-bound": ("clip_at_bound", "features", "tensorflow"),
