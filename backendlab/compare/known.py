@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CATALOG = Path(__file__).with_name("known_differences.json")
+#: Where a divergence is placed that compare does not take apart: training under --devices or --processes N
+#: (a probe runs one device's step). Entries with this phase are matched by the model alone.
+DATA_PARALLEL = "data-parallel"
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,8 @@ class Known:
     def matches(self, divergence: dict, backend: str, reference: str, model: dict | None) -> bool:
         if (backend in self.backends) == (reference in self.backends):
             return False  # both or neither compute it this way: this is not what parts them
-        if divergence.get("phase") not in self.phases:
+        where = DATA_PARALLEL if divergence.get("during") == DATA_PARALLEL else divergence.get("phase")
+        if where not in self.phases:
             return False
         if self.layer_classes and divergence.get("layer_class") not in self.layer_classes:
             return False

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from backendlab.backends import REFERENCE_BACKENDS
 from backendlab.compare.floor import WINDOW as FLOOR_WINDOW
-from backendlab.compare.known import by_id
+from backendlab.compare.known import DATA_PARALLEL, by_id
 from backendlab.compare.results import AGREE_ROUNDING, STATISTICAL_MARKS
 from backendlab.compare.verdict import QUANTITIES
 from backendlab.export.formats import FORMATS as EXPORT_FORMATS
@@ -213,18 +213,23 @@ def portability_line(report) -> str:
 
 
 #: What a probe took apart, where it was not a training step.
-TAKEN_APART = {"evaluate": "evaluation of the test set", "predict": "prediction of the test set"}
+TAKEN_APART = {
+    "evaluate": "evaluation of the test set",
+    "predict": "prediction of the test set",
+    DATA_PARALLEL: "data-parallel training",
+}
 
 
 def _where(d: dict) -> str:
     """``step 3 first differs in update of embedding (Embedding), ...: <explanation>``, or why nowhere."""
     what = TAKEN_APART.get(d.get("during", "training"), f"step {d['step']}")
+    known = by_id(d.get("known"))
+    also = f"; {known.describe()}" if known else ""
     if not d["phase"]:
-        return f"{what}: {d['explanation']}"
+        return f"{what}: {d['explanation']}{also}"
     where = d["phase"] + (f" of {d['layer']} ({d['layer_class']})" if d.get("layer") else "")
     where += f", {d['variable']}" if d.get("variable") and d["variable"] != d.get("layer") else ""
-    known = by_id(d.get("known"))
-    return f"{what} first differs in {where}: {d['explanation']}" + (f"; {known.describe()}" if known else "")
+    return f"{what} first differs in {where}: {d['explanation']}{also}"
 
 
 def divergence_lines(report) -> list[str]:

@@ -37,8 +37,8 @@ import numpy as np
 from backendlab.backends import ALL_BACKENDS, REFERENCE_BACKENDS, Wording, plan
 from backendlab.callables import SENT_FOLDER, send_run
 from backendlab.compare.floor import TWINS
+from backendlab.compare.known import DATA_PARALLEL, model_config
 from backendlab.compare.known import match as known_match
-from backendlab.compare.known import model_config
 from backendlab.compare.locate import EVALUATE_PHASES, Divergence, evaluation_window, locate, phase_of, phases_table
 from backendlab.compare.probe import handle as probe_handle
 from backendlab.compare.results import BackendReport, CompareOptions, CompareReport
@@ -304,6 +304,7 @@ class Compare:
         """
         report = self.report()
         yardstick = report.reference  # the reference, or, where it is the odd one out, one of the others
+        self.explain_data_parallel(report)
         by_step: dict[int, list[str]] = {}
         evaluated: dict[str, str] = {}
         targets = self.locate_targets(report)
@@ -329,6 +330,20 @@ class Compare:
                 if self.located[name][0]["phase"] is None:
                     self.located[name] = first[name]
         self.write()
+
+    def explain_data_parallel(self, report: CompareReport) -> None:
+        """Under --devices or --processes N no step is taken apart (a probe runs one device's step): a backend
+        that diverges is said to be not located, and looked up in the catalog by the model alone."""
+        run = self.opts.run
+        if run.replicas == 1:
+            return
+        how = f"--processes {run.processes}" if run.processes > 1 else f"--devices {run.devices}"
+        why = f"not located: compare takes apart one device's step, and this run trained under {how}"
+        for name, r in report.backends.items():
+            if name != report.reference and r.status == "ok" and r.verdict == "diverge":
+                divergence = Divergence.nowhere(None, 0.0, 0.0, why, DATA_PARALLEL).to_dict()
+                divergence["known"] = self.known(divergence, name, report.reference)
+                self.located[name] = (divergence, [], {})
 
     def _locate_step(self, report: CompareReport, yardstick: str, step: int, names: list[str]) -> None:
         """Probe ``step`` (1-based) on ``yardstick`` and on each of ``names`` from the same replayed state."""

@@ -19,6 +19,7 @@ MODELS = FIXTURES / "known_models.py"
 
 #: entry -> (the model that triggers it, its data, the backend other than JAX that it is located on)
 CASES = {
+    "batchnorm-per-device-statistics": ("batchnorm", "features", "tensorflow"),
     "tensorflow-sparse-embedding-gradient": ("embedding_clipnorm", "ids", "tensorflow"),
     "torch-moments-variance": ("moments_large_mean", "features", "torch"),
     "torch-average-pooling-same-padding": ("average_pool_same", "features", "torch"),
@@ -31,6 +32,10 @@ CASES = {
     "torch-top-k-ties": ("top_k_tied", "features", "torch"),
     "torch-cast-out-of-range-wraps": ("cast_out_of_range", "features", "torch"),
 }
+
+
+#: entry -> how its case trains, where not on one device (a data-parallel entry: no step is taken apart)
+OPTIONS = {"batchnorm-per-device-statistics": dict(devices=2, drop_remainder=True)}
 
 
 def test_every_entry_of_the_catalog_has_a_case():
@@ -50,6 +55,7 @@ def test_a_model_that_triggers_an_entry_is_explained_by_it(entry, pool, tmp_path
         portability=False,
         pool=pool,
         out=str(tmp_path),
+        **OPTIONS.get(entry, {}),
     )
     d = report.backends[backend].divergence
     assert d["known"] == entry, d

@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from backendlab.compare.known import by_id, catalog, layers, match, model_config
+from backendlab.compare.known import DATA_PARALLEL, by_id, catalog, layers, match, model_config
 
 
 def _divergence(phase, layer=None, layer_class=None, variable=None) -> dict:
@@ -51,6 +51,20 @@ CASES = [
         "jax",
         _model(_layer("Dense", "head", activation="sigmoid")),
     ),  # fmt: skip
+    (
+        "tensorflow-softmax-categorical-crossentropy",
+        _divergence("loss"),
+        "tensorflow",
+        "jax",
+        _model(_layer("Dense", "head", activation="softmax"), loss="sparse_categorical_crossentropy"),
+    ),
+    (
+        "batchnorm-per-device-statistics",
+        {**_divergence(None), "during": DATA_PARALLEL},
+        "torch",
+        "jax",
+        _model(_layer("Dense", "dense"), _layer("BatchNormalization", "norm")),
+    ),
     (
         "jax-leaky-relu-slope-at-zero",
         _divergence("gradient", "dense", "Dense", "dense/bias"),
@@ -108,6 +122,13 @@ def test_an_entry_matches_only_between_a_backend_that_computes_it_and_one_that_d
         match(_divergence("gradient", "right", "Dense"), "tensorflow", "jax", _model(_layer("Dense", "right"))) is None
     )
     assert match(_divergence(None), "tensorflow", "jax", None) is None  # nowhere located: nothing to explain
+    # Per-device statistics explain only data-parallel training of a model with BatchNormalization, on
+    # TensorFlow or PyTorch against JAX (the two per-device backends agree with each other).
+    norm = _model(_layer("BatchNormalization", "norm"))
+    data_parallel = {**_divergence(None), "during": DATA_PARALLEL}
+    assert match(data_parallel, "tensorflow", "torch", norm) is None
+    assert match(data_parallel, "tensorflow", "jax", _model(_layer("Dense", "dense"))) is None
+    assert match(_divergence(None), "tensorflow", "jax", norm) is None
     # A user's own layer is known by its class name in the saved config, not by a key such as the optimizer's.
     clipnorm = {**_model(_layer("Dense", "dense")), "compile_config": {"optimizer": {"config": {"clipnorm": 1.0}}}}
     assert match(_divergence("gradient", "dense", "Dense"), "tensorflow", "jax", clipnorm) is None
@@ -120,7 +141,7 @@ def test_every_entry_is_complete_and_described():
     assert len(ids) == len(set(ids)) >= 10
     for k in catalog():
         assert k.backends and k.phases and k.explanation.endswith(".")
-        assert set(k.phases) <= {"forward", "loss", "gradient", "update", "state"}
+        assert set(k.phases) <= {"forward", "loss", "gradient", "update", "state", DATA_PARALLEL}
         assert k.describe().startswith(f"known difference {k.id}: ")
     assert by_id("no-such-entry") is None and by_id(None) is None
 
