@@ -112,6 +112,8 @@ def ran_text(report) -> str:
     if r["last_batch_size"] != r["batch_size"]:
         batch += f" (the last {r['last_batch_size']})"
     batch += f", {plural(r['steps_per_epoch'], 'step')} an epoch"
+    if r.get("compiled_steps_per_execution", 1) > 1:
+        batch += f", one per call (compiled with steps_per_execution={r['compiled_steps_per_execution']})"
     where = f"{r['devices']} device{'s' if r['devices'] > 1 else ''}"
     where += f", {r['processes']} process{'es' if r['processes'] > 1 else ''}"
     loop = _per_backend(r["loop"], lambda v: "fit" if v == "fit" else "custom loop")

@@ -58,6 +58,8 @@ def what_ran(prep: Prepared) -> dict:
         "jit_compile": impl().resolved_jit_compile(None) if custom_loop else bool(model.jit_compile),
         "devices": config.devices,
         "processes": config.processes,
+        # More than 1 where the user compiled it so: each step then ran on its own (one_step_per_execution).
+        "compiled_steps_per_execution": prep.compiled_steps_per_execution,
     }
 
 

@@ -72,6 +72,8 @@ class Prepared:
     # Of ``stochastic``, the layers that draw outside Keras's random ops (their framework's own generator):
     # observed under portable randomness only, where they are what stays random per backend.
     outside: list[str] = field(default_factory=list)
+    # The user's compile's steps_per_execution, where it was more than the 1 backendlab trains with.
+    compiled_steps_per_execution: int = 1
 
 
 def prepare(
@@ -101,6 +103,7 @@ def prepare(
     # RunSpec's default batch size is 32: another one was asked for.
     check_pipeline_options(spec, dataset, spec.batch_size != RunSpec.batch_size)
     net, spec, start = build_and_compile(spec, dataset, resume, initial_weights)
+    compiled_steps = one_step_per_execution(net)
     check_padding(net, spec, dataset.num_train, dataset.weighted)
     # Built on a real sample before anything is taken from it (a lazily built subclassed model).
     sample = dataset.take("train", first_rows(spec, dataset.sample_rows))[0]
@@ -115,7 +118,20 @@ def prepare(
         switch_off(found)
     if spec.random == "portable" and resume is None:
         portable_seed_states(net, spec.seed)  # after the look above, which drew: training starts from here
-    return Prepared(spec, dataset, net, shown_names(net, found), start, shown_names(net, outside))
+    return Prepared(spec, dataset, net, shown_names(net, found), start, shown_names(net, outside), compiled_steps)
+
+
+def one_step_per_execution(model) -> int:
+    """Train a model its user compiled with ``steps_per_execution`` k > 1 one step per call, and return k (else 1).
+
+    backendlab records every step's loss, which ``fit`` logs only once per k steps; the steps compute the
+    same numbers either way, and PyTorch refuses k > 1. Keras builds its functions again on the next call.
+    """
+    compiled = int(getattr(model, "steps_per_execution", 1) or 1)
+    if compiled > 1:
+        model.steps_per_execution = 1
+        model.train_function = model.test_function = model.predict_function = None
+    return compiled
 
 
 def data_parallel_policy(spec: RunSpec, backend) -> RunSpec:

@@ -74,6 +74,15 @@ def test_compiled_user_model_keeps_its_own_loss_optimizer_and_metrics():
     assert set(result.test) == {"loss", "accuracy", "auc"}
 
 
+def test_a_model_compiled_with_steps_per_execution_trains_each_step_as_compiled_with_one():
+    # It failed on every backend: IndexError on JAX and TensorFlow, Keras's refusal on PyTorch.
+    four = run_training(f"{M}:compiled_four_steps_per_call", epochs=2)
+    one = run_training(f"{M}:compiled_adam", epochs=2)
+    assert len(four.step_losses) == len(one.step_losses) == 2 * 15
+    np.testing.assert_allclose(four.step_losses, one.step_losses, rtol=1e-6)
+    assert four.test == pytest.approx(one.test, rel=1e-5)
+
+
 def test_subclassed_user_model_trains():
     result = run_training("tests/fixtures/user_models.py:subclassed", epochs=3)
     assert result.history["loss"][-1] < result.history["loss"][0]
