@@ -86,6 +86,10 @@ class Dataset:
         return sum(self.pipeline.sizes) if self.pipeline else _num_samples(self.x_train)
 
     @property
+    def num_test(self) -> int:
+        return _num_samples(self.x_test)
+
+    @property
     def sample_rows(self) -> int:
         """The rows ``x_train`` holds: every train sample, or a train pipeline's first batch."""
         return _num_samples(self.x_train)

@@ -20,7 +20,7 @@ from backendlab.results import TrainResult
 from backendlab.training import randomness
 from backendlab.training.feeds import epoch_batches, fit_feed
 from backendlab.training.files import outside_distribution
-from backendlab.training.hooks import STEP_LOSS, record_step_losses, sample_means_class
+from backendlab.training.hooks import STEP_LOSS, evaluation_means_class, record_step_losses, sample_means_class
 from backendlab.training.info import backend_info
 from backendlab.training.nonfinite import NonFiniteWatch
 from backendlab.training.schedule import batch_slices, epoch_orders, padded_samples, samples_per_epoch
@@ -195,6 +195,8 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
     )
     if watch.found:
         raise NonFiniteError(watch.found.message, result)
+    test_batches = [s.stop - s.start for s in batch_slices(data.num_test, config.batch_size)]
+    means = evaluation_means_class()(test_batches, config.replicas)
     with randomness.use(config.random):  # a layer that draws in inference too
         test = model.evaluate(
             data.x_test,
@@ -203,8 +205,9 @@ def train(prep: Prepared, on_step: StepCallback | None = None) -> TrainResult:
             batch_size=config.batch_size,
             verbose=0,
             return_dict=True,
+            callbacks=[means],
         )
-    result.test = {k: float(v) for k, v in test.items() if k != STEP_LOSS}
+    result.test = {k: float(v) for k, v in {**test, **means.means}.items() if k != STEP_LOSS}
     return result
 
 

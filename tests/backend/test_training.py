@@ -83,6 +83,13 @@ def test_a_model_compiled_with_steps_per_execution_trains_each_step_as_compiled_
     assert four.test == pytest.approx(one.test, rel=1e-5)
 
 
+def test_each_outputs_test_loss_is_its_mean_over_the_test_samples():
+    # TensorFlow weighed each test batch alike in a_loss and b_loss, its last batch of 4 as much as one of 32,
+    # while the total loss counted samples: the total was then not a_loss + 0.5 * b_loss.
+    test = run_training(f"{M}:two_heads", "tests/fixtures/user_data.py:two_labels", epochs=2).test
+    assert test["loss"] == pytest.approx(test["a_loss"] + 0.5 * test["b_loss"], rel=1e-5), test
+
+
 def test_subclassed_user_model_trains():
     result = run_training("tests/fixtures/user_models.py:subclassed", epochs=3)
     assert result.history["loss"][-1] < result.history["loss"][0]
