@@ -165,10 +165,30 @@ def _one_graph(fn):
     compiled = torch.compile(fn, fullgraph=True, dynamic=False)
 
     def call(*args):
-        with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=_RECOMPILE_LIMIT):
+        with torch._dynamo.config.patch(trace_autograd_ops=True, recompile_limit=_RECOMPILE_LIMIT), _mps_known():
             return compiled(*args)
 
     return call
+
+
+_mps_available = torch.backends.mps.is_available
+_MPS = _mps_available()
+
+
+def _mps_constant() -> bool:
+    return _MPS  # plain Python: Dynamo inlines it
+
+
+@contextlib.contextmanager
+def _mps_known():
+    """Within it, ``torch.backends.mps.is_available()`` is a constant to Dynamo: Keras's torch
+    ``binary_crossentropy`` asks it on every call, and Dynamo cannot put a function returning a bool in a
+    graph (``torch.* op returned non-Tensor``), which broke every whole step with binary cross-entropy."""
+    torch.backends.mps.is_available = _mps_constant
+    try:
+        yield
+    finally:
+        torch.backends.mps.is_available = _mps_available
 
 
 def _gradients(loss, variables) -> list:

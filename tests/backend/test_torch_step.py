@@ -115,3 +115,29 @@ def test_fit_in_whole_step_fit_is_one_graph_trains_as_eager_fit_and_leaves_the_m
         np.testing.assert_allclose(history[key], eager_history[key], **ROUNDING)
     for a, b in zip(trained, eager_trained):
         np.testing.assert_allclose(a, b, **ROUNDING)
+
+
+def test_binary_cross_entropy_on_a_sigmoid_compiles_in_one_graph_and_trains_as_eager():
+    """The seed's loss: Keras's torch binary_crossentropy asks torch.backends.mps.is_available() on every
+    call, which Dynamo cannot put in a graph (``torch.* op returned non-Tensor``): every whole step failed."""
+    import keras
+
+    from backendlab import TrainStep
+
+    x, y, _ = data()
+    y = (y == 0).astype("float32")[:, None]
+
+    def train(jit_compile):
+        keras.utils.set_random_seed(0)
+        dense = keras.layers.Dense
+        model = keras.Sequential([keras.Input((8,)), dense(4, activation="relu"), dense(1, activation="sigmoid")])
+        optimizer = keras.optimizers.SGD(0.01, momentum=0.9, nesterov=True)
+        step = TrainStep(model, keras.losses.BinaryCrossentropy(), optimizer, jit_compile=jit_compile)
+        return [step(x[i : i + BATCH], y[i : i + BATCH])["loss"] for i in range(0, len(x), BATCH)], weights(model)
+
+    (losses, trained), graphs, breaks = compiled(lambda: train(True))
+    assert (graphs, breaks) == (1, 0)
+    eager_losses, eager_trained = train(None)
+    np.testing.assert_allclose(losses, eager_losses, **ROUNDING)
+    for a, b in zip(trained, eager_trained):
+        np.testing.assert_allclose(a, b, **ROUNDING)
