@@ -36,6 +36,21 @@ def test_threefry_gives_random123s_known_answers(backend, key, counter, expected
     assert [int(_numpy(w)[0]) & 0xFFFFFFFF for w in out] == list(expected)
 
 
+def test_a_large_draw_gives_the_bits_of_threefry_itself(backend):
+    """More counters than PyTorch's kernel takes at once (it runs them in parts): the same bits as the one
+    keras.ops Threefry, and as a small draw gives its first rows."""
+    import keras
+
+    counter = [keras.ops.convert_to_tensor(np.arange(w, w + 70_000, dtype=np.int32).reshape(2, -1)) for w in (0, 11)]
+    key = [keras.ops.convert_to_tensor(np.int32(w)) for w in (123, -5)]
+    fast = [_numpy(w) for w in randomness._kernel()(*key, *counter)]
+    reference = [_numpy(w) for w in randomness.threefry2x32(key, counter)]
+    for a, b in zip(fast, reference):
+        np.testing.assert_array_equal(a, b)
+    bits = _numpy(randomness.random_bits((3, 100_000), 9))
+    np.testing.assert_array_equal(bits[:2], _numpy(randomness.random_bits((2, 100_000), 9)))
+
+
 def _draw_layer_class(names):
     import keras
 
