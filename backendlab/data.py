@@ -53,12 +53,17 @@ class Target:
     def activation(self) -> str:
         return {"binary": "sigmoid", "regression": "linear"}.get(self.kind, "softmax")
 
-    def learned_by(self, units: int) -> Target | None:
+    def learned_by(self, units: int, probabilities: bool = False) -> Target | None:
         """This target as an output ``units`` wide learns it; None where it cannot. Two classes learn on
-        one sigmoid unit, or on two softmax units as class ids (sparse categorical cross-entropy)."""
+        one sigmoid unit, or on two units of probabilities (a softmax: ``probabilities``) as class ids
+        (sparse categorical cross-entropy)."""
         if units == self.units:
             return self
-        return Target("multiclass", 2) if self.kind == "binary" and units == 2 else None
+        return Target("multiclass", 2) if self.kind == "binary" and units == 2 and probabilities else None
+
+    def widths(self) -> str:
+        """The last dimension an output may have, in words."""
+        return "1 (or 2 softmax units)" if self.kind == "binary" else str(self.units)
 
     def describe(self) -> str:
         if self.kind == "binary":

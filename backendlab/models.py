@@ -298,6 +298,14 @@ def build_model(name: str, data: Dataset):
     return model
 
 
+def _probabilities(y_pred) -> bool:
+    """Whether an output's rows were seen to be probabilities: none negative, each summing to 1 (a softmax)."""
+    import keras
+
+    values = np.asarray(keras.ops.convert_to_numpy(y_pred), dtype="float64")
+    return bool(values.size) and bool((values >= 0).all()) and np.allclose(values.sum(axis=-1), 1.0, atol=1e-2)
+
+
 def check_compatible(model, data: Dataset, name: str, rows: np.ndarray | None = None) -> Dataset:
     """Run the model on two samples (the first, or two of ``rows``) and check its outputs against the targets.
 
@@ -329,11 +337,11 @@ def check_compatible(model, data: Dataset, name: str, rows: np.ndarray | None = 
     learned = {}
     for key, target in targets.items():
         shape = tuple(outputs[key].shape)
-        learned[key] = target.learned_by(shape[-1])
+        learned[key] = target.learned_by(shape[-1], _probabilities(outputs[key]))
         if learned[key] is None:
             where = f"output {key!r}" if key else "output"
             raise UsageError(
                 f"model {name!r} {where} has shape {(None,) + shape[1:]} but data {data.name!r} has "
-                f"{target.describe()}: its last dimension must be {target.units}"
+                f"{target.describe()}: its last dimension must be {target.widths()}"
             )
     return replace(data, target=learned if isinstance(data.target, dict) else learned[None])

@@ -4,6 +4,7 @@ as one ``torch.compile`` graph with ``torch.autograd.grad``."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import types
 
 import torch
@@ -198,16 +199,25 @@ def _mps_constant() -> bool:
     return _MPS  # plain Python: Dynamo inlines it
 
 
+_mps_lock = threading.Lock()
+_mps_depth = [0]  # compiled calls inside _mps_known now, in every thread: the last one out puts torch's back
+
+
 @contextlib.contextmanager
 def _mps_known():
     """Within it, ``torch.backends.mps.is_available()`` is a constant to Dynamo: Keras's torch
     ``binary_crossentropy`` asks it on every call, and Dynamo cannot put a function returning a bool in a
     graph (``torch.* op returned non-Tensor``), which broke every whole step with binary cross-entropy."""
-    torch.backends.mps.is_available = _mps_constant
+    with _mps_lock:
+        _mps_depth[0] += 1
+        torch.backends.mps.is_available = _mps_constant
     try:
         yield
     finally:
-        torch.backends.mps.is_available = _mps_available
+        with _mps_lock:
+            _mps_depth[0] -= 1
+            if not _mps_depth[0]:
+                torch.backends.mps.is_available = _mps_available
 
 
 def _gradients(loss, variables) -> list:

@@ -243,16 +243,20 @@ def _divergence_markdown(report) -> list[str]:
     located = [r for r in report.backends.values() if r.divergence]
     if not located:
         return []
-    lines = [
-        "",
-        "## Where it first differs",
-        "",
-        f"Each step below was taken apart on {report.reference} and on the backend, both starting it from the "
-        "same replayed state: each layer's output (forward), the loss terms, every gradient, what one optimizer "
-        "step changes (update), and the non-trainable changes (state). The first phase and place that differs "
-        "while everything before it agrees is named.",
-    ]
-    if any(r.divergence.get("during", "training") != "training" for r in located):
+    lines = ["", "## Where it first differs", ""]
+    if any(r.divergence.get("during") == DATA_PARALLEL for r in located):
+        lines.append(
+            "This run trained on several devices or processes, where no step is taken apart (a probe runs one "
+            "device's step): what differs is looked up in the catalog of known differences by the model alone."
+        )
+    else:
+        lines.append(
+            f"Each step below was taken apart on {report.reference} and on the backend, both starting it from the "
+            "same replayed state: each layer's output (forward), the loss terms, every gradient, what one optimizer "
+            "step changes (update), and the non-trainable changes (state). The first phase and place that differs "
+            "while everything before it agrees is named."
+        )
+    if any(r.divergence.get("during", "training") not in ("training", DATA_PARALLEL) for r in located):
         lines[-1] += (
             f" Where training agrees and only evaluation or prediction differs, both load {report.reference}'s "
             "trained weights and evaluate the test set as `evaluate` does: each layer's output in inference "

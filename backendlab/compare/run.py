@@ -121,8 +121,9 @@ class Compare(Locating):
         pool: WorkerPool | None = None,
         env: dict[str, str] | None = None,
     ):
-        # Bad input leaves no folder behind where there was none (see run()).
-        self.fresh = not (Path(opts.out).is_dir() and any(Path(opts.out).iterdir()))
+        # What --out was before the run: bad input leaves it as it was (see run()); None: it held files.
+        out = Path(opts.out)
+        self.out_was = "missing" if not out.exists() else "empty" if out.is_dir() and not any(out.iterdir()) else None
         # A model or data given as a Python object goes to the workers as a file in --out (backendlab.callables).
         run = send_run(opts.run, Path(opts.out) / SENT_FOLDER)
         run = run.replace(data=run.data or default_data(run.model)).check()
@@ -440,9 +441,12 @@ class Compare(Locating):
         self._clear()
         try:
             self._run_jobs()
-        except UsageError:
-            if self.fresh:  # the model or data was wrong: the one error line is the result, not a folder
+        except UsageError:  # the model or data was wrong: the one error line is the result, not a folder
+            if self.out_was == "missing":
                 shutil.rmtree(self.out, ignore_errors=True)
+            elif self.out_was == "empty":  # a folder of the user's own: emptied, kept
+                for entry in self.out.iterdir():
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             raise
         report = self.write()
         from backendlab.compare.report import write_outputs

@@ -145,6 +145,7 @@ def _sample_means(model, runs: dict, logs, real: np.ndarray, padded: np.ndarray,
     return means
 
 
+@functools.cache
 def evaluation_means_class():
     """The ``EvaluationMeans`` callback class: :func:`sample_means_class`'s means for ``evaluate``.
 

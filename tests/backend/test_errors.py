@@ -43,7 +43,12 @@ CASES = {
     "output too wide": (
         dict(model=f"{M}:three_outputs"),
         f"model '{M}:three_outputs' output has shape (None, 3) but data 'breast_cancer' has 2 classes (binary): "
-        "its last dimension must be 1",
+        "its last dimension must be 1 (or 2 softmax units)",
+    ),
+    "two linear units": (
+        dict(model=f"{M}:two_linear"),
+        f"model '{M}:two_linear' output has shape (None, 2) but data 'breast_cancer' has 2 classes (binary): "
+        "its last dimension must be 1 (or 2 softmax units)",
     ),
     "cnn on tabular data": (
         dict(model="cnn", data="breast_cancer"),

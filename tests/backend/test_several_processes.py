@@ -183,5 +183,5 @@ def test_bad_input_found_in_every_process_is_said_once_with_exit_status_2():
     said = [line for line in done.stderr.splitlines() if line.startswith("backendlab: error: ")]
     assert said == [
         f"backendlab: error: model '{model}' output has shape (None, 3) but data 'breast_cancer' has 2 classes "
-        "(binary): its last dimension must be 1"
+        "(binary): its last dimension must be 1 (or 2 softmax units)"
     ]

@@ -141,3 +141,22 @@ def test_binary_cross_entropy_on_a_sigmoid_compiles_in_one_graph_and_trains_as_e
     np.testing.assert_allclose(losses, eager_losses, **ROUNDING)
     for a, b in zip(trained, eager_trained):
         np.testing.assert_allclose(a, b, **ROUNDING)
+
+
+def test_fit_with_binary_cross_entropy_in_whole_step_fit_is_one_graph():
+    import keras
+
+    from backendlab import whole_step_fit
+
+    x, y, _ = data()
+    keras.utils.set_random_seed(0)
+    dense = keras.layers.Dense
+    model = keras.Sequential([keras.Input((8,)), dense(4, activation="relu"), dense(1, activation="sigmoid")])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="binary_crossentropy", jit_compile=True)
+
+    def fit():
+        with whole_step_fit(model):
+            return model.fit(x, (y == 0).astype("float32"), batch_size=BATCH, shuffle=False, verbose=0).history
+
+    history, graphs, breaks = compiled(fit)
+    assert (graphs, breaks) == (1, 0) and np.isfinite(history["loss"]).all()

@@ -2,7 +2,8 @@
 
 One compare per entry, of a tiny model (tests/fixtures/known_models.py) that shows the entry's difference in
 its first step (one in its second): the reference (JAX) and the backend it differs on, one epoch of two steps,
-located with --locate. The located divergence must be explained by the entry, in report.json and report.md.
+located with --locate (the data-parallel entry, on two devices, by its model alone). The located divergence
+must be explained by the entry, in report.json and report.md.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ def test_compare_out_that_is_a_file_exits_2(backend, a_file):
     assert a_file.read_text() == "not a folder\n"
 
 
-def test_a_model_the_worker_finds_wrong_leaves_no_folder_and_the_next_run_takes_the_name(backend, tmp_path):
+def test_a_model_the_worker_finds_wrong_leaves_no_folder_behind(backend, tmp_path):
     # The worker's job files (job.json, progress.json, worker.log) stayed, and the next run went to DIR-2.
     model = "tests/fixtures/user_models.py:three_outputs"
     out = tmp_path / "run"
@@ -37,9 +37,12 @@ def test_a_model_the_worker_finds_wrong_leaves_no_folder_and_the_next_run_takes_
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         f"backendlab: error: model '{model}' output has shape (None, 3) but data 'breast_cancer' has "
-        "2 classes (binary): its last dimension must be 1"
+        "2 classes (binary): its last dimension must be 1 (or 2 softmax units)"
     )
     assert not out.exists()
+    out.mkdir()  # a folder the user made, empty: kept, and left empty
+    proc = run_cli("compare", "--backends", backend, "--model", model, "--epochs", "1", "--out", str(out))
+    assert proc.returncode == 2 and out.is_dir() and not any(out.iterdir())
 
 
 def _random_bytes(path):

@@ -63,7 +63,7 @@ CASES = [
         {**_divergence(None), "during": DATA_PARALLEL},
         "torch",
         "jax",
-        _model(_layer("Dense", "dense"), _layer("BatchNormalization", "norm")),
+        _model(_layer("Dense", "dense"), _layer("BatchNormalization", "norm", synchronized=False)),
     ),
     (
         "jax-leaky-relu-slope-at-zero",
@@ -124,11 +124,14 @@ def test_an_entry_matches_only_between_a_backend_that_computes_it_and_one_that_d
     assert match(_divergence(None), "tensorflow", "jax", None) is None  # nowhere located: nothing to explain
     # Per-device statistics explain only data-parallel training of a model with BatchNormalization, on
     # TensorFlow or PyTorch against JAX (the two per-device backends agree with each other).
-    norm = _model(_layer("BatchNormalization", "norm"))
+    norm = _model(_layer("BatchNormalization", "norm", synchronized=False))
     data_parallel = {**_divergence(None), "during": DATA_PARALLEL}
     assert match(data_parallel, "tensorflow", "torch", norm) is None
     assert match(data_parallel, "tensorflow", "jax", _model(_layer("Dense", "dense"))) is None
     assert match(_divergence(None), "tensorflow", "jax", norm) is None
+    # TensorFlow's synchronized BatchNormalization takes the global batch's statistics: not this.
+    synchronized = _model(_layer("BatchNormalization", "norm", synchronized=True))
+    assert match(data_parallel, "tensorflow", "jax", synchronized) is None
     # A user's own layer is known by its class name in the saved config, not by a key such as the optimizer's.
     clipnorm = {**_model(_layer("Dense", "dense")), "compile_config": {"optimizer": {"config": {"clipnorm": 1.0}}}}
     assert match(_divergence("gradient", "dense", "Dense"), "tensorflow", "jax", clipnorm) is None
