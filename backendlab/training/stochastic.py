@@ -23,9 +23,9 @@ def sublayers(model) -> list:
 
 def shown_names(model, layers) -> list[str]:
     """The names ``layers`` go by in ``model.summary()``: a recurrent cell by its layer's (``lstm``, not
-    ``lstm_cell``, which a second LSTM's cell repeats), each name once."""
+    ``lstm_cell``, which every LSTM's cell is called). One name per layer: nested models repeat names."""
     owners = {id(layer.cell): layer for layer in sublayers(model) if getattr(layer, "cell", None) is not None}
-    return list(dict.fromkeys(owners.get(id(layer), layer).name for layer in layers))
+    return [owners.get(id(layer), layer).name for layer in layers]
 
 
 def _holds_seed_generator(layer) -> bool:
